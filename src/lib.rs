@@ -1,0 +1,9 @@
+//! crema: a Caffe-compatible neural-network trainer.
+//!
+//! The flow: `proto` reads Caffe's files; `net` builds a Net from a NetParameter; `layers`
+//! hold each layer's shape logic and call `backend` ops for arithmetic; `solver` trains;
+//! `cli` is the `crema` command.
+
+pub mod util;
+pub mod proto;
+pub mod cli;

@@ -1,0 +1,59 @@
+//! `crema`: train and test Caffe nets (`crema train --solver ...`), inspect Caffe's files.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use crema::cli;
+use crema::proto::TextOptions;
+
+#[derive(Parser)]
+#[command(name = "crema", version, about = "A Caffe-compatible trainer: reads Caffe's files, trains on GPU or CPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tell what Caffe files hold: nets, solvers, caffemodels, solverstates, binaryprotos.
+    Inspect {
+        /// Files to describe; the kind is detected from the content.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Drop prototxt fields the schema does not know (with a warning) instead of failing.
+        #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
+        allow_unknown_fields: bool,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Inspect { files, allow_unknown_fields } => {
+            let opts = TextOptions { allow_unknown_fields };
+            let mut failed = 0;
+            for f in &files {
+                match cli::inspect::inspect_file(f, opts) {
+                    Ok(text) => print!("{text}"),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        failed += 1;
+                    }
+                }
+            }
+            Ok(if failed > 0 { 1 } else { 0 })
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = cli::args::normalize_args(std::env::args());
+    let cli = Cli::parse_from(args);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

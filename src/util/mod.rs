@@ -1,0 +1,4 @@
+//! Small shared pieces: glog-format logging, hashing, numpy files.
+
+pub mod glog;
+pub mod hash;
