@@ -6,4 +6,10 @@
 
 pub mod util;
 pub mod proto;
+pub mod blob;
+pub mod rng;
+pub mod filler;
+pub mod backend;
+pub mod layers;
+pub mod net;
 pub mod cli;

@@ -20,7 +20,15 @@ pub fn inspect_file(path: &Path, opts: TextOptions) -> Result<String> {
         bail!("{file}: file is empty");
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    match detect(&bytes, ext) {
+    let kind = match (detect(&bytes, ext), ext) {
+        // A truncated or corrupt binary fails detection; decode it as the kind its extension
+        // names so that the error says what is wrong with it.
+        (FileKind::Unknown, "caffemodel") => FileKind::NetBinary,
+        (FileKind::Unknown, "solverstate") => FileKind::SolverState,
+        (FileKind::Unknown, "binaryproto") => FileKind::BlobProto,
+        (kind, _) => kind,
+    };
+    match kind {
         kind @ (FileKind::NetText | FileKind::SolverText) => {
             let text = proto::text::ensure_text(&bytes, &file)?;
             // Try the likelier message first; report its error if neither parses.

@@ -4,12 +4,24 @@
 
 use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 
-/// Prototxt text of any generated Caffe message.
+/// Prototxt text of a message that implements `ReflectMessage` (a `DynamicMessage`; the prost
+/// types generated from caffe.proto do not implement it: use `message_to_prototxt` for those).
 pub fn to_prototxt<T: ReflectMessage>(msg: &T) -> String {
     let dynamic = msg.transcode_to_dynamic();
     let mut out = String::new();
     write_message(&dynamic, 0, &mut out);
     out
+}
+
+/// Prototxt text of a generated Caffe message, given its full name (e.g. "caffe.NetParameter").
+pub fn message_to_prototxt<T: prost::Message>(msg: &T, full_name: &str) -> anyhow::Result<String> {
+    let desc = super::descriptor_pool()
+        .get_message_by_name(full_name)
+        .ok_or_else(|| anyhow::anyhow!("internal: message {full_name} missing from the schema"))?;
+    let dynamic = DynamicMessage::decode(desc, msg.encode_to_vec().as_slice())?;
+    let mut out = String::new();
+    write_message(&dynamic, 0, &mut out);
+    Ok(out)
 }
 
 fn write_message(msg: &DynamicMessage, indent: usize, out: &mut String) {

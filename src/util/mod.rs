@@ -2,3 +2,5 @@
 
 pub mod glog;
 pub mod hash;
+pub mod npy;
+pub mod gradcheck;

@@ -1,0 +1,135 @@
+//! BLAS-like helpers over row-major slices.
+
+use gemm::Parallelism;
+
+/// Work below this many multiply-adds runs on one thread: spawning costs more than it saves.
+const PARALLEL_THRESHOLD: usize = 1 << 18;
+
+/// `C = alpha * op(A) * op(B) + beta * C`, row-major, like `cblas_sgemm(CblasRowMajor, ...)`.
+/// `op(A)` is m x k, `op(B)` is k x n, C is m x n. With `beta == 0` C is not read (NaNs in it
+/// do not propagate), as BLAS specifies.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+) {
+    assert!(a.len() >= m * k, "sgemm: A has {} values, needs {}", a.len(), m * k);
+    assert!(b.len() >= k * n, "sgemm: B has {} values, needs {}", b.len(), k * n);
+    assert!(c.len() >= m * n, "sgemm: C has {} values, needs {}", c.len(), m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if beta == 0.0 {
+            c[..m * n].fill(0.0);
+        } else {
+            c[..m * n].iter_mut().for_each(|v| *v *= beta);
+        }
+        return;
+    }
+    // Strides (column stride, row stride) of op(A) and op(B) in their row-major storage.
+    let (a_cs, a_rs) = if trans_a { (m as isize, 1) } else { (1, k as isize) };
+    let (b_cs, b_rs) = if trans_b { (k as isize, 1) } else { (1, n as isize) };
+    let par = if m * n * k >= PARALLEL_THRESHOLD { Parallelism::Rayon(0) } else { Parallelism::None };
+    // gemm computes dst = alpha_g * dst + beta_g * lhs * rhs.
+    let read_dst = beta != 0.0;
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            read_dst,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// `y = alpha * A x + beta * y` (or `A^T x` when `trans`), A is m x n row-major.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemv(trans: bool, m: usize, n: usize, alpha: f32, a: &[f32], x: &[f32], beta: f32, y: &mut [f32]) {
+    if trans {
+        sgemm(true, false, n, 1, m, alpha, a, x, beta, y);
+    } else {
+        sgemm(false, false, m, 1, n, alpha, a, x, beta, y);
+    }
+}
+
+/// Dot product accumulated in f32 in index order (deterministic).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `y += alpha * x`.
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += alpha * xi;
+    }
+}
+
+/// `x *= alpha`.
+pub fn scal(alpha: f32, x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v *= alpha);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0f64;
+                for p in 0..k {
+                    let av = if ta { a[p * m + i] } else { a[i * k + p] };
+                    let bv = if tb { b[j * k + p] } else { b[p * n + j] };
+                    s += av as f64 * bv as f64;
+                }
+                c[i * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn sgemm_all_transposes_and_beta() {
+        let (m, n, k) = (7, 5, 9);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let want = naive(ta, tb, m, n, k, &a, &b);
+                let mut c = vec![1f32; m * n];
+                sgemm(ta, tb, m, n, k, 2.0, &a, &b, 0.5, &mut c);
+                for (x, w) in c.iter().zip(&want) {
+                    assert!((x - (2.0 * w + 0.5)).abs() < 1e-5, "{ta} {tb}");
+                }
+                let mut c = vec![f32::NAN; m * n];
+                sgemm(ta, tb, m, n, k, 1.0, &a, &b, 0.0, &mut c);
+                assert!(c.iter().all(|v| v.is_finite()));
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Arithmetic. `cpu` is the reference backend (and the fallback where no GPU is present);
+//! its ops are plain functions over slices with the same signatures a device kernel takes, so
+//! a test can run an op on both and compare.
+
+pub mod cpu;

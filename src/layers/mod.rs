@@ -1,0 +1,188 @@
+//! Layers: one file per Caffe layer type. A layer owns its parameter blobs, its configuration
+//! and its shape logic; the arithmetic is in `crate::backend`.
+//!
+//! The contract follows Caffe's `layer.hpp`: `setup` once (check the configuration, create
+//! parameter blobs unless they were given, shape the tops), `reshape` before every forward
+//! (batch shapes may change), `forward`, and `backward` with an explicit `propagate_down` per
+//! bottom. Parameter diffs accumulate (`+=`) across backward calls, as Caffe's do (iter_size
+//! relies on it); bottom diffs are overwritten.
+
+use anyhow::{bail, Result};
+
+use crate::blob::BlobRef;
+use crate::proto::caffe::{LayerParameter, Phase};
+use crate::rng::CaffeRng;
+
+pub mod input;
+pub mod split;
+
+/// What a forward or backward pass may need besides blobs.
+pub struct Ctx<'a> {
+    pub rng: &'a mut CaffeRng,
+}
+
+/// How many bottoms or tops a layer accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    Any,
+    Exact(usize),
+    Min(usize),
+    Range(usize, usize),
+}
+
+impl Arity {
+    fn accepts(self, n: usize) -> bool {
+        match self {
+            Arity::Any => true,
+            Arity::Exact(k) => n == k,
+            Arity::Min(k) => n >= k,
+            Arity::Range(a, b) => n >= a && n <= b,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Arity::Any => "any number of".into(),
+            Arity::Exact(k) => format!("exactly {k}"),
+            Arity::Min(k) => format!("at least {k}"),
+            Arity::Range(a, b) => format!("{a} to {b}"),
+        }
+    }
+}
+
+/// State every layer has: its (own, possibly amended) LayerParameter, its parameter blobs and
+/// which of them need a gradient.
+pub struct LayerBase {
+    pub param: LayerParameter,
+    pub blobs: Vec<BlobRef>,
+    pub param_propagate_down: Vec<bool>,
+}
+
+impl LayerBase {
+    pub fn new(param: &LayerParameter) -> Self {
+        LayerBase { param: param.clone(), blobs: Vec::new(), param_propagate_down: Vec::new() }
+    }
+
+    pub fn name(&self) -> &str {
+        self.param.name()
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.param.phase()
+    }
+
+    /// Whether parameter blob `i` wants a gradient (lr_mult != 0 or force_backward).
+    pub fn param_needs_grad(&self, i: usize) -> bool {
+        self.param_propagate_down.get(i).copied().unwrap_or(true)
+    }
+}
+
+pub trait Layer {
+    /// Caffe's type string ("Convolution").
+    fn type_name(&self) -> &'static str;
+    fn base(&self) -> &LayerBase;
+    fn base_mut(&mut self) -> &mut LayerBase;
+
+    fn bottom_arity(&self) -> Arity {
+        Arity::Any
+    }
+    fn top_arity(&self) -> Arity {
+        Arity::Any
+    }
+    /// Loss layers create anonymous tops when fewer were declared.
+    fn auto_top_blobs(&self) -> bool {
+        false
+    }
+    /// Whether `force_backward` may send a gradient to this bottom (not to labels).
+    fn allow_force_backward(&self, _bottom: usize) -> bool {
+        true
+    }
+
+    /// One-time configuration: checks parameters, creates parameter blobs if none were given
+    /// (filling them from `rng`), and shapes the tops.
+    fn setup(&mut self, rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()>;
+    /// Adapts the tops (and internal buffers) to the bottoms' current shapes.
+    fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()>;
+    fn forward(&mut self, ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()>;
+    /// Gradients: bottom diffs where `propagate_down[i]`, parameter diffs (accumulated) where
+    /// `base().param_needs_grad(j)`.
+    fn backward(
+        &mut self,
+        ctx: &mut Ctx,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()>;
+
+    fn name(&self) -> &str {
+        self.base().name()
+    }
+    fn blobs(&self) -> &[BlobRef] {
+        &self.base().blobs
+    }
+    /// The layer's own copy of its LayerParameter, with what setup added (BatchNorm's
+    /// ParamSpecs, a loss layer's default loss_weight): what snapshots save.
+    fn layer_param(&self) -> &LayerParameter {
+        &self.base().param
+    }
+}
+
+/// Checks the bottom and top counts a layer accepts (Caffe's `CheckBlobCounts`).
+pub fn check_blob_counts(layer: &dyn Layer, bottoms: usize, tops: usize) -> Result<()> {
+    let (b, t) = (layer.bottom_arity(), layer.top_arity());
+    if !b.accepts(bottoms) {
+        bail!(
+            "layer '{}' ({}) takes {} bottom blob(s), got {bottoms}",
+            layer.name(),
+            layer.type_name(),
+            b.describe()
+        );
+    }
+    if !t.accepts(tops) {
+        bail!(
+            "layer '{}' ({}) produces {} top blob(s), got {tops}",
+            layer.name(),
+            layer.type_name(),
+            t.describe()
+        );
+    }
+    Ok(())
+}
+
+/// Every layer type crema knows, for error messages and the README table.
+pub const KNOWN_TYPES: &[&str] = &["Input", "Split"];
+
+/// Creates the layer for `param.type` (the layer registry).
+pub fn create_layer(param: &LayerParameter) -> Result<Box<dyn Layer>> {
+    Ok(match param.r#type() {
+        "Input" => Box::new(input::InputLayer::new(param)?),
+        "Split" => Box::new(split::SplitLayer::new(param)),
+        other => bail!(
+            "layer '{}': unknown layer type '{other}' (known types: {})",
+            param.name(),
+            KNOWN_TYPES.join(", ")
+        ),
+    })
+}
+
+/// Checks that a layer given stored blobs (from a net_param with blobs) got the count and
+/// shapes it expects, with Caffe's wording.
+pub fn check_given_blobs(layer: &str, blobs: &[BlobRef], expected: &[Vec<usize>]) -> Result<()> {
+    if blobs.len() != expected.len() {
+        bail!(
+            "layer '{layer}': {} parameter blob(s) given, {} expected",
+            blobs.len(),
+            expected.len()
+        );
+    }
+    for (i, (b, e)) in blobs.iter().zip(expected).enumerate() {
+        if &b.shape() != e {
+            bail!(
+                "layer '{layer}': incorrect shape of param {i}: expected shape {}; instead, shape was {}",
+                crate::proto::blob::shape_string(e),
+                b.shape_string()
+            );
+        }
+    }
+    Ok(())
+}

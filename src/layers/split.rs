@@ -1,0 +1,77 @@
+//! Split: one bottom read by several consumers. Tops share the bottom's data (no copy);
+//! backward sums the tops' diffs into the bottom's. Inserted automatically by the net.
+
+use anyhow::{bail, Result};
+
+use super::{Arity, Ctx, Layer, LayerBase};
+use crate::blob::{read, BlobRef};
+use crate::proto::caffe::LayerParameter;
+use crate::rng::CaffeRng;
+
+pub struct SplitLayer {
+    base: LayerBase,
+}
+
+impl SplitLayer {
+    pub fn new(param: &LayerParameter) -> Self {
+        SplitLayer { base: LayerBase::new(param) }
+    }
+}
+
+impl Layer for SplitLayer {
+    fn type_name(&self) -> &'static str {
+        "Split"
+    }
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn bottom_arity(&self) -> Arity {
+        Arity::Exact(1)
+    }
+    fn top_arity(&self) -> Arity {
+        Arity::Min(1)
+    }
+
+    fn setup(&mut self, _rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        self.reshape(bottom, top)
+    }
+
+    fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        for t in top {
+            if std::rc::Rc::ptr_eq(t, &bottom[0]) {
+                bail!("layer '{}': Split does not work in place", self.name());
+            }
+            t.reshape_like(&bottom[0])?;
+            t.share_data(&bottom[0]);
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        // Sharing is re-established each pass in case the bottom's buffer was replaced.
+        for t in top {
+            t.share_data(&bottom[0]);
+        }
+        Ok(())
+    }
+
+    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let out = bottom[0].diff_buf();
+        let mut dx = out.borrow_mut();
+        let first = top[0].diff_buf();
+        dx.copy_from_slice(&read(&first));
+        for t in &top[1..] {
+            let d = t.diff_buf();
+            for (a, b) in dx.iter_mut().zip(read(&d).iter()) {
+                *a += *b;
+            }
+        }
+        Ok(())
+    }
+}
