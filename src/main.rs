@@ -25,6 +25,30 @@ enum Command {
         #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
         allow_unknown_fields: bool,
     },
+    /// Benchmark a net's forward and backward passes layer by layer (Caffe's `caffe time`).
+    Time {
+        /// The net prototxt.
+        #[arg(long)]
+        model: PathBuf,
+        /// Timed iterations (after one warm-up pass).
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+        /// TRAIN (default) or TEST.
+        #[arg(long, default_value = "TRAIN")]
+        phase: String,
+        /// Net state level.
+        #[arg(long, default_value_t = 0)]
+        level: i32,
+        /// Comma-separated net state stages.
+        #[arg(long, default_value = "")]
+        stage: String,
+        #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
+        allow_unknown_fields: bool,
+    },
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect()
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -42,6 +66,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             Ok(if failed > 0 { 1 } else { 0 })
+        }
+        Command::Time { model, iterations, phase, level, stage, allow_unknown_fields } => {
+            let args = cli::time::TimeArgs {
+                model,
+                iterations,
+                phase: cli::time::parse_phase(&phase)?,
+                level,
+                stages: split_list(&stage),
+                text: TextOptions { allow_unknown_fields },
+            };
+            cli::time::run_time(&args)?;
+            Ok(0)
         }
     }
 }

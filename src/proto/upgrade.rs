@@ -172,16 +172,17 @@ fn upgrade_v1_layer(v1: V1LayerParameter) -> Result<LayerParameter> {
     if v1.layer.is_some() {
         bail!("still holds a V0 layer after the V0 upgrade");
     }
+    // Like Caffe, a V1 layer without a type gives a layer without one (not `type: ""`).
     let ty = match v1.r#type {
-        None => String::new(),
+        None => None,
         Some(n) => match LayerType::try_from(n) {
-            Ok(t) => v1_type_name(t).to_string(),
+            Ok(t) => Some(v1_type_name(t).to_string()),
             Err(_) => bail!("unknown V1 layer type number {n}"),
         },
     };
     let mut l = LayerParameter {
         name: v1.name,
-        r#type: Some(ty),
+        r#type: ty,
         bottom: v1.bottom,
         top: v1.top,
         include: v1.include,

@@ -1,0 +1,122 @@
+//! `crema time`: Caffe's `caffe time` benchmark: one warm-up forward and backward, then
+//! per-iteration forward-backward times and per-layer averages, logged in Caffe's words.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::blob::BlobRef;
+use crate::net::{BuildOptions, Net};
+use crate::proto::caffe::{NetState, Phase};
+use crate::proto::{read_net_text, TextOptions};
+use crate::rng::CaffeRng;
+use crate::util::glog::fmt_g;
+
+pub struct TimeArgs {
+    pub model: PathBuf,
+    pub iterations: usize,
+    pub phase: Phase,
+    pub level: i32,
+    pub stages: Vec<String>,
+    pub text: TextOptions,
+}
+
+/// Per-layer and total timings, in milliseconds.
+pub struct TimeReport {
+    pub layers: Vec<(String, f64, f64)>,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub total_ms: f64,
+    pub iterations: usize,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+pub fn parse_phase(s: &str) -> Result<Phase> {
+    match s {
+        "" | "TRAIN" | "train" => Ok(Phase::Train),
+        "TEST" | "test" => Ok(Phase::Test),
+        other => bail!("--phase must be TRAIN or TEST, not '{other}'"),
+    }
+}
+
+pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
+    if args.iterations == 0 {
+        bail!("--iterations must be positive");
+    }
+    crate::info!("Use CPU.");
+    let param = read_net_text(&args.model, args.text)?;
+    let state = NetState { phase: Some(args.phase as i32), level: Some(args.level), stage: args.stages.clone() };
+    let mut rng = CaffeRng::new(1701);
+    let mut net = Net::new(&param, &state, &mut rng, BuildOptions::default())
+        .with_context(|| format!("building {}", args.model.display()))?;
+    crate::info!("Performing Forward");
+    let loss = net.forward(&mut rng)?;
+    crate::info!("Initial loss: {}", fmt_g(loss as f64));
+    crate::info!("Performing Backward");
+    backward_all(&mut net, &mut rng)?;
+
+    let n = net.layers.len();
+    let mut fwd = vec![0f64; n];
+    let mut bwd = vec![0f64; n];
+    crate::info!("*** Benchmark begins ***");
+    crate::info!("Testing for {} iterations.", args.iterations);
+    let total = Instant::now();
+    let (mut fwd_total, mut bwd_total) = (0f64, 0f64);
+    for it in 1..=args.iterations {
+        let iter_t = Instant::now();
+        let t = Instant::now();
+        for (li, f) in fwd.iter_mut().enumerate() {
+            let lt = Instant::now();
+            net.forward_layer(&mut rng, li)?;
+            *f += ms(lt);
+        }
+        fwd_total += ms(t);
+        let t = Instant::now();
+        for li in (0..n).rev() {
+            let lt = Instant::now();
+            backward_layer_always(&mut net, &mut rng, li)?;
+            bwd[li] += ms(lt);
+        }
+        bwd_total += ms(t);
+        crate::info!("Iteration: {it} forward-backward time: {} ms.", fmt_g(ms(iter_t)));
+    }
+    let total_ms = ms(total);
+    let k = args.iterations as f64;
+    crate::info!("Average time per layer: ");
+    let mut layers = Vec::new();
+    for li in 0..n {
+        let name = net.layers[li].param.name().to_string();
+        crate::info!("{name:>10}\tforward: {} ms.", fmt_g(fwd[li] / k));
+        crate::info!("{name:>10}\tbackward: {} ms.", fmt_g(bwd[li] / k));
+        layers.push((name, fwd[li] / k, bwd[li] / k));
+    }
+    crate::info!("Average Forward pass: {} ms.", fmt_g(fwd_total / k));
+    crate::info!("Average Backward pass: {} ms.", fmt_g(bwd_total / k));
+    crate::info!("Average Forward-Backward: {} ms.", fmt_g(total_ms / k));
+    crate::info!("Total Time: {} ms.", fmt_g(total_ms));
+    crate::info!("*** Benchmark ends ***");
+    Ok(TimeReport { layers, forward_ms: fwd_total / k, backward_ms: bwd_total / k, total_ms, iterations: args.iterations })
+}
+
+/// `caffe time` calls every layer's Backward, whether or not the net needs it there.
+fn backward_all(net: &mut Net, rng: &mut CaffeRng) -> Result<()> {
+    for li in (0..net.layers.len()).rev() {
+        backward_layer_always(net, rng, li)?;
+    }
+    Ok(())
+}
+
+fn backward_layer_always(net: &mut Net, rng: &mut CaffeRng, li: usize) -> Result<()> {
+    let e = &mut net.layers[li];
+    let bottom: Vec<BlobRef> = e.bottoms.iter().map(|&i| net.blobs[i].clone()).collect();
+    let top: Vec<BlobRef> = e.tops.iter().map(|&i| net.blobs[i].clone()).collect();
+    let mut ctx = crate::layers::Ctx { rng };
+    let name = e.param.name().to_string();
+    e.layer
+        .backward(&mut ctx, &top, &e.bottom_need_backward, &bottom)
+        .with_context(|| format!("backward of layer '{name}'"))
+}
