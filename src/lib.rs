@@ -12,4 +12,5 @@ pub mod filler;
 pub mod backend;
 pub mod layers;
 pub mod net;
+pub mod solver;
 pub mod cli;

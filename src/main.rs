@@ -25,6 +25,55 @@ enum Command {
         #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
         allow_unknown_fields: bool,
     },
+    /// Train a net from a solver prototxt (Caffe's `caffe train`).
+    Train {
+        /// The solver prototxt.
+        #[arg(long)]
+        solver: PathBuf,
+        /// Comma-separated caffemodels to fine-tune from (replaces the solver's `weights`).
+        #[arg(long)]
+        weights: Option<String>,
+        /// A .solverstate to resume from.
+        #[arg(long)]
+        snapshot: Option<PathBuf>,
+        /// GPU ids (`0`, `0,1` or `all`); overrides solver_mode.
+        #[arg(long)]
+        gpu: Option<String>,
+        /// Net state level of the train net.
+        #[arg(long, default_value_t = 0)]
+        level: i32,
+        /// Comma-separated stages of the train net.
+        #[arg(long, default_value = "")]
+        stage: String,
+        /// What SIGINT does between iterations: stop, snapshot or none.
+        #[arg(long = "sigint_effect", alias = "sigint-effect", default_value = "stop")]
+        sigint_effect: String,
+        /// What SIGHUP does between iterations: stop, snapshot or none.
+        #[arg(long = "sighup_effect", alias = "sighup-effect", default_value = "snapshot")]
+        sighup_effect: String,
+        #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
+        allow_unknown_fields: bool,
+    },
+    /// Score a trained model on its TEST net (Caffe's `caffe test`).
+    Test {
+        /// The net prototxt.
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated caffemodels.
+        #[arg(long)]
+        weights: String,
+        /// Batches to run.
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+        #[arg(long)]
+        gpu: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        level: i32,
+        #[arg(long, default_value = "")]
+        stage: String,
+        #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
+        allow_unknown_fields: bool,
+    },
     /// Benchmark a net's forward and backward passes layer by layer (Caffe's `caffe time`).
     Time {
         /// The net prototxt.
@@ -66,6 +115,34 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             Ok(if failed > 0 { 1 } else { 0 })
+        }
+        Command::Train { solver, weights, snapshot, gpu, level, stage, sigint_effect, sighup_effect, allow_unknown_fields } => {
+            let args = cli::train::TrainArgs {
+                solver,
+                weights,
+                snapshot,
+                gpu,
+                level,
+                stages: split_list(&stage),
+                sigint_effect,
+                sighup_effect,
+                text: TextOptions { allow_unknown_fields },
+            };
+            cli::train::run_train(&args)?;
+            Ok(0)
+        }
+        Command::Test { model, weights, iterations, gpu, level, stage, allow_unknown_fields } => {
+            let args = cli::train::TestArgs {
+                model,
+                weights,
+                iterations,
+                gpu,
+                level,
+                stages: split_list(&stage),
+                text: TextOptions { allow_unknown_fields },
+            };
+            cli::train::run_test(&args)?;
+            Ok(0)
         }
         Command::Time { model, iterations, phase, level, stage, allow_unknown_fields } => {
             let args = cli::time::TimeArgs {

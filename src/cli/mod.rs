@@ -3,3 +3,4 @@
 pub mod args;
 pub mod inspect;
 pub mod time;
+pub mod train;

@@ -1,0 +1,262 @@
+//! The host-side solver (`solver.cpp`, `sgd_solver.cpp`): builds the train and test nets from
+//! a SolverParameter, runs Caffe's iteration loop (test, forward/backward x iter_size, smoothed
+//! loss, display, update, snapshot), and writes Caffe-format snapshots.
+//!
+//! Frozen blobs are skipped: a parameter whose local learning rate is 0 gets no regularization,
+//! no history write and no update when nothing would change (zero gradient and zero history).
+//! Where Caffe would still change something (SGD/Nesterov momentum restored from a snapshot,
+//! or an adaptive solver's history fed by weight decay), crema does exactly what Caffe does, so
+//! weights and solverstates stay Caffe's.
+
+pub mod lr_policy;
+pub mod signals;
+pub mod snapshot;
+pub mod train;
+pub mod update;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::net::filter::merge_state;
+use crate::net::{BuildOptions, Net};
+use crate::proto::caffe::{NetParameter, NetState, Phase, SolverParameter};
+use crate::proto::{read_net_text, TextOptions};
+use crate::rng::CaffeRng;
+use update::{Hyper, SolverKind};
+
+/// What to do when asked to stop or snapshot (Caffe's SolverAction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Stop,
+    Snapshot,
+}
+
+pub struct Solver {
+    pub param: SolverParameter,
+    pub kind: SolverKind,
+    pub net: Net,
+    pub test_nets: Vec<Net>,
+    pub iter: i32,
+    pub current_step: i32,
+    /// One buffer per learnable parameter and history set (set-major: all h1, then all h2).
+    pub history: Vec<Vec<f32>>,
+    pub rng: CaffeRng,
+    pub snapshot_prefix: String,
+    losses: Vec<f32>,
+    pub smoothed_loss: f32,
+    /// Polled between iterations (signal handlers set it).
+    pub action_source: Option<Box<dyn Fn() -> Action>>,
+    /// Whether the last iteration was followed by a snapshot (Solve avoids a duplicate).
+    last_snapshot_iter: Option<i32>,
+    pub verbose: bool,
+    /// Called after each iteration's update (the freeze verifier and tests hook in here).
+    pub on_iteration: Option<Box<dyn FnMut(&Solver)>>,
+    /// When set, every displayed train iteration and test pass is recorded here (for tests and
+    /// tools that compare runs without parsing logs).
+    pub record: Option<TrainRecord>,
+}
+
+/// Values a run produced, as its log shows them.
+#[derive(Debug, Clone, Default)]
+pub struct TrainRecord {
+    /// (iteration, smoothed loss, train outputs by name) per displayed iteration.
+    pub train: Vec<(i32, f32, Vec<(String, f32)>)>,
+    /// (iteration, test net index, outputs by name) per test pass.
+    pub test: Vec<(i32, usize, Vec<(String, f32)>)>,
+    /// The forward-only loss logged after the last iteration.
+    pub final_loss: Option<(i32, f32)>,
+}
+
+/// Where the solver's nets come from, resolved to parameters.
+fn load_net(path: &str, opts: TextOptions) -> Result<NetParameter> {
+    read_net_text(Path::new(path), opts).with_context(|| format!("reading net {path}"))
+}
+
+/// The snapshot prefix Caffe derives when none is given: the solver file without extension.
+pub fn default_snapshot_prefix(solver_file: &Path) -> String {
+    crate::cli::inspect::default_snapshot_prefix(solver_file)
+}
+
+pub struct SolverOptions {
+    pub text: TextOptions,
+    pub verbose: bool,
+    /// Path of the solver file, for the default snapshot prefix.
+    pub solver_file: Option<PathBuf>,
+}
+
+impl Default for SolverOptions {
+    fn default() -> Self {
+        SolverOptions { text: TextOptions::default(), verbose: true, solver_file: None }
+    }
+}
+
+impl Solver {
+    pub fn new(param: SolverParameter, opts: &SolverOptions) -> Result<Solver> {
+        let kind = SolverKind::from_param(&param)?;
+        kind.check(&param)?;
+        let mut rng = if param.random_seed() >= 0 {
+            CaffeRng::new(param.random_seed() as u64)
+        } else {
+            CaffeRng::from_entropy()
+        };
+        if param.average_loss() < 1 {
+            bail!("average_loss should be non-negative and at least 1");
+        }
+        if param.iter_size() < 1 {
+            bail!("iter_size must be at least 1");
+        }
+        let verbose = opts.verbose;
+        let build = BuildOptions { verbose };
+
+        // Train net: exactly one of train_net_param, train_net, net_param, net.
+        let sources = [param.train_net_param.is_some(), param.train_net.is_some(), param.net_param.is_some(), param.net.is_some()];
+        let n = sources.iter().filter(|&&b| b).count();
+        if n == 0 {
+            bail!("SolverParameter must specify a train net using one of these fields: net, net_param, train_net, train_net_param");
+        }
+        if n > 1 {
+            bail!("SolverParameter must not contain more than one of these fields specifying a train_net: net, net_param, train_net, train_net_param");
+        }
+        let train_param = if let Some(p) = &param.train_net_param {
+            if verbose { crate::info!("Creating training net specified in train_net_param."); }
+            p.clone()
+        } else if let Some(f) = &param.train_net {
+            if verbose { crate::info!("Creating training net from train_net file: {f}"); }
+            load_net(f, opts.text)?
+        } else if let Some(p) = &param.net_param {
+            if verbose { crate::info!("Creating training net specified in net_param."); }
+            p.clone()
+        } else {
+            let f = param.net.as_ref().unwrap();
+            if verbose { crate::info!("Creating training net from net file: {f}"); }
+            load_net(f, opts.text)?
+        };
+        let train_state = merge_state(
+            NetState { phase: Some(Phase::Train as i32), ..Default::default() },
+            train_param.state.as_ref(),
+            param.train_state.as_ref(),
+        );
+        let net = Net::new(&train_param, &train_state, &mut rng, build).context("building the train net")?;
+
+        // Test nets: test_net_param, then test_net files, then the generic net once per
+        // remaining test_iter entry.
+        let generic = param.net_param.clone().map(Ok).or_else(|| param.net.as_ref().map(|f| load_net(f, opts.text)));
+        let mut test_params: Vec<(String, NetParameter)> = Vec::new();
+        for p in &param.test_net_param {
+            test_params.push(("test_net_param".into(), p.clone()));
+        }
+        for f in &param.test_net {
+            test_params.push((format!("test_net file {f}"), load_net(f, opts.text)?));
+        }
+        let specific = test_params.len();
+        if let Some(g) = generic {
+            let g = g?;
+            let n = param.test_iter.len().saturating_sub(specific);
+            for _ in 0..n {
+                test_params.push(("net".into(), g.clone()));
+            }
+            if param.test_iter.len() < specific {
+                bail!("test_iter must be specified for each test network.");
+            }
+        } else if param.test_iter.len() != specific {
+            bail!(
+                "test_iter must be specified for each test network: {} test net(s), {} test_iter value(s)",
+                specific,
+                param.test_iter.len()
+            );
+        }
+        if !param.test_state.is_empty() && param.test_state.len() != test_params.len() {
+            bail!("test_state must be unspecified or specified once per test net.");
+        }
+        if !test_params.is_empty() && param.test_interval.is_none() && verbose {
+            crate::warn!("test_interval not set: test nets are built but testing never runs");
+        }
+        let mut test_nets = Vec::new();
+        for (i, (what, tp)) in test_params.iter().enumerate() {
+            if verbose {
+                crate::info!("Creating test net (#{i}) specified by {what}");
+            }
+            let st = merge_state(
+                NetState { phase: Some(Phase::Test as i32), ..Default::default() },
+                tp.state.as_ref(),
+                param.test_state.get(i),
+            );
+            let tn = Net::new(tp, &st, &mut rng, build).with_context(|| format!("building test net #{i}"))?;
+            tn.share_trained_layers_with(&net)?;
+            test_nets.push(tn);
+        }
+
+        let sets = kind.history_sets();
+        let mut history = Vec::new();
+        for _ in 0..sets {
+            for l in &net.learnable {
+                history.push(vec![0f32; l.blob.count()]);
+            }
+        }
+        let snapshot_prefix = match (&param.snapshot_prefix, &opts.solver_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) => default_snapshot_prefix(f),
+            (None, None) => String::new(),
+        };
+        if verbose {
+            crate::info!("Solver scaffolding done.");
+        }
+        Ok(Solver {
+            param,
+            kind,
+            net,
+            test_nets,
+            iter: 0,
+            current_step: 0,
+            history,
+            rng,
+            snapshot_prefix,
+            losses: Vec::new(),
+            smoothed_loss: 0.0,
+            action_source: None,
+            last_snapshot_iter: None,
+            verbose,
+            on_iteration: None,
+            record: None,
+        })
+    }
+
+    pub fn hyper(&self) -> Hyper {
+        Hyper {
+            momentum: self.param.momentum(),
+            momentum2: self.param.momentum2(),
+            delta: self.param.delta(),
+            rms_decay: self.param.rms_decay(),
+            iter: self.iter,
+        }
+    }
+
+    /// Whether history set `s` of learnable `i` holds anything non-zero.
+    pub fn history_is_zero(&self, i: usize) -> bool {
+        let n = self.net.learnable.len();
+        (0..self.kind.history_sets()).all(|s| self.history[s * n + i].iter().all(|&v| v == 0.0))
+    }
+
+    /// Loads weights (comma lists allowed, applied in order) into the train and test nets,
+    /// logging a load report.
+    pub fn load_weights(&self, files: &[String]) -> Result<()> {
+        for f in files {
+            let model = crate::proto::read_net_binary(Path::new(f)).with_context(|| format!("loading weights {f}"))?;
+            if self.verbose {
+                crate::info!("Copying trained layers from {f}");
+            }
+            let report = self.net.copy_trained_layers_from(&model).with_context(|| format!("loading weights {f} into the train net"))?;
+            if self.verbose {
+                for line in report.lines(f) {
+                    crate::info!("{line}");
+                }
+            }
+            for tn in &self.test_nets {
+                tn.copy_trained_layers_from(&model).with_context(|| format!("loading weights {f} into a test net"))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,327 @@
+//! Caffe's training loop (`Solver::Solve`, `Step`, `Test`, `ApplyUpdate`) and its log lines,
+//! which log parsers read.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use super::lr_policy::learning_rate;
+use super::update::{compute_update_value, normalize_regularize};
+use super::{Action, Solver};
+use crate::net::Net;
+use crate::util::glog::fmt_g;
+
+/// How a `solve` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolveOutcome {
+    Done,
+    StoppedEarly,
+}
+
+/// Per-test-net results of one test pass: (output name, mean value, loss weight).
+pub type TestScores = Vec<(String, f32, f32)>;
+
+impl Solver {
+    fn log(&self, msg: String) {
+        if self.verbose {
+            crate::info!("{msg}");
+        }
+    }
+
+    /// Trains from the current iteration to max_iter (Caffe's `Solve`), optionally resuming.
+    pub fn solve(&mut self, resume: Option<&std::path::Path>) -> Result<SolveOutcome> {
+        self.log(format!("Solving {}", self.net.name));
+        self.log(format!("Learning Rate Policy: {}", self.param.lr_policy()));
+        if let Some(r) = resume {
+            self.log(format!("Restoring previous solver status from {}", r.display()));
+            self.restore(r)?;
+        }
+        let start_iter = self.iter;
+        let stopped = self.step(self.param.max_iter() - self.iter)?;
+        if self.param.snapshot_after_train()
+            && (self.param.snapshot() == 0 || self.iter % self.param.snapshot() != 0)
+            && self.last_snapshot_iter != Some(self.iter)
+        {
+            self.snapshot()?;
+        }
+        if stopped {
+            self.log("Optimization stopped early.".into());
+            return Ok(SolveOutcome::StoppedEarly);
+        }
+        if self.param.display() > 0 && self.iter % self.param.display() == 0 {
+            let loss = self.net.forward(&mut self.rng)?;
+            self.update_smoothed_loss(loss, start_iter);
+            self.log(format!("Iteration {}, loss = {}", self.iter, fmt_g(self.smoothed_loss as f64)));
+            let (it, l) = (self.iter, self.smoothed_loss);
+            if let Some(r) = self.record.as_mut() {
+                r.final_loss = Some((it, l));
+            }
+        }
+        if self.param.test_interval() > 0 && self.iter % self.param.test_interval() == 0 {
+            self.test_all()?;
+        }
+        self.log("Optimization Done.".into());
+        Ok(SolveOutcome::Done)
+    }
+
+    fn update_smoothed_loss(&mut self, loss: f32, start_iter: i32) {
+        let avg = self.param.average_loss() as usize;
+        if self.losses.len() < avg {
+            self.losses.push(loss);
+            let n = self.losses.len() as f32;
+            self.smoothed_loss = (self.smoothed_loss * (n - 1.0) + loss) / n;
+        } else {
+            let idx = ((self.iter - start_iter) as usize) % avg;
+            self.smoothed_loss += (loss - self.losses[idx]) / avg as f32;
+            self.losses[idx] = loss;
+        }
+    }
+
+    fn requested_action(&self) -> Action {
+        self.action_source.as_ref().map(|f| f()).unwrap_or(Action::None)
+    }
+
+    /// Runs `iters` iterations (Caffe's `Step`); returns true if stopped early.
+    pub fn step(&mut self, iters: i32) -> Result<bool> {
+        let start_iter = self.iter;
+        let stop_iter = self.iter + iters;
+        self.losses.clear();
+        self.smoothed_loss = 0.0;
+        let mut timer = Instant::now();
+        let mut iterations_last = self.iter;
+        while self.iter < stop_iter {
+            self.net.clear_param_diffs();
+            let ti = self.param.test_interval();
+            if ti > 0 && self.iter % ti == 0 && (self.iter > 0 || self.param.test_initialization()) {
+                self.test_all()?;
+                if self.requested_action() == Action::Stop {
+                    return Ok(true);
+                }
+            }
+            let display = self.param.display() > 0 && self.iter % self.param.display() == 0;
+            let mut loss = 0f32;
+            for _ in 0..self.param.iter_size() {
+                loss += self.net.forward_backward(&mut self.rng)?;
+            }
+            loss /= self.param.iter_size() as f32;
+            if !loss.is_finite() {
+                bail!("{}", non_finite_message(&self.net, self.iter, loss));
+            }
+            self.update_smoothed_loss(loss, start_iter);
+            if display {
+                let lapse = timer.elapsed().as_secs_f32();
+                let per_s = (self.iter - iterations_last) as f32 / if lapse > 0.0 { lapse } else { 1.0 };
+                self.log(format!(
+                    "Iteration {} ({} iter/s, {}s/{} iters), loss = {}",
+                    self.iter,
+                    fmt_g(per_s as f64),
+                    fmt_g(lapse as f64),
+                    self.param.display(),
+                    fmt_g(self.smoothed_loss as f64)
+                ));
+                timer = Instant::now();
+                iterations_last = self.iter;
+                let mut k = 0;
+                let mut outputs = Vec::new();
+                for &o in &self.net.outputs {
+                    let name = &self.net.blob_names[o];
+                    let w = self.net.blob_loss_weight(o);
+                    for v in self.net.blobs[o].data_vec() {
+                        self.log(format!("    Train net output #{k}: {name} = {}{}", fmt_g(v as f64), loss_suffix(w, v)));
+                        outputs.push((name.clone(), v));
+                        k += 1;
+                    }
+                }
+                let (it, l) = (self.iter, self.smoothed_loss);
+                if let Some(r) = self.record.as_mut() {
+                    r.train.push((it, l, outputs));
+                }
+            }
+            self.apply_update(display)?;
+            self.iter += 1;
+            if let Some(mut f) = self.on_iteration.take() {
+                f(self);
+                self.on_iteration = Some(f);
+            }
+            let request = self.requested_action();
+            if (self.param.snapshot() > 0 && self.iter % self.param.snapshot() == 0) || request == Action::Snapshot {
+                self.snapshot()?;
+            }
+            if request == Action::Stop {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Caffe's `ApplyUpdate`: rate, clipping, then per parameter normalize / regularize /
+    /// update value, then `w -= step`. Frozen blobs are skipped (see the module docs).
+    pub fn apply_update(&mut self, display: bool) -> Result<()> {
+        let (rate, advanced) = learning_rate(&self.param, self.iter, &mut self.current_step)?;
+        if advanced {
+            self.log(format!("MultiStep Status: Iteration {}, step = {}", self.iter, self.current_step));
+        }
+        if display {
+            self.log(format!("Iteration {}, lr = {}", self.iter, fmt_g(rate as f64)));
+        }
+        self.clip_gradients();
+        let hp = self.hyper();
+        let n = self.net.learnable.len();
+        let l1 = match self.param.regularization_type() {
+            "L2" => false,
+            "L1" => true,
+            other => bail!("Unknown regularization type: {other} (use L1 or L2)"),
+        };
+        for i in 0..n {
+            let l = self.net.learnable[i].clone();
+            let local_rate = rate * l.lr_mult;
+            let local_decay = self.param.weight_decay() * l.decay_mult;
+            let data_buf = l.blob.data_buf();
+            let diff_buf = l.blob.diff_buf();
+            if local_rate == 0.0 {
+                let grad_zero = diff_buf.borrow().iter().all(|&g| g == 0.0);
+                let decay_zero = local_decay == 0.0 || data_buf.borrow().iter().all(|&w| w == 0.0);
+                if grad_zero && decay_zero && self.history_is_zero(i) {
+                    continue;
+                }
+            }
+            let mut diff = diff_buf.borrow_mut();
+            {
+                let data = data_buf.borrow();
+                normalize_regularize(self.param.iter_size(), local_decay, l1, &data, &mut diff);
+            }
+            let (h1, h2) = if self.kind.history_sets() == 2 {
+                let (a, b) = self.history.split_at_mut(n);
+                (&mut a[i], b[i].as_mut_slice())
+            } else {
+                (&mut self.history[i], &mut [][..])
+            };
+            compute_update_value(self.kind, &hp, local_rate, &mut diff, h1, h2);
+            if local_rate == 0.0 && self.kind.rate_scales_step() {
+                // The step is local_rate x (...) = 0: history moved as Caffe's, weights do not.
+                continue;
+            }
+            let mut data = data_buf.borrow_mut();
+            for (w, g) in data.iter_mut().zip(diff.iter()) {
+                *w -= *g;
+            }
+        }
+        Ok(())
+    }
+
+    fn clip_gradients(&mut self) {
+        let clip = self.param.clip_gradients();
+        if clip < 0.0 {
+            return;
+        }
+        let mut sumsq = 0f32;
+        for l in &self.net.learnable {
+            let d = l.blob.diff_buf();
+            sumsq += d.borrow().iter().map(|g| g * g).sum::<f32>();
+        }
+        let norm = sumsq.sqrt();
+        if norm > clip {
+            let scale = clip / norm;
+            self.log(format!(
+                "Gradient clipping: scaling down gradients (L2 norm {} > {}) by scale factor {}",
+                fmt_g(norm as f64),
+                fmt_g(clip as f64),
+                fmt_g(scale as f64)
+            ));
+            for l in &self.net.learnable {
+                l.blob.diff_buf().borrow_mut().iter_mut().for_each(|g| *g *= scale);
+            }
+        }
+    }
+
+    /// Runs every test net (Caffe's `TestAll`).
+    pub fn test_all(&mut self) -> Result<Vec<TestScores>> {
+        let mut all = Vec::new();
+        for k in 0..self.test_nets.len() {
+            all.push(self.test(k)?);
+        }
+        Ok(all)
+    }
+
+    /// One test pass of test net `k`: `test_iter[k]` forwards, mean of every output element.
+    pub fn test(&mut self, k: usize) -> Result<TestScores> {
+        self.log(format!("Iteration {}, Testing net (#{k})", self.iter));
+        let iters = self.param.test_iter[k];
+        let mut scores: Vec<f32> = Vec::new();
+        let mut ids: Vec<(usize, usize)> = Vec::new();
+        let mut loss = 0f32;
+        let verbose = self.verbose;
+        let net = &mut self.test_nets[k];
+        for i in 0..iters {
+            if self.action_source.as_ref().map(|f| f()) == Some(Action::Stop) {
+                if verbose {
+                    crate::info!("Test interrupted.");
+                }
+                return Ok(Vec::new());
+            }
+            let iter_loss = net.forward(&mut self.rng)?;
+            if self.param.test_compute_loss() {
+                loss += iter_loss;
+            }
+            let mut idx = 0;
+            for (j, &o) in net.outputs.iter().enumerate() {
+                for (e, v) in net.blobs[o].data_vec().into_iter().enumerate() {
+                    if i == 0 {
+                        scores.push(v);
+                        ids.push((j, e));
+                    } else {
+                        scores[idx] += v;
+                    }
+                    idx += 1;
+                }
+            }
+        }
+        if self.param.test_compute_loss() {
+            loss /= iters as f32;
+            self.log(format!("Test loss: {}", fmt_g(loss as f64)));
+        }
+        let net = &self.test_nets[k];
+        let mut out = Vec::new();
+        for (i, (score, &(j, _))) in scores.iter().zip(&ids).enumerate() {
+            let o = net.outputs[j];
+            let name = net.blob_names[o].clone();
+            let w = net.blob_loss_weight(o);
+            let mean = score / iters as f32;
+            self.log(format!("    Test net output #{i}: {name} = {}{}", fmt_g(mean as f64), loss_suffix(w, mean)));
+            out.push((name, mean, w));
+        }
+        let it = self.iter;
+        if let Some(r) = self.record.as_mut() {
+            r.test.push((it, k, out.iter().map(|(n, v, _)| (n.clone(), *v)).collect()));
+        }
+        Ok(out)
+    }
+}
+
+fn loss_suffix(w: f32, v: f32) -> String {
+    if w != 0.0 {
+        format!(" (* {} = {} loss)", fmt_g(w as f64), fmt_g((w * v) as f64))
+    } else {
+        String::new()
+    }
+}
+
+/// Names the iteration and the first layer whose output is not finite.
+fn non_finite_message(net: &Net, iter: i32, loss: f32) -> String {
+    let mut first = None;
+    'outer: for e in &net.layers {
+        for &t in &e.tops {
+            if net.blobs[t].data_buf().borrow().iter().any(|v| !v.is_finite()) {
+                first = Some((e.param.name().to_string(), net.blob_names[t].clone()));
+                break 'outer;
+            }
+        }
+    }
+    let where_ = match first {
+        Some((layer, blob)) => format!("; the first non-finite output is blob '{blob}' of layer '{layer}'"),
+        None => String::new(),
+    };
+    format!(
+        "loss is {loss} at iteration {iter}{where_}. Training stopped; snapshots already written are intact. Lower base_lr or check the data."
+    )
+}
