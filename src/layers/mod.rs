@@ -114,6 +114,13 @@ pub trait Layer {
         bottom: &[BlobRef],
     ) -> Result<()>;
 
+    /// Indices of parameter blobs this layer's forward pass overwrites (BatchNorm's running
+    /// statistics when it uses batch statistics). The freeze audit asks this; it must agree
+    /// with what `forward` does.
+    fn forward_writes_params(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
     fn name(&self) -> &str {
         self.base().name()
     }
