@@ -13,4 +13,5 @@ pub mod backend;
 pub mod layers;
 pub mod net;
 pub mod solver;
+pub mod audit;
 pub mod cli;

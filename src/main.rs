@@ -53,6 +53,45 @@ enum Command {
         sighup_effect: String,
         #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
         allow_unknown_fields: bool,
+        /// Freeze layers by name or glob (comma-separated): lr_mult 0, decay_mult 0, BatchNorm
+        /// use_global_stats true.
+        #[arg(long, default_value = "")]
+        freeze: String,
+        /// Refuse to train when any blob you froze would still change.
+        #[arg(long = "strict-freeze", alias = "strict_freeze")]
+        strict_freeze: bool,
+        /// After N iterations, compare every blob's hash with the audit's prediction.
+        #[arg(long = "verify-freeze", alias = "verify_freeze")]
+        verify_freeze: Option<i32>,
+    },
+    /// Print the freeze audit: which blobs training will change, and why.
+    Audit {
+        /// A solver prototxt (audits its train and test nets).
+        #[arg(long)]
+        solver: Option<PathBuf>,
+        /// A single net prototxt (with --phase).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value = "TRAIN")]
+        phase: String,
+        #[arg(long)]
+        weights: Option<String>,
+        /// A .solverstate whose history is taken into account.
+        #[arg(long)]
+        snapshot: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        freeze: String,
+        #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
+        allow_unknown_fields: bool,
+    },
+    /// Compare two caffemodels blob by blob (exit 0 same, 1 different, 2 error).
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        /// Relative tolerance (max abs difference over max abs value) below which blobs count
+        /// as the same.
+        #[arg(long, default_value_t = 0.0)]
+        tolerance: f64,
     },
     /// Score a trained model on its TEST net (Caffe's `caffe test`).
     Test {
@@ -116,7 +155,30 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(if failed > 0 { 1 } else { 0 })
         }
-        Command::Train { solver, weights, snapshot, gpu, level, stage, sigint_effect, sighup_effect, allow_unknown_fields } => {
+        Command::Audit { solver, model, phase, weights, snapshot, freeze, allow_unknown_fields } => {
+            let args = cli::audit::AuditArgs {
+                solver,
+                model,
+                phase: cli::time::parse_phase(&phase)?,
+                weights,
+                snapshot,
+                freeze: split_list(&freeze),
+                text: TextOptions { allow_unknown_fields },
+            };
+            print!("{}", cli::audit::run_audit(&args)?.render());
+            Ok(0)
+        }
+        Command::Diff { a, b, tolerance } => match cli::diff::diff(&a, &b, tolerance) {
+            Ok(r) => {
+                print!("{}", r.report);
+                Ok(if r.same { 0 } else { 1 })
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Ok(2)
+            }
+        },
+        Command::Train { solver, weights, snapshot, gpu, level, stage, sigint_effect, sighup_effect, allow_unknown_fields, freeze, strict_freeze, verify_freeze } => {
             let args = cli::train::TrainArgs {
                 solver,
                 weights,
@@ -127,6 +189,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 sigint_effect,
                 sighup_effect,
                 text: TextOptions { allow_unknown_fields },
+                freeze: split_list(&freeze),
+                strict_freeze,
+                verify_freeze,
             };
             cli::train::run_train(&args)?;
             Ok(0)

@@ -1,6 +1,8 @@
 //! The `crema` command line: Caffe's commands and flag spellings, plus crema's own tools.
 
 pub mod args;
+pub mod audit;
+pub mod diff;
 pub mod inspect;
 pub mod time;
 pub mod train;

@@ -23,6 +23,12 @@ pub struct TrainArgs {
     pub sigint_effect: String,
     pub sighup_effect: String,
     pub text: TextOptions,
+    /// `--freeze` patterns.
+    pub freeze: Vec<String>,
+    /// Refuse to train when a blob the user froze would still change.
+    pub strict_freeze: bool,
+    /// Verify the audit against blob hashes after this many iterations.
+    pub verify_freeze: Option<i32>,
 }
 
 /// Decides the device as `caffe train` does: `--gpu` wins; otherwise the GPU only when the
@@ -67,7 +73,12 @@ pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
 
     let sigint = parse_effect(&args.sigint_effect)?;
     let sighup = parse_effect(&args.sighup_effect)?;
-    let opts = SolverOptions { text: args.text, verbose: true, solver_file: Some(args.solver.clone()) };
+    let opts = SolverOptions {
+        text: args.text,
+        verbose: true,
+        solver_file: Some(args.solver.clone()),
+        freeze: args.freeze.clone(),
+    };
     let mut solver = Solver::new(param, &opts)?;
     solver.check_snapshot_write_permissions()?;
     solver.action_source = Some(install(sigint, sighup)?);
@@ -76,9 +87,54 @@ pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
     }
     if let Some(s) = &args.snapshot {
         crate::info!("Resuming from {}", s.display());
+        crate::info!("Restoring previous solver status from {}", s.display());
+        solver.restore(s)?;
+    }
+
+    // The audit is printed before anything trains, from the nets as built and restored.
+    let audit = solver.audit();
+    crate::info!("Freeze audit (what training will change, and why):\n{}", audit.render());
+    if args.strict_freeze {
+        let offenders: Vec<String> = audit
+            .rows
+            .iter()
+            .filter(|r| r.net == "train" && r.shared_from.is_none() && r.frozen_by_user && r.changes())
+            .map(|r| format!("{} param {} ({})", r.layer, r.index, r.role))
+            .collect();
+        if !offenders.is_empty() {
+            bail!(
+                "--strict-freeze: {} blob(s) you froze would still change: {}. See the audit's warnings above.",
+                offenders.len(),
+                offenders.join(", ")
+            );
+        }
+    }
+    if let Some(n) = args.verify_freeze {
+        let before = crate::audit::verify::hash_params(&solver.net);
+        let start = solver.iter;
+        let audit = audit.clone();
+        let mut done = false;
+        solver.on_iteration = Some(Box::new(move |s: &Solver| {
+            if !done && (s.iter - start >= n || s.iter >= s.param.max_iter()) {
+                done = true;
+                let after = crate::audit::verify::hash_params(&s.net);
+                match crate::audit::verify::verify(&audit, &before, &after) {
+                    Ok(lines) => {
+                        crate::info!("Freeze verification after {} iteration(s):", s.iter - start);
+                        for l in lines {
+                            crate::info!("  {l}");
+                        }
+                    }
+                    Err(e) => {
+                        crate::error!("{e:#}");
+                        std::process::exit(3);
+                    }
+                }
+            }
+        }));
     }
     crate::info!("Starting Optimization");
-    let outcome = solver.solve(args.snapshot.as_deref())?;
+    let outcome = solver.solve(None)?;
     Ok(outcome)
 }
 

@@ -52,8 +52,11 @@ pub fn checked_count(shape: &[usize]) -> Result<usize> {
 
 /// Caffe's shape text: `4 3 3 3 (108)`.
 pub fn shape_string(shape: &[usize]) -> String {
-    let count: u64 = shape.iter().map(|&d| d as u64).product();
-    format!("{} ({count})", fmt_dims(shape))
+    // Checked: this also prints shapes that failed `checked_count`.
+    match shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64)) {
+        Some(count) => format!("{} ({count})", fmt_dims(shape)),
+        None => format!("{} (overflow)", fmt_dims(shape)),
+    }
 }
 
 fn fmt_dims(shape: &[usize]) -> String {

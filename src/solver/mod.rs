@@ -56,6 +56,8 @@ pub struct Solver {
     /// When set, every displayed train iteration and test pass is recorded here (for tests and
     /// tools that compare runs without parsing logs).
     pub record: Option<TrainRecord>,
+    /// What `--freeze` changed, for the audit.
+    pub freeze_changes: Vec<String>,
 }
 
 /// Values a run produced, as its log shows them.
@@ -84,11 +86,13 @@ pub struct SolverOptions {
     pub verbose: bool,
     /// Path of the solver file, for the default snapshot prefix.
     pub solver_file: Option<PathBuf>,
+    /// `--freeze` patterns applied to every net before it is built.
+    pub freeze: Vec<String>,
 }
 
 impl Default for SolverOptions {
     fn default() -> Self {
-        SolverOptions { text: TextOptions::default(), verbose: true, solver_file: None }
+        SolverOptions { text: TextOptions::default(), verbose: true, solver_file: None, freeze: Vec::new() }
     }
 }
 
@@ -133,6 +137,12 @@ impl Solver {
             if verbose { crate::info!("Creating training net from net file: {f}"); }
             load_net(f, opts.text)?
         };
+        let mut train_param = train_param;
+        let freeze_changes = if opts.freeze.is_empty() {
+            Vec::new()
+        } else {
+            crate::audit::freeze::apply_freeze(&mut train_param, &opts.freeze, true)?
+        };
         let train_state = merge_state(
             NetState { phase: Some(Phase::Train as i32), ..Default::default() },
             train_param.state.as_ref(),
@@ -174,6 +184,9 @@ impl Solver {
             crate::warn!("test_interval not set: test nets are built but testing never runs");
         }
         let mut test_nets = Vec::new();
+        for (_, tp) in test_params.iter_mut() {
+            crate::audit::freeze::apply_freeze(tp, &opts.freeze, false)?;
+        }
         for (i, (what, tp)) in test_params.iter().enumerate() {
             if verbose {
                 crate::info!("Creating test net (#{i}) specified by {what}");
@@ -220,6 +233,7 @@ impl Solver {
             verbose,
             on_iteration: None,
             record: None,
+            freeze_changes,
         })
     }
 
@@ -237,6 +251,21 @@ impl Solver {
     pub fn history_is_zero(&self, i: usize) -> bool {
         let n = self.net.learnable.len();
         (0..self.kind.history_sets()).all(|s| self.history[s * n + i].iter().all(|&v| v == 0.0))
+    }
+
+    /// The freeze audit of this solver's nets as they stand (after weights and any restore).
+    pub fn audit(&self) -> crate::audit::Audit {
+        let facts = crate::audit::SolverFacts {
+            kind: self.kind,
+            base_lr: self.param.base_lr(),
+            momentum: self.param.momentum(),
+            weight_decay: self.param.weight_decay(),
+            history_nonzero: (0..self.net.learnable.len()).map(|i| !self.history_is_zero(i)).collect(),
+        };
+        let tests: Vec<&Net> = self.test_nets.iter().collect();
+        let mut a = crate::audit::audit(&self.net, &tests, Some(&facts));
+        a.freeze_changes = self.freeze_changes.clone();
+        a
     }
 
     /// Loads weights (comma lists allowed, applied in order) into the train and test nets,
