@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crema::proto::blob::{proto_shape, read_blob, shape_equals};
+use crema::proto::blob::{proto_shape, read_blob, shape_equals, shape_string};
 use crema::proto::caffe::{
     BlobProto, BlobShape, LayerParameter, NetParameter, SolverState,
 };
@@ -454,6 +454,15 @@ fn v1_train_val_upgrades_to_caffes_output() {
 }
 
 #[test]
+fn v1_layer_without_type_gets_no_type() {
+    // UpgradeV1LayerParameter sets `type` only when the V1 layer has one.
+    let net = proto::parse_net_text("layers { name: \"x\" top: \"x\" }\n", "t", strict()).unwrap();
+    assert_eq!((net.layer[0].name(), net.layer[0].r#type.as_deref()), ("x", None));
+    let net = proto::parse_net_text("layers { name: \"x\" type: NONE }\n", "t", strict()).unwrap();
+    assert_eq!(net.layer[0].r#type.as_deref(), Some(""));
+}
+
+#[test]
 fn upgraded_prototxts_need_no_upgrade() {
     // Caffe's output is current format: parsing it raw (no upgrade) gives the same message.
     let dir = fixtures().join("v1_upgrade");
@@ -586,6 +595,9 @@ fn overflowing_and_huge_shapes_are_refused_before_allocating() {
     let bp = BlobProto { shape: Some(BlobShape { dim: vec![100_000, 100_000] }), data: vec![1.0; 3], ..Default::default() };
     let e = read_blob(&bp).unwrap_err().to_string();
     assert!(e.contains("holds 3 values") && e.contains("needs 10000000000"), "{e}");
+    // The shape printer itself never overflows (it is also used on shapes that were refused).
+    assert_eq!(shape_string(&[usize::MAX, 2]), format!("{} 2 (overflow)", usize::MAX));
+    assert_eq!(shape_string(&[4, 3, 3, 3]), "4 3 3 3 (108)");
     let neg = BlobProto { shape: Some(BlobShape { dim: vec![4, -1] }), ..Default::default() };
     assert!(read_blob(&neg).unwrap_err().to_string().contains("negative dimension -1"));
     let neg_legacy = BlobProto { num: Some(-2), ..Default::default() };
