@@ -13,6 +13,9 @@ use crate::blob::BlobRef;
 use crate::proto::caffe::{LayerParameter, Phase};
 use crate::rng::CaffeRng;
 
+pub mod convolution;
+pub mod deconvolution;
+pub mod inner_product;
 pub mod input;
 pub mod split;
 
@@ -157,11 +160,14 @@ pub fn check_blob_counts(layer: &dyn Layer, bottoms: usize, tops: usize) -> Resu
 }
 
 /// Every layer type crema knows, for error messages and the README table.
-pub const KNOWN_TYPES: &[&str] = &["Input", "Split"];
+pub const KNOWN_TYPES: &[&str] = &["Convolution", "Deconvolution", "InnerProduct", "Input", "Split"];
 
 /// Creates the layer for `param.type` (the layer registry).
 pub fn create_layer(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     Ok(match param.r#type() {
+        "Convolution" => Box::new(convolution::ConvolutionLayer::new(param)),
+        "Deconvolution" => Box::new(deconvolution::DeconvolutionLayer::new(param)),
+        "InnerProduct" => Box::new(inner_product::InnerProductLayer::new(param)),
         "Input" => Box::new(input::InputLayer::new(param)?),
         "Split" => Box::new(split::SplitLayer::new(param)),
         other => bail!(

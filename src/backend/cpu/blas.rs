@@ -21,6 +21,43 @@ pub fn sgemm(
     beta: f32,
     c: &mut [f32],
 ) {
+    let par = m * n * k >= PARALLEL_THRESHOLD;
+    sgemm_impl(par, trans_a, trans_b, m, n, k, alpha, a, b, beta, c)
+}
+
+/// `sgemm` on the calling thread only: for callers that already run one product per rayon
+/// task (per-image convolution), where nested parallelism would only add overhead. Gives the
+/// same bits as `sgemm` (threads split rows and columns of C, never the k reduction).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_serial(
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+) {
+    sgemm_impl(false, trans_a, trans_b, m, n, k, alpha, a, b, beta, c)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sgemm_impl(
+    parallel: bool,
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+) {
     assert!(a.len() >= m * k, "sgemm: A has {} values, needs {}", a.len(), m * k);
     assert!(b.len() >= k * n, "sgemm: B has {} values, needs {}", b.len(), k * n);
     assert!(c.len() >= m * n, "sgemm: C has {} values, needs {}", c.len(), m * n);
@@ -38,7 +75,7 @@ pub fn sgemm(
     // Strides (column stride, row stride) of op(A) and op(B) in their row-major storage.
     let (a_cs, a_rs) = if trans_a { (m as isize, 1) } else { (1, k as isize) };
     let (b_cs, b_rs) = if trans_b { (k as isize, 1) } else { (1, n as isize) };
-    let par = if m * n * k >= PARALLEL_THRESHOLD { Parallelism::Rayon(0) } else { Parallelism::None };
+    let par = if parallel { Parallelism::Rayon(0) } else { Parallelism::None };
     // gemm computes dst = alpha_g * dst + beta_g * lhs * rhs.
     let read_dst = beta != 0.0;
     unsafe {

@@ -4,3 +4,5 @@
 //! count-dependent way).
 
 pub mod blas;
+pub mod conv;
+pub mod inner_product;

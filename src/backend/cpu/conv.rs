@@ -1,0 +1,749 @@
+//! Convolution arithmetic (Caffe's `im2col` + gemm formulation), shared by Convolution and
+//! Deconvolution.
+//!
+//! A convolution is seen from the gemm's side: the *image* side is what im2col reads (a
+//! convolution's bottom, a deconvolution's top) and the *column* side has one column per
+//! output position (a convolution's top, a deconvolution's bottom). The column buffer of one
+//! image is `(im_channels * prod(kernel)) x prod(col_shape)`, row-major, rows ordered
+//! (channel, kernel offsets), columns ordered like the column side's spatial positions: the
+//! same layout as Caffe's, so weights are interchangeable.
+//!
+//! Images are independent in forward and in the input gradient, so batches run one image
+//! per rayon task (single-threaded gemm inside, a per-thread column buffer). The weight
+//! gradient sums over images: it is split into a number of image chunks that depends only on
+//! the shapes, each chunk sums its images in order into its own partial, and the partials are
+//! added in chunk order; the bits never depend on the thread count.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::blas::{sgemm, sgemm_serial};
+
+/// Below this many multiply-adds in a whole batch, threads cost more than they save.
+const PAR_MIN_WORK: usize = 1 << 17;
+/// At most this many per-chunk weight-gradient partials (bounds the extra memory and the
+/// final reduction; enough chunks to keep a many-core machine busy).
+const MAX_WEIGHT_CHUNKS: usize = 16;
+/// Total floats the weight-gradient partials may take.
+const PARTIALS_BUDGET: usize = 1 << 23;
+
+/// The geometry of one convolution, from the gemm's point of view (see the module comment).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ConvGeom {
+    /// Channels on the image side (a convolution's input channels).
+    pub im_channels: usize,
+    /// Channels on the column side (a convolution's `num_output`).
+    pub col_channels: usize,
+    pub group: usize,
+    /// Spatial dims of the image side.
+    pub im_shape: Vec<usize>,
+    /// Spatial dims of the column side (one column per position).
+    pub col_shape: Vec<usize>,
+    pub kernel: Vec<usize>,
+    pub pad: Vec<usize>,
+    pub stride: Vec<usize>,
+    pub dilation: Vec<usize>,
+    /// Use the N-D im2col even for 2-D (Caffe's `force_nd_im2col`; same numbers).
+    pub force_nd: bool,
+}
+
+impl ConvGeom {
+    pub fn im_spatial(&self) -> usize {
+        self.im_shape.iter().product()
+    }
+
+    pub fn col_spatial(&self) -> usize {
+        self.col_shape.iter().product()
+    }
+
+    pub fn kernel_count(&self) -> usize {
+        self.kernel.iter().product()
+    }
+
+    /// Rows of one group's column block: `im_channels / group * prod(kernel)`.
+    pub fn kernel_dim(&self) -> usize {
+        self.im_channels / self.group * self.kernel_count()
+    }
+
+    /// Values of one image on the image side.
+    pub fn im_dim(&self) -> usize {
+        self.im_channels * self.im_spatial()
+    }
+
+    /// Values of one image on the column side.
+    pub fn col_dim(&self) -> usize {
+        self.col_channels * self.col_spatial()
+    }
+
+    /// Length of one image's column buffer.
+    pub fn col_buffer_len(&self) -> usize {
+        self.im_channels * self.kernel_count() * self.col_spatial()
+    }
+
+    /// Length of the weight blob: `col_channels x (im_channels / group) x kernel`.
+    pub fn weight_len(&self) -> usize {
+        self.col_channels * self.kernel_dim()
+    }
+
+    /// im2col is the identity (Caffe's `is_1x1_`: kernel 1, stride 1, pad 0 on every axis;
+    /// dilation does not matter with a kernel of 1).
+    pub fn is_1x1(&self) -> bool {
+        (0..self.kernel.len()).all(|i| self.kernel[i] == 1 && self.stride[i] == 1 && self.pad[i] == 0)
+    }
+
+    /// Multiply-adds of one image's products.
+    fn work_per_image(&self) -> usize {
+        self.col_channels * self.kernel_dim() * self.col_spatial()
+    }
+}
+
+/// Caffe's convolution output size, `floor((in + 2 pad - (dilation (k - 1) + 1)) / stride) + 1`;
+/// `None` where the dilated kernel does not fit in the padded input or the stride is 0.
+pub fn conv_out_size(input: usize, kernel: usize, pad: usize, stride: usize, dilation: usize) -> Option<usize> {
+    let extent = dilation * (kernel.checked_sub(1)?) + 1;
+    let padded = input + 2 * pad;
+    if stride == 0 || padded < extent {
+        return None;
+    }
+    Some((padded - extent) / stride + 1)
+}
+
+/// Caffe's deconvolution output size, `stride (in - 1) + dilation (k - 1) + 1 - 2 pad`;
+/// `None` where it is below 1.
+pub fn deconv_out_size(input: usize, kernel: usize, pad: usize, stride: usize, dilation: usize) -> Option<usize> {
+    let extent = dilation * (kernel.checked_sub(1)?) + 1;
+    let full = stride * input.checked_sub(1)? + extent;
+    full.checked_sub(2 * pad).filter(|&o| o >= 1)
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's column buffer of at least `len` values (kept between calls, so
+/// steady-state training allocates nothing). The buffer is taken out while in use, so a
+/// re-entrant call (work stolen while waiting in a parallel gemm) gets a fresh one instead of
+/// a borrow panic.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut v = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    let r = f(&mut v[..len]);
+    SCRATCH.with(|s| {
+        let mut slot = s.borrow_mut();
+        if slot.len() < v.len() {
+            *slot = v;
+        }
+    });
+    r
+}
+
+fn ceil_div(a: isize, b: isize) -> isize {
+    if a >= 0 {
+        (a + b - 1) / b
+    } else {
+        -((-a) / b)
+    }
+}
+
+/// The positions `x` in `[0, n_out)` whose input index `x * stride + offset - pad` lies in
+/// `[0, size)`: a contiguous range `[lo, hi)`.
+fn valid_range(n_out: usize, stride: usize, offset: usize, pad: usize, size: usize) -> (usize, usize) {
+    let (s, off, p, sz, n) = (stride as isize, offset as isize, pad as isize, size as isize, n_out as isize);
+    let lo = ceil_div(p - off, s).clamp(0, n);
+    let hi = ceil_div(sz + p - off, s).clamp(0, n);
+    (lo as usize, hi.max(lo) as usize)
+}
+
+/// One row segment of im2col: `out[x] = src[x * stride + offset - pad]` on `[lo, hi)`, 0
+/// elsewhere.
+#[inline]
+fn gather_row(out: &mut [f32], src: &[f32], lo: usize, hi: usize, stride: usize, start: usize) {
+    out[..lo].fill(0.0);
+    out[hi..].fill(0.0);
+    if hi <= lo {
+        return;
+    }
+    // `start` is the input index of position `lo`.
+    if stride == 1 {
+        out[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+    } else {
+        for (i, o) in out[lo..hi].iter_mut().enumerate() {
+            *o = src[start + i * stride];
+        }
+    }
+}
+
+/// The transpose of `gather_row`: `dst[x * stride + offset - pad] += col[x]` on `[lo, hi)`.
+#[inline]
+fn scatter_row(col: &[f32], dst: &mut [f32], lo: usize, hi: usize, stride: usize, start: usize) {
+    if hi <= lo {
+        return;
+    }
+    if stride == 1 {
+        for (d, c) in dst[start..start + (hi - lo)].iter_mut().zip(&col[lo..hi]) {
+            *d += *c;
+        }
+    } else {
+        for (i, c) in col[lo..hi].iter().enumerate() {
+            dst[start + i * stride] += *c;
+        }
+    }
+}
+
+/// Copies one image's patches into its column buffer (`g.col_buffer_len()` values).
+pub fn im2col(g: &ConvGeom, im: &[f32], col: &mut [f32]) {
+    if g.kernel.len() == 2 && !g.force_nd {
+        im2col_2d(g, im, col);
+    } else {
+        im2col_nd(g, im, col);
+    }
+}
+
+/// Sums one image's column buffer back into image layout (overwriting `im`); overlapping
+/// windows accumulate, as in Caffe's col2im.
+pub fn col2im(g: &ConvGeom, col: &[f32], im: &mut [f32]) {
+    im[..g.im_dim()].fill(0.0);
+    if g.kernel.len() == 2 && !g.force_nd {
+        col2im_2d(g, col, im);
+    } else {
+        col2im_nd(g, col, im);
+    }
+}
+
+/// Calls `row(channel, ki, kj, oh, out_row_range, ih)` for every row segment of a 2-D column
+/// buffer whose input row `ih` is inside the image (rows outside are reported with `None`).
+#[inline]
+fn for_each_row_2d(g: &ConvGeom, mut row: impl FnMut(usize, usize, Option<usize>, usize, usize, usize)) {
+    let (h, w) = (g.im_shape[0], g.im_shape[1]);
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let (ph, pw) = (g.pad[0], g.pad[1]);
+    let (sh, sw) = (g.stride[0], g.stride[1]);
+    let (dh, dw) = (g.dilation[0], g.dilation[1]);
+    let (oh, ow) = (g.col_shape[0], g.col_shape[1]);
+    let p = oh * ow;
+    for c in 0..g.im_channels {
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let r = (c * kh + ki) * kw + kj;
+                let (lo, hi) = valid_range(ow, sw, kj * dw, pw, w);
+                let start = lo * sw + kj * dw;
+                for y in 0..oh {
+                    let ih = (y * sh + ki * dh) as isize - ph as isize;
+                    let base = r * p + y * ow;
+                    if ih < 0 || ih >= h as isize {
+                        row(base, c, None, lo, hi, 0);
+                    } else {
+                        // Input index of position lo: start - pw (>= 0 when lo < hi).
+                        let src = c * h * w + ih as usize * w;
+                        row(base, c, Some(src), lo, hi, start.saturating_sub(pw));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn im2col_2d(g: &ConvGeom, im: &[f32], col: &mut [f32]) {
+    let ow = g.col_shape[1];
+    let (w, sw) = (g.im_shape[1], g.stride[1]);
+    for_each_row_2d(g, |base, _c, src, lo, hi, start| {
+        let out = &mut col[base..base + ow];
+        match src {
+            None => out.fill(0.0),
+            Some(s) => gather_row(out, &im[s..s + w], lo, hi, sw, start),
+        }
+    });
+}
+
+fn col2im_2d(g: &ConvGeom, col: &[f32], im: &mut [f32]) {
+    let ow = g.col_shape[1];
+    let (w, sw) = (g.im_shape[1], g.stride[1]);
+    for_each_row_2d(g, |base, _c, src, lo, hi, start| {
+        if let Some(s) = src {
+            scatter_row(&col[base..base + ow], &mut im[s..s + w], lo, hi, sw, start);
+        }
+    });
+}
+
+/// N-D walk: for every column-buffer row (channel, kernel offsets) and every position of the
+/// column side's leading spatial dims, the row segment along the last spatial dim.
+#[inline]
+fn for_each_row_nd(g: &ConvGeom, mut row: impl FnMut(usize, Option<usize>, usize, usize, usize)) {
+    let nd = g.kernel.len();
+    if nd == 0 {
+        // No spatial axes: one column, each row is one channel.
+        for c in 0..g.im_channels {
+            row(c, Some(c), 0, 1, 0);
+        }
+        return;
+    }
+    let last = nd - 1;
+    let ow = g.col_shape[last];
+    let p = g.col_spatial();
+    let outer = p / ow.max(1);
+    let kcount = g.kernel_count();
+    let im_sp = g.im_spatial();
+    let w = g.im_shape[last];
+    let mut koff = vec![0usize; nd];
+    let mut pos = vec![0usize; last];
+    for c in 0..g.im_channels {
+        for k in 0..kcount {
+            let mut rem = k;
+            for d in (0..nd).rev() {
+                koff[d] = rem % g.kernel[d];
+                rem /= g.kernel[d];
+            }
+            let r = c * kcount + k;
+            let offset = koff[last] * g.dilation[last];
+            let (lo, hi) = valid_range(ow, g.stride[last], offset, g.pad[last], w);
+            let start = (lo * g.stride[last] + offset).saturating_sub(g.pad[last]);
+            pos.fill(0);
+            for o in 0..outer {
+                let mut src = Some(0usize);
+                for d in 0..last {
+                    let i = (pos[d] * g.stride[d] + koff[d] * g.dilation[d]) as isize - g.pad[d] as isize;
+                    if i < 0 || i >= g.im_shape[d] as isize {
+                        src = None;
+                        break;
+                    }
+                    src = src.map(|s| s * g.im_shape[d] + i as usize);
+                }
+                let src = src.map(|s| c * im_sp + s * w);
+                row(r * p + o * ow, src, lo, hi, start);
+                for d in (0..last).rev() {
+                    pos[d] += 1;
+                    if pos[d] < g.col_shape[d] {
+                        break;
+                    }
+                    pos[d] = 0;
+                }
+            }
+        }
+    }
+}
+
+fn im2col_nd(g: &ConvGeom, im: &[f32], col: &mut [f32]) {
+    let nd = g.kernel.len();
+    let ow = if nd == 0 { 1 } else { g.col_shape[nd - 1] };
+    let w = if nd == 0 { 1 } else { g.im_shape[nd - 1] };
+    let sw = if nd == 0 { 1 } else { g.stride[nd - 1] };
+    for_each_row_nd(g, |base, src, lo, hi, start| {
+        let out = &mut col[base..base + ow];
+        match src {
+            None => out.fill(0.0),
+            Some(s) => gather_row(out, &im[s..s + w], lo, hi, sw, start),
+        }
+    });
+}
+
+fn col2im_nd(g: &ConvGeom, col: &[f32], im: &mut [f32]) {
+    let nd = g.kernel.len();
+    let ow = if nd == 0 { 1 } else { g.col_shape[nd - 1] };
+    let w = if nd == 0 { 1 } else { g.im_shape[nd - 1] };
+    let sw = if nd == 0 { 1 } else { g.stride[nd - 1] };
+    for_each_row_nd(g, |base, src, lo, hi, start| {
+        if let Some(s) = src {
+            scatter_row(&col[base..base + ow], &mut im[s..s + w], lo, hi, sw, start);
+        }
+    });
+}
+
+type Gemm = fn(bool, bool, usize, usize, usize, f32, &[f32], &[f32], f32, &mut [f32]);
+
+/// Whether a batch is worth spreading over threads one image per task.
+fn per_image_parallel(g: &ConvGeom, num: usize) -> bool {
+    num >= 2 && num * g.work_per_image() >= PAR_MIN_WORK
+}
+
+/// `y = W * col(x)` for one image, per group (Caffe's `forward_cpu_gemm`).
+fn forward_one(g: &ConvGeom, gemm: Gemm, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let (m, k, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
+    let products = |col: &[f32], y: &mut [f32]| {
+        for gi in 0..g.group {
+            gemm(false, false, m, p, k, 1.0, &w[gi * m * k..], &col[gi * k * p..], 0.0, &mut y[gi * m * p..]);
+        }
+    };
+    if g.is_1x1() {
+        products(x, y);
+    } else {
+        with_scratch(g.col_buffer_len(), |col| {
+            im2col(g, x, col);
+            products(col, y);
+        });
+    }
+    if let Some(b) = bias {
+        add_bias_one(b, p, y);
+    }
+}
+
+fn add_bias_one(bias: &[f32], spatial: usize, y: &mut [f32]) {
+    for (row, &b) in y.chunks_exact_mut(spatial).zip(bias) {
+        row.iter_mut().for_each(|v| *v += b);
+    }
+}
+
+/// Forward of a batch: `y_n = W * im2col(x_n) (+ bias)` for `num` images; `x` holds
+/// `num * g.im_dim()` values, `y` `num * g.col_dim()`, `w` `g.weight_len()`, `bias`
+/// `g.col_channels`. (A deconvolution's input gradient is this without bias.)
+pub fn conv_forward(g: &ConvGeom, num: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let (id, od) = (g.im_dim(), g.col_dim());
+    if od == 0 || num == 0 {
+        return;
+    }
+    if per_image_parallel(g, num) {
+        y[..num * od]
+            .par_chunks_mut(od)
+            .zip(x[..num * id].par_chunks(id))
+            .for_each(|(yn, xn)| forward_one(g, sgemm_serial, xn, w, bias, yn));
+    } else {
+        for (yn, xn) in y[..num * od].chunks_mut(od).zip(x.chunks(id.max(1))) {
+            forward_one(g, sgemm, xn, w, bias, yn);
+        }
+    }
+}
+
+/// `dx = col2im(W^T * dy)` for one image (Caffe's `backward_cpu_gemm`).
+fn backward_input_one(g: &ConvGeom, gemm: Gemm, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (m, k, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
+    let products = |col: &mut [f32]| {
+        for gi in 0..g.group {
+            gemm(true, false, k, p, m, 1.0, &w[gi * m * k..], &dy[gi * m * p..], 0.0, &mut col[gi * k * p..]);
+        }
+    };
+    if g.is_1x1() {
+        products(dx);
+    } else {
+        with_scratch(g.col_buffer_len(), |col| {
+            products(col);
+            col2im(g, col, dx);
+        });
+    }
+}
+
+/// Input gradient of a batch, overwriting `dx` (`num * g.im_dim()` values) from `dy`
+/// (`num * g.col_dim()`). (A deconvolution's forward is this, plus its bias.)
+pub fn conv_backward_input(g: &ConvGeom, num: usize, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (id, od) = (g.im_dim(), g.col_dim());
+    if id == 0 || num == 0 {
+        return;
+    }
+    if per_image_parallel(g, num) {
+        dx[..num * id]
+            .par_chunks_mut(id)
+            .zip(dy[..num * od].par_chunks(od))
+            .for_each(|(dxn, dyn_)| backward_input_one(g, sgemm_serial, dyn_, w, dxn));
+    } else {
+        for (dxn, dyn_) in dx[..num * id].chunks_mut(id).zip(dy.chunks(od.max(1))) {
+            backward_input_one(g, sgemm, dyn_, w, dxn);
+        }
+    }
+}
+
+/// `dw (+)= dy * col(x)^T` for one image, per group (Caffe's `weight_cpu_gemm`); `beta` 0
+/// starts a fresh sum.
+fn weight_grad_one(g: &ConvGeom, gemm: Gemm, x: &[f32], dy: &[f32], beta: f32, dw: &mut [f32]) {
+    let (m, k, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
+    let products = |col: &[f32], dw: &mut [f32]| {
+        for gi in 0..g.group {
+            gemm(false, true, m, k, p, 1.0, &dy[gi * m * p..], &col[gi * k * p..], beta, &mut dw[gi * m * k..]);
+        }
+    };
+    if g.is_1x1() {
+        products(x, dw);
+    } else {
+        with_scratch(g.col_buffer_len(), |col| {
+            im2col(g, x, col);
+            products(col, dw);
+        });
+    }
+}
+
+/// How many image chunks the weight gradient is split into: a function of the shapes only,
+/// so the summation order (hence the bits) never depends on the thread count.
+pub fn weight_grad_chunks(g: &ConvGeom, num: usize) -> usize {
+    if !per_image_parallel(g, num) {
+        return 1;
+    }
+    let by_memory = (PARTIALS_BUDGET / g.weight_len().max(1)).max(1);
+    num.min(MAX_WEIGHT_CHUNKS).min(by_memory)
+}
+
+/// Weight gradient of a batch, accumulated into `dw` (`+=`): `sum_n dy_n * im2col(x_n)^T`.
+/// `partials` is scratch the caller keeps between calls (per-chunk sums).
+pub fn conv_weight_grad(g: &ConvGeom, num: usize, x: &[f32], dy: &[f32], dw: &mut [f32], partials: &mut Vec<f32>) {
+    let (id, od, wl) = (g.im_dim(), g.col_dim(), g.weight_len());
+    if num == 0 || wl == 0 {
+        return;
+    }
+    let chunks = weight_grad_chunks(g, num);
+    if chunks == 1 {
+        for (xn, dyn_) in x.chunks(id.max(1)).zip(dy.chunks(od.max(1))).take(num) {
+            weight_grad_one(g, sgemm, xn, dyn_, 1.0, &mut dw[..wl]);
+        }
+        return;
+    }
+    let per = num.div_ceil(chunks);
+    let chunks = num.div_ceil(per);
+    if partials.len() < chunks * wl {
+        partials.resize(chunks * wl, 0.0);
+    }
+    partials[..chunks * wl]
+        .par_chunks_mut(wl)
+        .zip(x[..num * id].par_chunks(per * id))
+        .zip(dy[..num * od].par_chunks(per * od))
+        .for_each(|((part, xs), dys)| {
+            for (i, (xn, dyn_)) in xs.chunks(id).zip(dys.chunks(od)).enumerate() {
+                let beta = if i == 0 { 0.0 } else { 1.0 };
+                weight_grad_one(g, sgemm_serial, xn, dyn_, beta, part);
+            }
+        });
+    let parts = &partials[..chunks * wl];
+    dw[..wl].par_chunks_mut(4096).enumerate().for_each(|(b, out)| {
+        let off = b * 4096;
+        for (j, o) in out.iter_mut().enumerate() {
+            let mut s = 0f32;
+            for c in 0..chunks {
+                s += parts[c * wl + off + j];
+            }
+            *o += s;
+        }
+    });
+}
+
+/// Sum of a slice in a fixed order (eight interleaved lanes, then the lanes in order), so
+/// it vectorises and stays deterministic.
+pub fn sum_fixed(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut it = v.chunks_exact(8);
+    for c in &mut it {
+        for i in 0..8 {
+            lanes[i] += c[i];
+        }
+    }
+    let mut s = 0f32;
+    for l in lanes {
+        s += l;
+    }
+    for &r in it.remainder() {
+        s += r;
+    }
+    s
+}
+
+/// `y[n][c][p] += bias[c]` for `num` images of `channels x spatial`.
+pub fn add_channel_bias(num: usize, channels: usize, spatial: usize, bias: &[f32], y: &mut [f32]) {
+    let dim = channels * spatial;
+    if dim == 0 {
+        return;
+    }
+    let y = &mut y[..num * dim];
+    if num * dim >= PAR_MIN_WORK && num >= 2 {
+        y.par_chunks_mut(dim).for_each(|yn| add_bias_one(bias, spatial, yn));
+    } else {
+        y.chunks_mut(dim).for_each(|yn| add_bias_one(bias, spatial, yn));
+    }
+}
+
+/// `db[c] += sum_{n,p} dy[n][c][p]` (Caffe's per-image gemv with a ones vector), each
+/// channel summed image by image in order.
+pub fn channel_bias_grad(num: usize, channels: usize, spatial: usize, dy: &[f32], db: &mut [f32]) {
+    let dim = channels * spatial;
+    let one = |c: usize, d: &mut f32| {
+        let mut s = 0f32;
+        for n in 0..num {
+            let start = n * dim + c * spatial;
+            s += sum_fixed(&dy[start..start + spatial]);
+        }
+        *d += s;
+    };
+    if num * dim >= PAR_MIN_WORK {
+        db[..channels].par_iter_mut().enumerate().for_each(|(c, d)| one(c, d));
+    } else {
+        db[..channels].iter_mut().enumerate().for_each(|(c, d)| one(c, d));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::too_many_arguments)]
+    fn geom(
+        c: usize,
+        m: usize,
+        group: usize,
+        im: &[usize],
+        k: &[usize],
+        p: &[usize],
+        s: &[usize],
+        d: &[usize],
+    ) -> ConvGeom {
+        let col_shape = (0..im.len()).map(|i| conv_out_size(im[i], k[i], p[i], s[i], d[i]).unwrap()).collect();
+        ConvGeom {
+            im_channels: c,
+            col_channels: m,
+            group,
+            im_shape: im.to_vec(),
+            col_shape,
+            kernel: k.to_vec(),
+            pad: p.to_vec(),
+            stride: s.to_vec(),
+            dilation: d.to_vec(),
+            force_nd: false,
+        }
+    }
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 + seed) * 0.7133).sin()).collect()
+    }
+
+    /// Direct N-D convolution, the definition the gemm formulation must reproduce.
+    fn naive_conv(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let nd = g.kernel.len();
+        let (cg, mg) = (g.im_channels / g.group, g.col_channels / g.group);
+        let kc = g.kernel_count();
+        let p = g.col_spatial();
+        let mut y = vec![0f32; g.col_dim()];
+        for o in 0..g.col_channels {
+            let gi = o / mg;
+            for pos in 0..p {
+                let mut opos = vec![0; nd];
+                let mut r = pos;
+                for d in (0..nd).rev() {
+                    opos[d] = r % g.col_shape[d];
+                    r /= g.col_shape[d];
+                }
+                let mut s = 0f64;
+                for ci in 0..cg {
+                    let c = gi * cg + ci;
+                    for k in 0..kc {
+                        let mut kk = vec![0; nd];
+                        let mut r = k;
+                        for d in (0..nd).rev() {
+                            kk[d] = r % g.kernel[d];
+                            r /= g.kernel[d];
+                        }
+                        let mut idx = 0usize;
+                        let mut ok = true;
+                        for d in 0..nd {
+                            let i = (opos[d] * g.stride[d] + kk[d] * g.dilation[d]) as isize - g.pad[d] as isize;
+                            if i < 0 || i >= g.im_shape[d] as isize {
+                                ok = false;
+                            }
+                            idx = idx * g.im_shape[d] + i.max(0) as usize;
+                        }
+                        if ok {
+                            s += x[c * g.im_spatial() + idx] as f64 * w[(o * cg + ci) * kc + k] as f64;
+                        }
+                    }
+                }
+                y[o * p + pos] = s as f32;
+            }
+        }
+        y
+    }
+
+    fn configs() -> Vec<ConvGeom> {
+        vec![
+            geom(3, 4, 1, &[7, 6], &[3, 3], &[1, 1], &[1, 1], &[1, 1]),
+            geom(4, 6, 2, &[9, 8], &[3, 2], &[2, 0], &[2, 3], &[1, 2]),
+            geom(2, 3, 1, &[5, 9], &[1, 4], &[0, 3], &[1, 2], &[1, 1]),
+            geom(2, 2, 1, &[4, 5, 6], &[2, 3, 2], &[1, 0, 1], &[1, 2, 2], &[2, 1, 1]),
+            geom(3, 2, 1, &[11], &[3], &[2], &[3], &[2]),
+            geom(2, 4, 2, &[3, 3], &[1, 1], &[0, 0], &[1, 1], &[1, 1]),
+            geom(2, 3, 1, &[2, 2], &[3, 3], &[1, 1], &[1, 1], &[1, 1]),
+        ]
+    }
+
+    #[test]
+    fn gemm_forward_matches_direct_convolution() {
+        for g in configs() {
+            let x = values(g.im_dim(), 0.3);
+            let w = values(g.weight_len(), 1.9);
+            let want = naive_conv(&g, &x, &w);
+            for force_nd in [false, true] {
+                let g = ConvGeom { force_nd, ..g.clone() };
+                let mut y = vec![f32::NAN; g.col_dim()];
+                conv_forward(&g, 1, &x, &w, None, &mut y);
+                for (a, b) in y.iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-4, "{g:?}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn col2im_is_the_transpose_of_im2col() {
+        // <im2col(x), c> == <x, col2im(c)> for random x, c.
+        for g in configs() {
+            for force_nd in [false, true] {
+                let g = ConvGeom { force_nd, ..g.clone() };
+                let x = values(g.im_dim(), 0.1);
+                let c = values(g.col_buffer_len(), 2.2);
+                let mut col = vec![f32::NAN; g.col_buffer_len()];
+                im2col(&g, &x, &mut col);
+                let mut im = vec![f32::NAN; g.im_dim()];
+                col2im(&g, &c, &mut im);
+                let lhs: f64 = col.iter().zip(&c).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let rhs: f64 = x.iter().zip(&im).map(|(a, b)| *a as f64 * *b as f64).sum();
+                assert!((lhs - rhs).abs() < 1e-3, "{g:?}: {lhs} vs {rhs}");
+            }
+        }
+    }
+
+    #[test]
+    fn batched_paths_are_deterministic_and_agree() {
+        let g = geom(8, 16, 2, &[12, 10], &[3, 3], &[1, 1], &[1, 1], &[1, 1]);
+        let num = 7;
+        let x = values(num * g.im_dim(), 0.5);
+        let w = values(g.weight_len(), 0.9);
+        let dy = values(num * g.col_dim(), 1.3);
+        assert!(per_image_parallel(&g, num));
+        let mut y = vec![0f32; num * g.col_dim()];
+        conv_forward(&g, num, &x, &w, None, &mut y);
+        for n in 0..num {
+            let mut y1 = vec![0f32; g.col_dim()];
+            conv_forward(&g, 1, &x[n * g.im_dim()..(n + 1) * g.im_dim()], &w, None, &mut y1);
+            assert_eq!(&y[n * g.col_dim()..(n + 1) * g.col_dim()], &y1[..]);
+        }
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut dw = vec![0.25f32; g.weight_len()];
+                let mut partials = Vec::new();
+                conv_weight_grad(&g, num, &x, &dy, &mut dw, &mut partials);
+                let mut dx = vec![0f32; num * g.im_dim()];
+                conv_backward_input(&g, num, &dy, &w, &mut dx);
+                (dw, dx)
+            })
+        };
+        let (dw1, dx1) = run(1);
+        let (dw3, dx3) = run(3);
+        assert_eq!(dw1, dw3);
+        assert_eq!(dx1, dx3);
+        // Against the image-by-image sum.
+        let mut want = vec![0.25f32; g.weight_len()];
+        for n in 0..num {
+            let xs = &x[n * g.im_dim()..(n + 1) * g.im_dim()];
+            let dys = &dy[n * g.col_dim()..(n + 1) * g.col_dim()];
+            weight_grad_one(&g, sgemm_serial, xs, dys, 1.0, &mut want);
+        }
+        for (a, b) in dw1.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-3 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn output_sizes() {
+        assert_eq!(conv_out_size(9, 3, 1, 1, 2), Some(7));
+        assert_eq!(conv_out_size(9, 3, 0, 2, 1), Some(4));
+        assert_eq!(conv_out_size(2, 5, 1, 1, 1), None);
+        assert_eq!(conv_out_size(3, 4, 0, 2, 1), None);
+        assert_eq!(deconv_out_size(5, 4, 1, 2, 1), Some(10));
+        assert_eq!(deconv_out_size(1, 1, 1, 1, 1), None);
+        assert_eq!(valid_range(5, 2, 0, 3, 4), (2, 4));
+    }
+}
