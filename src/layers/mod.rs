@@ -13,7 +13,13 @@ use crate::blob::BlobRef;
 use crate::proto::caffe::{LayerParameter, Phase};
 use crate::rng::CaffeRng;
 
+pub mod batch_norm;
+pub mod bias;
 pub mod input;
+pub mod lrn;
+pub mod mvn;
+pub mod prelu;
+pub mod scale;
 pub mod split;
 
 /// What a forward or backward pass may need besides blobs.
@@ -150,12 +156,27 @@ pub fn check_blob_counts(layer: &dyn Layer, bottoms: usize, tops: usize) -> Resu
 }
 
 /// Every layer type crema knows, for error messages and the README table.
-pub const KNOWN_TYPES: &[&str] = &["Input", "Split"];
+pub const KNOWN_TYPES: &[&str] = &[
+    "BatchNorm",
+    "Bias",
+    "Input",
+    "LRN",
+    "MVN",
+    "PReLU",
+    "Scale",
+    "Split",
+];
 
 /// Creates the layer for `param.type` (the layer registry).
 pub fn create_layer(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     Ok(match param.r#type() {
+        "BatchNorm" => Box::new(batch_norm::BatchNormLayer::new(param)),
+        "Bias" => Box::new(bias::BiasLayer::new(param)),
         "Input" => Box::new(input::InputLayer::new(param)?),
+        "LRN" => Box::new(lrn::LrnLayer::new(param)?),
+        "MVN" => Box::new(mvn::MvnLayer::new(param)),
+        "PReLU" => Box::new(prelu::PReluLayer::new(param)),
+        "Scale" => Box::new(scale::ScaleLayer::new(param)),
         "Split" => Box::new(split::SplitLayer::new(param)),
         other => bail!(
             "layer '{}': unknown layer type '{other}' (known types: {})",
