@@ -13,10 +13,16 @@ use crate::blob::BlobRef;
 use crate::proto::caffe::{LayerParameter, Phase};
 use crate::rng::CaffeRng;
 
+pub mod batch_norm;
+pub mod bias;
 pub mod convolution;
 pub mod deconvolution;
 pub mod inner_product;
 pub mod input;
+pub mod lrn;
+pub mod mvn;
+pub mod prelu;
+pub mod scale;
 pub mod split;
 
 /// What a forward or backward pass may need besides blobs.
@@ -160,15 +166,43 @@ pub fn check_blob_counts(layer: &dyn Layer, bottoms: usize, tops: usize) -> Resu
 }
 
 /// Every layer type crema knows, for error messages and the README table.
-pub const KNOWN_TYPES: &[&str] = &["Convolution", "Deconvolution", "InnerProduct", "Input", "Split"];
+pub const KNOWN_TYPES: &[&str] = &[
+    "BatchNorm",
+    "Bias",
+    "Convolution",
+    "Deconvolution",
+    "InnerProduct",
+    "Input",
+    "LRN",
+    "MVN",
+    "PReLU",
+    "Scale",
+    "Split",
+];
+pub const KNOWN_TYPES: &[&str] = &[
+    "BatchNorm",
+    "Bias",
+    "Input",
+    "LRN",
+    "MVN",
+    "PReLU",
+    "Scale",
+    "Split",
+];
 
 /// Creates the layer for `param.type` (the layer registry).
 pub fn create_layer(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     Ok(match param.r#type() {
+        "BatchNorm" => Box::new(batch_norm::BatchNormLayer::new(param)),
+        "Bias" => Box::new(bias::BiasLayer::new(param)),
         "Convolution" => Box::new(convolution::ConvolutionLayer::new(param)),
         "Deconvolution" => Box::new(deconvolution::DeconvolutionLayer::new(param)),
         "InnerProduct" => Box::new(inner_product::InnerProductLayer::new(param)),
         "Input" => Box::new(input::InputLayer::new(param)?),
+        "LRN" => Box::new(lrn::LrnLayer::new(param)?),
+        "MVN" => Box::new(mvn::MvnLayer::new(param)),
+        "PReLU" => Box::new(prelu::PReluLayer::new(param)),
+        "Scale" => Box::new(scale::ScaleLayer::new(param)),
         "Split" => Box::new(split::SplitLayer::new(param)),
         other => bail!(
             "layer '{}': unknown layer type '{other}' (known types: {})",

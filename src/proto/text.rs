@@ -88,7 +88,15 @@ pub fn parse_dynamic(
                 if let (true, Some(off)) = (opts.allow_unknown_fields, offset) {
                     if let Some((field, message)) = unknown_field_names(&msg) {
                         let end = skip_field(&work, off).ok_or_else(|| {
-                            located(text, file, Some(off), &format!("cannot skip unknown field '{field}'"))
+                            located(
+                                text,
+                                file,
+                                Some(off),
+                                &format!(
+                                    "cannot skip unknown field '{field}' in {message}: its value \
+                                     is malformed or a block it opens is not closed"
+                                ),
+                            )
                         })?;
                         let (line, col) = line_col(text, off);
                         dropped.push(DroppedField { field, message, line, col });

@@ -3,6 +3,11 @@
 //! the same bits whatever the thread count (no reduction is split across threads in a
 //! count-dependent way).
 
+pub mod batch_norm;
 pub mod blas;
 pub mod conv;
 pub mod inner_product;
+pub mod lrn;
+pub mod mvn;
+pub mod prelu;
+pub mod scale;

@@ -1,0 +1,133 @@
+//! Scale and Bias arithmetic: a factor or an offset broadcast along `dim` positions of a blob
+//! viewed as (outer, dim, inner), and the reductions of their gradients.
+//!
+//! Each gradient entry `d` is reduced over (outer, inner) by one thread in a fixed order, so
+//! results do not depend on the thread count.
+
+use rayon::prelude::*;
+
+/// Below this many elements a single thread is faster than spawning.
+const PAR_MIN: usize = 1 << 15;
+
+/// Runs `f(row, out_row)` over the `inner`-long rows of `out` (row = o * dim + d).
+fn per_row<F>(out: &mut [f32], inner: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    if inner == 0 || out.is_empty() {
+        return;
+    }
+    if out.len() >= PAR_MIN {
+        out.par_chunks_mut(inner).enumerate().for_each(|(i, r)| f(i, r));
+    } else {
+        out.chunks_mut(inner).enumerate().for_each(|(i, r)| f(i, r));
+    }
+}
+
+/// `y[o,d,i] = scale[d] * x[o,d,i] (+ bias[d])`. The product is rounded before the bias is
+/// added, as Caffe's separate scale and bias passes do.
+pub fn scale_forward(x: &[f32], scale: &[f32], bias: Option<&[f32]>, dim: usize, inner: usize, y: &mut [f32]) {
+    per_row(y, inner, |r, out| {
+        let d = r % dim;
+        let s = scale[d];
+        let xs = &x[r * inner..(r + 1) * inner];
+        match bias {
+            Some(b) => {
+                let b = b[d];
+                for (o, &v) in out.iter_mut().zip(xs) {
+                    *o = s * v + b;
+                }
+            }
+            None => {
+                for (o, &v) in out.iter_mut().zip(xs) {
+                    *o = s * v;
+                }
+            }
+        }
+    });
+}
+
+/// `data[o,d,i] *= scale[d]` (in-place layers: the bottom diff is the top diff).
+pub fn scale_inplace(data: &mut [f32], scale: &[f32], dim: usize, inner: usize) {
+    per_row(data, inner, |r, row| {
+        let s = scale[r % dim];
+        row.iter_mut().for_each(|v| *v *= s);
+    });
+}
+
+/// `y[o,d,i] = x[o,d,i] + bias[d]`.
+pub fn bias_forward(x: &[f32], bias: &[f32], dim: usize, inner: usize, y: &mut [f32]) {
+    per_row(y, inner, |r, out| {
+        let b = bias[r % dim];
+        for (o, &v) in out.iter_mut().zip(&x[r * inner..(r + 1) * inner]) {
+            *o = v + b;
+        }
+    });
+}
+
+/// `data[o,d,i] += bias[d]` (in-place).
+pub fn bias_inplace(data: &mut [f32], bias: &[f32], dim: usize, inner: usize) {
+    per_row(data, inner, |r, row| {
+        let b = bias[r % dim];
+        row.iter_mut().for_each(|v| *v += b);
+    });
+}
+
+/// `g[d] (+)= sum over (o, i) of a[o,d,i] * b[o,d,i]`, or of `a` alone when `b` is None;
+/// `accumulate` adds to `g`, otherwise `g` is overwritten.
+pub fn broadcast_grad(
+    a: &[f32],
+    b: Option<&[f32]>,
+    outer: usize,
+    dim: usize,
+    inner: usize,
+    g: &mut [f32],
+    accumulate: bool,
+) {
+    let reduce = |d: usize, out: &mut f32| {
+        let mut s = 0f64;
+        for o in 0..outer {
+            let base = (o * dim + d) * inner;
+            match b {
+                Some(b) => {
+                    for i in base..base + inner {
+                        s += a[i] as f64 * b[i] as f64;
+                    }
+                }
+                None => {
+                    for &v in &a[base..base + inner] {
+                        s += v as f64;
+                    }
+                }
+            }
+        }
+        if accumulate {
+            *out += s as f32;
+        } else {
+            *out = s as f32;
+        }
+    };
+    if a.len() >= PAR_MIN && dim > 1 {
+        g.par_iter_mut().enumerate().for_each(|(d, out)| reduce(d, out));
+    } else {
+        g.iter_mut().enumerate().for_each(|(d, out)| reduce(d, out));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_indexing() {
+        // outer 2, dim 3, inner 2.
+        let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let mut y = vec![0f32; 12];
+        scale_forward(&x, &[1., 2., 3.], Some(&[0., 0., 1.]), 3, 2, &mut y);
+        assert_eq!(&y[..6], &[0., 1., 4., 6., 13., 16.]);
+        assert_eq!(&y[6..], &[6., 7., 16., 18., 31., 34.]);
+        let mut g = vec![1f32; 3];
+        broadcast_grad(&x, None, 2, 3, 2, &mut g, true);
+        assert_eq!(g, vec![1. + 0. + 1. + 6. + 7., 1. + 2. + 3. + 8. + 9., 1. + 4. + 5. + 10. + 11.]);
+    }
+}

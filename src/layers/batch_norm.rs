@@ -1,0 +1,205 @@
+//! BatchNorm (BVLC's 3-blob layer): normalises each channel (axis 1) by batch statistics in
+//! training mode, or by stored running statistics in global mode. The running statistics are
+//! written by the training-mode forward, never by the solver: blob 0 is the mean sum, blob 1
+//! the variance sum, blob 2 (shape [1]) the factor they are divided by.
+
+use anyhow::{bail, Result};
+
+use super::{check_given_blobs, Arity, Ctx, Layer, LayerBase};
+use crate::backend::cpu::batch_norm as k;
+use crate::blob::{map_buf, read, write, Blob, BlobRef};
+use crate::proto::caffe::{LayerParameter, ParamSpec, Phase};
+use crate::rng::CaffeRng;
+
+pub struct BatchNormLayer {
+    base: LayerBase,
+    use_global_stats: bool,
+    moving_average_fraction: f32,
+    eps: f32,
+    channels: usize,
+    /// (num, spatial) of the current bottom.
+    num: usize,
+    spatial: usize,
+    /// Statistics used by the last forward, and sqrt(var + eps) per channel for backward.
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    std: Vec<f32>,
+    /// The normalised output, kept because a later in-place layer may overwrite the top.
+    x_norm: Vec<f32>,
+}
+
+impl BatchNormLayer {
+    pub fn new(param: &LayerParameter) -> Self {
+        let p = param.batch_norm_param.unwrap_or_default();
+        // Global statistics by default in TEST, batch statistics in TRAIN, unless set.
+        let use_global_stats = match p.use_global_stats {
+            Some(v) => v,
+            None => param.phase() == Phase::Test,
+        };
+        BatchNormLayer {
+            base: LayerBase::new(param),
+            use_global_stats,
+            moving_average_fraction: p.moving_average_fraction(),
+            eps: p.eps(),
+            channels: 0,
+            num: 0,
+            spatial: 0,
+            mean: Vec::new(),
+            var: Vec::new(),
+            std: Vec::new(),
+            x_norm: Vec::new(),
+        }
+    }
+
+    /// Whether a forward pass changes the stored statistics (training mode). An audit of
+    /// frozen layers asks this rather than re-deriving the phase rules.
+    pub fn updates_statistics(&self) -> bool {
+        !self.use_global_stats
+    }
+
+    /// Training mode: normalise by this batch's statistics and fold them into the running sums.
+    fn forward_training_stats(&mut self, x: &[f32]) {
+        let (num, c, sp) = (self.num, self.channels, self.spatial);
+        k::bn_batch_stats(x, num, c, sp, &mut self.mean, &mut self.var);
+        let b = &self.base.blobs;
+        let (b0, b1, b2) = (b[0].data_buf(), b[1].data_buf(), b[2].data_buf());
+        let (mut mean_sum, mut var_sum, mut factor) = (write(&b0), write(&b1), write(&b2));
+        k::bn_update_running(
+            &self.mean,
+            &self.var,
+            num * sp,
+            self.moving_average_fraction,
+            &mut mean_sum,
+            &mut var_sum,
+            &mut factor[0],
+        );
+        drop((mean_sum, var_sum, factor));
+        self.normalize(x);
+    }
+
+    /// Global mode: normalise by the stored statistics, which are left untouched.
+    fn forward_global_stats(&mut self, x: &[f32]) {
+        let b = &self.base.blobs;
+        let (b0, b1, b2) = (b[0].data_buf(), b[1].data_buf(), b[2].data_buf());
+        k::bn_global_stats(&read(&b0), &read(&b1), read(&b2)[0], &mut self.mean, &mut self.var);
+        self.normalize(x);
+    }
+
+    fn normalize(&mut self, x: &[f32]) {
+        k::bn_std(&self.var, self.eps, &mut self.std);
+        k::bn_normalize(x, self.num, self.channels, self.spatial, &self.mean, &self.std, &mut self.x_norm);
+    }
+}
+
+impl Layer for BatchNormLayer {
+    fn type_name(&self) -> &'static str {
+        "BatchNorm"
+    }
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn bottom_arity(&self) -> Arity {
+        Arity::Exact(1)
+    }
+    fn forward_writes_params(&self) -> Vec<usize> {
+        if self.updates_statistics() {
+            vec![0, 1, 2]
+        } else {
+            Vec::new()
+        }
+    }
+    fn top_arity(&self) -> Arity {
+        Arity::Exact(1)
+    }
+
+    fn setup(&mut self, _rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        let x = &bottom[0];
+        if x.num_axes() == 0 {
+            bail!("layer '{}': BatchNorm needs an input with at least one axis, got a scalar", self.name());
+        }
+        self.channels = if x.num_axes() == 1 { 1 } else { x.shape()[1] };
+        let c = self.channels;
+        let expected = [vec![c], vec![c], vec![1]];
+        if self.base.blobs.is_empty() {
+            // Statistics start at zero: an untrained layer in global mode gives x / sqrt(eps).
+            self.base.blobs = expected.iter().map(|s| Blob::with_shape(s)).collect::<Result<_>>()?;
+        } else {
+            if self.base.blobs.len() == 5 {
+                bail!(
+                    "layer '{}': 5 parameter blobs given; this looks like an NVIDIA-Caffe BatchNorm (with scale and bias inside), which is not compatible with BVLC's 3-blob BatchNorm",
+                    self.name()
+                );
+            }
+            check_given_blobs(self.name(), &self.base.blobs, &expected)?;
+        }
+        // Statistics are never learned: the layer's own copy gets lr_mult 0 for each blob that
+        // has no ParamSpec, and an explicit non-zero lr_mult is refused.
+        for i in 0..self.base.blobs.len() {
+            if self.base.param.param.len() == i {
+                self.base.param.param.push(ParamSpec { lr_mult: Some(0.0), ..Default::default() });
+            } else if self.base.param.param[i].lr_mult() != 0.0 {
+                bail!("layer '{}': Cannot configure batch normalization statistics as layer parameters.", self.name());
+            }
+        }
+        self.reshape(bottom, top)
+    }
+
+    fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        let x = &bottom[0];
+        let shape = x.shape();
+        let c = if shape.len() == 1 { 1 } else { shape.get(1).copied().unwrap_or(0) };
+        if shape.is_empty() || c != self.channels {
+            bail!(
+                "layer '{}': BatchNorm was set up for {} channels, input shape is {}",
+                self.name(),
+                self.channels,
+                x.shape_string()
+            );
+        }
+        let num = shape[0];
+        if num == 0 || c == 0 {
+            bail!("layer '{}': BatchNorm needs a non-empty input, got shape {}", self.name(), x.shape_string());
+        }
+        self.num = num;
+        self.spatial = x.count() / (num * c);
+        top[0].reshape(&shape)?;
+        self.mean.resize(c, 0.0);
+        self.var.resize(c, 0.0);
+        self.std.resize(c, 0.0);
+        self.x_norm.resize(x.count(), 0.0);
+        Ok(())
+    }
+
+    fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        // x_norm is computed from the bottom before the top is written, so in-place works.
+        {
+            let xb = bottom[0].data_buf();
+            let x = read(&xb);
+            if self.use_global_stats {
+                self.forward_global_stats(&x);
+            } else {
+                self.forward_training_stats(&x);
+            }
+        }
+        write(&top[0].data_buf()).copy_from_slice(&self.x_norm);
+        Ok(())
+    }
+
+    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], _pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+        // Caffe writes the bottom diff whatever propagate_down says.
+        let (c, sp) = (self.channels, self.spatial);
+        let (num, global) = (self.num, self.use_global_stats);
+        let (std, y) = (&self.std, &self.x_norm);
+        map_buf(&top[0].diff_buf(), &bottom[0].diff_buf(), |dy, dx| {
+            if global {
+                k::bn_backward_global(dy, std, c, sp, dx);
+            } else {
+                k::bn_backward_train(dy, y, std, num, c, sp, dx);
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! Scale: multiplies bottom[0] by a factor broadcast over a range of its axes, learned (blob 0,
+//! filler default constant 1) or taken from bottom[1]; with `bias_term` a bias (filler default
+//! constant 0) is added and is the layer's LAST blob (blob 1 when learned, blob 0 with two
+//! bottoms), as Caffe's internal Bias layer arranges it.
+
+use anyhow::Result;
+
+use super::bias::{broadcast_dims, param_shape};
+use super::{check_given_blobs, Arity, Ctx, Layer, LayerBase};
+use crate::backend::cpu::scale as k;
+use crate::blob::{read, same, write, Blob, BlobRef};
+use crate::proto::caffe::{FillerParameter, LayerParameter};
+use crate::rng::CaffeRng;
+
+pub struct ScaleLayer {
+    base: LayerBase,
+    /// Index of the bias blob, with bias_term.
+    bias_index: Option<usize>,
+    outer: usize,
+    dim: usize,
+    inner: usize,
+    /// The input of an in-place forward, which the scale gradient needs.
+    temp: Vec<f32>,
+}
+
+impl ScaleLayer {
+    pub fn new(param: &LayerParameter) -> Self {
+        ScaleLayer { base: LayerBase::new(param), bias_index: None, outer: 0, dim: 0, inner: 0, temp: Vec::new() }
+    }
+
+    fn axis(&self) -> i32 {
+        self.base.param.scale_param.as_ref().map(|p| p.axis()).unwrap_or(1)
+    }
+}
+
+impl Layer for ScaleLayer {
+    fn type_name(&self) -> &'static str {
+        "Scale"
+    }
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn bottom_arity(&self) -> Arity {
+        Arity::Range(1, 2)
+    }
+    fn top_arity(&self) -> Arity {
+        Arity::Exact(1)
+    }
+
+    fn setup(&mut self, rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        let p = self.base.param.scale_param.clone().unwrap_or_default();
+        let name = self.name().to_string();
+        let learned = bottom.len() == 1;
+        let mut expected = Vec::new();
+        if learned {
+            expected.push(param_shape(&name, &bottom[0], p.axis(), p.num_axes())?);
+        }
+        if p.bias_term() {
+            // The bias covers the same axes as the scale: bottom[1]'s when the scale is a bottom.
+            let num_axes = if learned { p.num_axes() } else { bottom[1].num_axes() as i32 };
+            expected.push(param_shape(&name, &bottom[0], p.axis(), num_axes)?);
+            self.bias_index = Some(expected.len() - 1);
+        }
+        if self.base.blobs.is_empty() {
+            // Scale first, then bias: the order the fillers draw random numbers in Caffe.
+            for (i, shape) in expected.iter().enumerate() {
+                let b = Blob::with_shape(shape)?;
+                let filler = if learned && i == 0 {
+                    p.filler.clone().unwrap_or(FillerParameter {
+                        r#type: Some("constant".into()),
+                        value: Some(1.0),
+                        ..Default::default()
+                    })
+                } else {
+                    p.bias_filler.clone().unwrap_or_default()
+                };
+                crate::filler::fill(&b, &filler, rng)?;
+                self.base.blobs.push(b);
+            }
+        } else {
+            check_given_blobs(&name, &self.base.blobs, &expected)?;
+        }
+        self.reshape(bottom, top)
+    }
+
+    fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        let scale_shape = if bottom.len() > 1 { bottom[1].shape() } else { self.base.blobs[0].shape() };
+        let (o, d, i) = broadcast_dims(self.name(), &bottom[0], self.axis(), &scale_shape)?;
+        (self.outer, self.dim, self.inner) = (o, d, i);
+        if let Some(bi) = self.bias_index {
+            let bias_shape = self.base.blobs[bi].shape();
+            let dims = broadcast_dims(self.name(), &bottom[0], self.axis(), &bias_shape)?;
+            if dims != (o, d, i) {
+                anyhow::bail!(
+                    "layer '{}': bias shape {} does not cover the same axes as scale shape {}",
+                    self.name(),
+                    self.base.blobs[bi].shape_string(),
+                    crate::proto::blob::shape_string(&scale_shape)
+                );
+            }
+        }
+        top[0].reshape(&bottom[0].shape())?;
+        Ok(())
+    }
+
+    fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        let scale_buf = if bottom.len() > 1 { bottom[1].data_buf() } else { self.base.blobs[0].data_buf() };
+        let bias_buf = self.bias_index.map(|i| self.base.blobs[i].data_buf());
+        let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
+        let scale = read(&scale_buf);
+        let bias = bias_buf.as_ref().map(read);
+        if same(&xb, &yb) {
+            self.temp.clear();
+            self.temp.extend_from_slice(&read(&xb));
+            k::scale_forward(
+                &self.temp,
+                &scale,
+                bias.as_deref().map(|v| v.as_slice()),
+                self.dim,
+                self.inner,
+                &mut write(&yb),
+            );
+        } else {
+            k::scale_forward(
+                &read(&xb),
+                &scale,
+                bias.as_deref().map(|v| v.as_slice()),
+                self.dim,
+                self.inner,
+                &mut write(&yb),
+            );
+        }
+        Ok(())
+    }
+
+    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+        let (outer, dim, inner) = (self.outer, self.dim, self.inner);
+        let dyb = top[0].diff_buf();
+        let in_place = same(&bottom[0].data_buf(), &top[0].data_buf());
+        if let Some(bi) = self.bias_index {
+            if self.base.param_needs_grad(bi) {
+                let gb = self.base.blobs[bi].diff_buf();
+                k::broadcast_grad(&read(&dyb), None, outer, dim, inner, &mut write(&gb), true);
+            }
+        }
+        let learned = bottom.len() == 1;
+        if (learned && self.base.param_needs_grad(0)) || (!learned && pd[1]) {
+            let gb = if learned { self.base.blobs[0].diff_buf() } else { bottom[1].diff_buf() };
+            // Caffe accumulates a learned scale's gradient except when it writes the result
+            // straight into the diff: the element-wise case (outer == inner == 1) and the
+            // outer == 1 case with a vector scale. A bottom's gradient is always overwritten.
+            let accumulate = learned && !(outer == 1 && (inner == 1 || dim > 1));
+            let xb = bottom[0].data_buf();
+            let x = read(&xb);
+            let xs: &[f32] = if in_place { &self.temp } else { &x };
+            k::broadcast_grad(&read(&dyb), Some(xs), outer, dim, inner, &mut write(&gb), accumulate);
+        }
+        if pd[0] {
+            let scale_buf = if learned { self.base.blobs[0].data_buf() } else { bottom[1].data_buf() };
+            let scale = read(&scale_buf);
+            let dxb = bottom[0].diff_buf();
+            if same(&dyb, &dxb) {
+                k::scale_inplace(&mut write(&dxb), &scale, dim, inner);
+            } else {
+                k::scale_forward(&read(&dyb), &scale, None, dim, inner, &mut write(&dxb));
+            }
+        }
+        Ok(())
+    }
+}
