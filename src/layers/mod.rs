@@ -166,22 +166,13 @@ pub fn check_blob_counts(layer: &dyn Layer, bottoms: usize, tops: usize) -> Resu
 }
 
 /// Every layer type crema knows, for error messages and the README table.
+
 pub const KNOWN_TYPES: &[&str] = &[
     "BatchNorm",
     "Bias",
     "Convolution",
     "Deconvolution",
     "InnerProduct",
-    "Input",
-    "LRN",
-    "MVN",
-    "PReLU",
-    "Scale",
-    "Split",
-];
-pub const KNOWN_TYPES: &[&str] = &[
-    "BatchNorm",
-    "Bias",
     "Input",
     "LRN",
     "MVN",
