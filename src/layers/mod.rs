@@ -13,7 +13,14 @@ use crate::blob::BlobRef;
 use crate::proto::caffe::{LayerParameter, Phase};
 use crate::rng::CaffeRng;
 
+pub mod accuracy;
+pub mod argmax;
+pub mod euclidean_loss;
 pub mod input;
+pub mod pooling;
+pub mod sigmoid_cross_entropy_loss;
+pub mod softmax;
+pub mod softmax_loss;
 pub mod split;
 
 /// What a forward or backward pass may need besides blobs.
@@ -150,12 +157,29 @@ pub fn check_blob_counts(layer: &dyn Layer, bottoms: usize, tops: usize) -> Resu
 }
 
 /// Every layer type crema knows, for error messages and the README table.
-pub const KNOWN_TYPES: &[&str] = &["Input", "Split"];
+pub const KNOWN_TYPES: &[&str] = &[
+    "Accuracy",
+    "ArgMax",
+    "EuclideanLoss",
+    "Input",
+    "Pooling",
+    "SigmoidCrossEntropyLoss",
+    "Softmax",
+    "SoftmaxWithLoss",
+    "Split",
+];
 
 /// Creates the layer for `param.type` (the layer registry).
 pub fn create_layer(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     Ok(match param.r#type() {
+        "Accuracy" => Box::new(accuracy::AccuracyLayer::new(param)),
+        "ArgMax" => Box::new(argmax::ArgMaxLayer::new(param)?),
+        "EuclideanLoss" => Box::new(euclidean_loss::EuclideanLossLayer::new(param)),
         "Input" => Box::new(input::InputLayer::new(param)?),
+        "Pooling" => Box::new(pooling::PoolingLayer::new(param)?),
+        "SigmoidCrossEntropyLoss" => Box::new(sigmoid_cross_entropy_loss::SigmoidCrossEntropyLossLayer::new(param)?),
+        "Softmax" => Box::new(softmax::SoftmaxLayer::new(param)),
+        "SoftmaxWithLoss" => Box::new(softmax_loss::SoftmaxWithLossLayer::new(param)?),
         "Split" => Box::new(split::SplitLayer::new(param)),
         other => bail!(
             "layer '{}': unknown layer type '{other}' (known types: {})",

@@ -4,3 +4,6 @@
 //! count-dependent way).
 
 pub mod blas;
+pub mod loss;
+pub mod pooling;
+pub mod softmax;
