@@ -93,12 +93,12 @@ fn max_plane(x: &[f32], y: &mut [f32], mask: &mut [i32], g: &PoolGeom) {
             let mut best = -f32::MAX;
             let mut arg = -1i32;
             for h in hs..he {
-                let row = &x[h * g.width..(h + 1) * g.width];
-                for (w, &v) in row.iter().enumerate().take(we).skip(ws) {
-                    if v > best {
-                        best = v;
-                        arg = (h * g.width + w) as i32;
-                    }
+                let base = h * g.width + ws;
+                for (w, &v) in x[base..h * g.width + we].iter().enumerate() {
+                    // Select rather than branch: the winner is data-dependent and unpredictable.
+                    let gt = v > best;
+                    best = if gt { v } else { best };
+                    arg = if gt { (base + w) as i32 } else { arg };
                 }
             }
             let o = ph * g.pooled_width + pw;

@@ -17,25 +17,25 @@ fn check(len: usize, outer: usize, channels: usize, inner: usize, what: &str) {
     assert_eq!(len, outer * channels * inner, "softmax: {what} length does not match {outer}x{channels}x{inner}");
 }
 
-/// Column-wise reduction over the `channels` rows of one block into `acc` (length `inner`,
-/// one value per column), for the columns `k0..k0 + acc.len()`.
-fn reduce_cols(acc: &mut [f32], k0: usize, channels: usize, inner: usize, f: impl Fn(usize) -> f32, op: impl Fn(f32, f32) -> f32) {
-    for (k, a) in acc.iter_mut().enumerate() {
-        *a = f(k0 + k);
-    }
+/// Column-wise reduction of the `channels` rows of `src` (rows of length `inner`) into `acc`,
+/// for the columns `k0..k0 + acc.len()`.
+fn reduce_cols(acc: &mut [f32], k0: usize, src: &[f32], channels: usize, inner: usize, op: impl Fn(f32, f32) -> f32) {
+    let n = acc.len();
+    acc.copy_from_slice(&src[k0..k0 + n]);
     for j in 1..channels {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a = op(*a, f(j * inner + k0 + k));
+        let row = &src[j * inner + k0..j * inner + k0 + n];
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a = op(*a, v);
         }
     }
 }
 
-/// Columns reduced for every `inner` position of a block, on threads when `par`.
-fn reduce(scale: &mut [f32], par: bool, channels: usize, inner: usize, f: impl Fn(usize) -> f32 + Sync, op: impl Fn(f32, f32) -> f32 + Sync) {
+/// Columns of `src` reduced for every `inner` position of a block, on threads when `par`.
+fn reduce(scale: &mut [f32], par: bool, src: &[f32], channels: usize, inner: usize, op: impl Fn(f32, f32) -> f32 + Sync) {
     if par {
-        scale.par_chunks_mut(INNER_CHUNK).enumerate().for_each(|(c, s)| reduce_cols(s, c * INNER_CHUNK, channels, inner, &f, &op));
+        scale.par_chunks_mut(INNER_CHUNK).enumerate().for_each(|(c, s)| reduce_cols(s, c * INNER_CHUNK, src, channels, inner, &op));
     } else {
-        reduce_cols(scale, 0, channels, inner, f, op);
+        reduce_cols(scale, 0, src, channels, inner, op);
     }
 }
 
@@ -49,7 +49,7 @@ fn rows(y: &mut [f32], par: bool, inner: usize, f: impl Fn(usize, &mut [f32]) + 
 }
 
 fn forward_block(x: &[f32], y: &mut [f32], scale: &mut [f32], channels: usize, inner: usize, par: bool) {
-    reduce(scale, par, channels, inner, |i| x[i], f32::max);
+    reduce(scale, par, x, channels, inner, f32::max);
     {
         let scale = &*scale;
         rows(y, par, inner, |j, r| {
@@ -59,10 +59,7 @@ fn forward_block(x: &[f32], y: &mut [f32], scale: &mut [f32], channels: usize, i
             }
         });
     }
-    {
-        let yr = &*y;
-        reduce(scale, par, channels, inner, |i| yr[i], |a, b| a + b);
-    }
+    reduce(scale, par, y, channels, inner, |a, b| a + b);
     let scale = &*scale;
     rows(y, par, inner, |_, r| {
         for (v, &s) in r.iter_mut().zip(scale) {
@@ -99,29 +96,29 @@ pub fn softmax_forward(x: &[f32], y: &mut [f32], outer: usize, channels: usize, 
 }
 
 fn backward_block(y: &[f32], dy: &[f32], dx: &mut [f32], scale: &mut [f32], channels: usize, inner: usize, par: bool) {
-    {
-        let prod = |i: usize| dy[i] * y[i];
-        if par {
-            scale.par_chunks_mut(INNER_CHUNK).enumerate().for_each(|(c, s)| dot_cols(s, c * INNER_CHUNK, channels, inner, prod));
-        } else {
-            dot_cols(scale, 0, channels, inner, prod);
-        }
+    if par {
+        scale.par_chunks_mut(INNER_CHUNK).enumerate().for_each(|(c, s)| dot_cols(s, c * INNER_CHUNK, y, dy, channels, inner));
+    } else {
+        dot_cols(scale, 0, y, dy, channels, inner);
     }
     let scale = &*scale;
     rows(dx, par, inner, |j, r| {
         let o = j * inner;
-        for (k, (v, &s)) in r.iter_mut().zip(scale).enumerate() {
-            *v = (dy[o + k] - s) * y[o + k];
+        for (((v, &s), &d), &p) in r.iter_mut().zip(scale).zip(&dy[o..o + inner]).zip(&y[o..o + inner]) {
+            *v = (d - s) * p;
         }
     });
 }
 
-/// Strided dot products down the channel rows, accumulated from zero as BLAS's sdot does.
-fn dot_cols(acc: &mut [f32], k0: usize, channels: usize, inner: usize, prod: impl Fn(usize) -> f32) {
+/// Strided dot products of `dy` and `y` down the channel rows, for the columns
+/// `k0..k0 + acc.len()`, accumulated from zero as BLAS's sdot does.
+fn dot_cols(acc: &mut [f32], k0: usize, y: &[f32], dy: &[f32], channels: usize, inner: usize) {
+    let n = acc.len();
     acc.fill(0.0);
     for j in 0..channels {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a += prod(j * inner + k0 + k);
+        let r = j * inner + k0..j * inner + k0 + n;
+        for ((a, &d), &p) in acc.iter_mut().zip(&dy[r.clone()]).zip(&y[r]) {
+            *a += d * p;
         }
     }
 }
