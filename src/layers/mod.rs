@@ -13,16 +13,23 @@ use crate::blob::BlobRef;
 use crate::proto::caffe::{LayerParameter, Phase};
 use crate::rng::CaffeRng;
 
+pub mod accuracy;
+pub mod argmax;
 pub mod batch_norm;
 pub mod bias;
 pub mod convolution;
 pub mod deconvolution;
+pub mod euclidean_loss;
 pub mod inner_product;
 pub mod input;
 pub mod lrn;
 pub mod mvn;
+pub mod pooling;
 pub mod prelu;
 pub mod scale;
+pub mod sigmoid_cross_entropy_loss;
+pub mod softmax;
+pub mod softmax_loss;
 pub mod split;
 
 /// What a forward or backward pass may need besides blobs.
@@ -167,33 +174,48 @@ pub fn check_blob_counts(layer: &dyn Layer, bottoms: usize, tops: usize) -> Resu
 
 /// Every layer type crema knows, for error messages and the README table.
 
+
 pub const KNOWN_TYPES: &[&str] = &[
+    "Accuracy",
+    "ArgMax",
     "BatchNorm",
     "Bias",
     "Convolution",
     "Deconvolution",
+    "EuclideanLoss",
     "InnerProduct",
     "Input",
     "LRN",
     "MVN",
     "PReLU",
+    "Pooling",
     "Scale",
+    "SigmoidCrossEntropyLoss",
+    "Softmax",
+    "SoftmaxWithLoss",
     "Split",
 ];
 
 /// Creates the layer for `param.type` (the layer registry).
 pub fn create_layer(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     Ok(match param.r#type() {
+        "Accuracy" => Box::new(accuracy::AccuracyLayer::new(param)),
+        "ArgMax" => Box::new(argmax::ArgMaxLayer::new(param)?),
         "BatchNorm" => Box::new(batch_norm::BatchNormLayer::new(param)),
         "Bias" => Box::new(bias::BiasLayer::new(param)),
         "Convolution" => Box::new(convolution::ConvolutionLayer::new(param)),
         "Deconvolution" => Box::new(deconvolution::DeconvolutionLayer::new(param)),
+        "EuclideanLoss" => Box::new(euclidean_loss::EuclideanLossLayer::new(param)),
         "InnerProduct" => Box::new(inner_product::InnerProductLayer::new(param)),
         "Input" => Box::new(input::InputLayer::new(param)?),
         "LRN" => Box::new(lrn::LrnLayer::new(param)?),
         "MVN" => Box::new(mvn::MvnLayer::new(param)),
         "PReLU" => Box::new(prelu::PReluLayer::new(param)),
+        "Pooling" => Box::new(pooling::PoolingLayer::new(param)?),
         "Scale" => Box::new(scale::ScaleLayer::new(param)),
+        "SigmoidCrossEntropyLoss" => Box::new(sigmoid_cross_entropy_loss::SigmoidCrossEntropyLossLayer::new(param)?),
+        "Softmax" => Box::new(softmax::SoftmaxLayer::new(param)),
+        "SoftmaxWithLoss" => Box::new(softmax_loss::SoftmaxWithLossLayer::new(param)?),
         "Split" => Box::new(split::SplitLayer::new(param)),
         other => bail!(
             "layer '{}': unknown layer type '{other}' (known types: {})",
