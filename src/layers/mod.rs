@@ -13,8 +13,33 @@ use crate::blob::BlobRef;
 use crate::proto::caffe::{LayerParameter, Phase};
 use crate::rng::CaffeRng;
 
+pub mod abs_val;
+pub mod bnll;
+pub mod clip;
+pub mod concat;
+pub mod crop;
+pub mod dropout;
+pub mod dummy_data;
+pub mod eltwise;
+pub mod elu;
+pub mod embed;
+pub mod exp;
+pub mod flatten;
 pub mod input;
+pub mod log;
+pub mod neuron;
+pub mod power;
+pub mod reduction;
+pub mod relu;
+pub mod reshape;
+pub mod sigmoid;
+pub mod silence;
+pub mod slice;
 pub mod split;
+pub mod swish;
+pub mod tanh;
+pub mod threshold;
+pub mod tile;
 
 /// What a forward or backward pass may need besides blobs.
 pub struct Ctx<'a> {
@@ -150,13 +175,64 @@ pub fn check_blob_counts(layer: &dyn Layer, bottoms: usize, tops: usize) -> Resu
 }
 
 /// Every layer type crema knows, for error messages and the README table.
-pub const KNOWN_TYPES: &[&str] = &["Input", "Split"];
+pub const KNOWN_TYPES: &[&str] = &[
+    "AbsVal",
+    "BNLL",
+    "Clip",
+    "Concat",
+    "Crop",
+    "Dropout",
+    "DummyData",
+    "ELU",
+    "Eltwise",
+    "Embed",
+    "Exp",
+    "Flatten",
+    "Input",
+    "Log",
+    "Power",
+    "ReLU",
+    "Reduction",
+    "Reshape",
+    "Sigmoid",
+    "Silence",
+    "Slice",
+    "Split",
+    "Swish",
+    "TanH",
+    "Threshold",
+    "Tile",
+];
 
 /// Creates the layer for `param.type` (the layer registry).
 pub fn create_layer(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     Ok(match param.r#type() {
+        "AbsVal" => Box::new(abs_val::AbsValLayer::new(param)),
+        "BNLL" => Box::new(bnll::BnllLayer::new(param)),
+        "Clip" => Box::new(clip::ClipLayer::new(param)?),
+        "Concat" => Box::new(concat::ConcatLayer::new(param)?),
+        "Crop" => Box::new(crop::CropLayer::new(param)),
+        "Dropout" => Box::new(dropout::DropoutLayer::new(param)?),
+        "DummyData" => Box::new(dummy_data::DummyDataLayer::new(param)),
+        "ELU" => Box::new(elu::EluLayer::new(param)),
+        "Eltwise" => Box::new(eltwise::EltwiseLayer::new(param)?),
+        "Embed" => Box::new(embed::EmbedLayer::new(param)?),
+        "Exp" => Box::new(exp::ExpLayer::new(param)?),
+        "Flatten" => Box::new(flatten::FlattenLayer::new(param)),
         "Input" => Box::new(input::InputLayer::new(param)?),
+        "Log" => Box::new(log::LogLayer::new(param)?),
+        "Power" => Box::new(power::PowerLayer::new(param)),
+        "ReLU" => Box::new(relu::ReluLayer::new(param)),
+        "Reduction" => Box::new(reduction::ReductionLayer::new(param)),
+        "Reshape" => Box::new(reshape::ReshapeLayer::new(param)?),
+        "Sigmoid" => Box::new(sigmoid::SigmoidLayer::new(param)),
+        "Silence" => Box::new(silence::SilenceLayer::new(param)),
+        "Slice" => Box::new(slice::SliceLayer::new(param)?),
         "Split" => Box::new(split::SplitLayer::new(param)),
+        "Swish" => Box::new(swish::SwishLayer::new(param)),
+        "TanH" => Box::new(tanh::TanhLayer::new(param)),
+        "Threshold" => Box::new(threshold::ThresholdLayer::new(param)),
+        "Tile" => Box::new(tile::TileLayer::new(param)?),
         other => bail!(
             "layer '{}': unknown layer type '{other}' (known types: {})",
             param.name(),

@@ -3,4 +3,9 @@
 //! the same bits whatever the thread count (no reduction is split across threads in a
 //! count-dependent way).
 
+pub mod activation;
 pub mod blas;
+pub mod eltwise;
+pub mod embed;
+pub mod reduction;
+pub mod tensor;
