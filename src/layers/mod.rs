@@ -13,24 +13,49 @@ use crate::blob::BlobRef;
 use crate::proto::caffe::{LayerParameter, Phase};
 use crate::rng::CaffeRng;
 
+pub mod abs_val;
 pub mod accuracy;
 pub mod argmax;
 pub mod batch_norm;
 pub mod bias;
+pub mod bnll;
+pub mod clip;
+pub mod concat;
 pub mod convolution;
+pub mod crop;
 pub mod deconvolution;
+pub mod dropout;
+pub mod dummy_data;
+pub mod eltwise;
+pub mod elu;
+pub mod embed;
 pub mod euclidean_loss;
+pub mod exp;
+pub mod flatten;
 pub mod inner_product;
 pub mod input;
+pub mod log;
 pub mod lrn;
 pub mod mvn;
+pub mod neuron;
 pub mod pooling;
+pub mod power;
 pub mod prelu;
+pub mod reduction;
+pub mod relu;
+pub mod reshape;
 pub mod scale;
+pub mod sigmoid;
 pub mod sigmoid_cross_entropy_loss;
+pub mod silence;
+pub mod slice;
 pub mod softmax;
 pub mod softmax_loss;
 pub mod split;
+pub mod swish;
+pub mod tanh;
+pub mod threshold;
+pub mod tile;
 
 /// What a forward or backward pass may need besides blobs.
 pub struct Ctx<'a> {
@@ -175,48 +200,97 @@ pub fn check_blob_counts(layer: &dyn Layer, bottoms: usize, tops: usize) -> Resu
 /// Every layer type crema knows, for error messages and the README table.
 
 
+
 pub const KNOWN_TYPES: &[&str] = &[
+    "AbsVal",
     "Accuracy",
     "ArgMax",
+    "BNLL",
     "BatchNorm",
     "Bias",
+    "Clip",
+    "Concat",
     "Convolution",
+    "Crop",
     "Deconvolution",
+    "Dropout",
+    "DummyData",
+    "ELU",
+    "Eltwise",
+    "Embed",
     "EuclideanLoss",
+    "Exp",
+    "Flatten",
     "InnerProduct",
     "Input",
     "LRN",
+    "Log",
     "MVN",
     "PReLU",
     "Pooling",
+    "Power",
+    "ReLU",
+    "Reduction",
+    "Reshape",
     "Scale",
+    "Sigmoid",
     "SigmoidCrossEntropyLoss",
+    "Silence",
+    "Slice",
     "Softmax",
     "SoftmaxWithLoss",
     "Split",
+    "Swish",
+    "TanH",
+    "Threshold",
+    "Tile",
 ];
 
 /// Creates the layer for `param.type` (the layer registry).
 pub fn create_layer(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     Ok(match param.r#type() {
+        "AbsVal" => Box::new(abs_val::AbsValLayer::new(param)),
         "Accuracy" => Box::new(accuracy::AccuracyLayer::new(param)),
         "ArgMax" => Box::new(argmax::ArgMaxLayer::new(param)?),
+        "BNLL" => Box::new(bnll::BnllLayer::new(param)),
         "BatchNorm" => Box::new(batch_norm::BatchNormLayer::new(param)),
         "Bias" => Box::new(bias::BiasLayer::new(param)),
+        "Clip" => Box::new(clip::ClipLayer::new(param)?),
+        "Concat" => Box::new(concat::ConcatLayer::new(param)?),
         "Convolution" => Box::new(convolution::ConvolutionLayer::new(param)),
+        "Crop" => Box::new(crop::CropLayer::new(param)),
         "Deconvolution" => Box::new(deconvolution::DeconvolutionLayer::new(param)),
+        "Dropout" => Box::new(dropout::DropoutLayer::new(param)?),
+        "DummyData" => Box::new(dummy_data::DummyDataLayer::new(param)),
+        "ELU" => Box::new(elu::EluLayer::new(param)),
+        "Eltwise" => Box::new(eltwise::EltwiseLayer::new(param)?),
+        "Embed" => Box::new(embed::EmbedLayer::new(param)?),
         "EuclideanLoss" => Box::new(euclidean_loss::EuclideanLossLayer::new(param)),
+        "Exp" => Box::new(exp::ExpLayer::new(param)?),
+        "Flatten" => Box::new(flatten::FlattenLayer::new(param)),
         "InnerProduct" => Box::new(inner_product::InnerProductLayer::new(param)),
         "Input" => Box::new(input::InputLayer::new(param)?),
         "LRN" => Box::new(lrn::LrnLayer::new(param)?),
+        "Log" => Box::new(log::LogLayer::new(param)?),
         "MVN" => Box::new(mvn::MvnLayer::new(param)),
         "PReLU" => Box::new(prelu::PReluLayer::new(param)),
         "Pooling" => Box::new(pooling::PoolingLayer::new(param)?),
+        "Power" => Box::new(power::PowerLayer::new(param)),
+        "ReLU" => Box::new(relu::ReluLayer::new(param)),
+        "Reduction" => Box::new(reduction::ReductionLayer::new(param)),
+        "Reshape" => Box::new(reshape::ReshapeLayer::new(param)?),
         "Scale" => Box::new(scale::ScaleLayer::new(param)),
+        "Sigmoid" => Box::new(sigmoid::SigmoidLayer::new(param)),
         "SigmoidCrossEntropyLoss" => Box::new(sigmoid_cross_entropy_loss::SigmoidCrossEntropyLossLayer::new(param)?),
+        "Silence" => Box::new(silence::SilenceLayer::new(param)),
+        "Slice" => Box::new(slice::SliceLayer::new(param)?),
         "Softmax" => Box::new(softmax::SoftmaxLayer::new(param)),
         "SoftmaxWithLoss" => Box::new(softmax_loss::SoftmaxWithLossLayer::new(param)?),
         "Split" => Box::new(split::SplitLayer::new(param)),
+        "Swish" => Box::new(swish::SwishLayer::new(param)),
+        "TanH" => Box::new(tanh::TanhLayer::new(param)),
+        "Threshold" => Box::new(threshold::ThresholdLayer::new(param)),
+        "Tile" => Box::new(tile::TileLayer::new(param)?),
         other => bail!(
             "layer '{}': unknown layer type '{other}' (known types: {})",
             param.name(),

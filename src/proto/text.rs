@@ -81,7 +81,15 @@ pub fn parse_dynamic(
     let mut dropped = Vec::new();
     loop {
         match DynamicMessage::parse_text_format(desc.clone(), &work) {
-            Ok(m) => return Ok(Parsed { message: m, dropped }),
+            Ok(m) => {
+                // Caffe's parser refuses unset proto2 `required` fields; prost-reflect does not.
+                let mut missing = Vec::new();
+                missing_required(&m, "", &mut missing);
+                if !missing.is_empty() {
+                    bail!("{file}: message of type \"{full_name}\" is missing required fields: {}", missing.join(", "));
+                }
+                return Ok(Parsed { message: m, dropped });
+            }
             Err(e) => {
                 let offset = e.labels().and_then(|mut l| l.next()).map(|l| l.offset());
                 let msg = e.to_string();
@@ -109,6 +117,31 @@ pub fn parse_dynamic(
                 }
                 return Err(located(text, file, offset, &describe(&msg, text, offset)));
             }
+        }
+    }
+}
+
+/// Paths of unset `required` fields in `m` and the messages below it.
+fn missing_required(m: &DynamicMessage, path: &str, out: &mut Vec<String>) {
+    use prost_reflect::{Cardinality, ReflectMessage, Value};
+    for f in m.descriptor().fields() {
+        let name = if path.is_empty() { f.name().to_string() } else { format!("{path}.{}", f.name()) };
+        if !m.has_field(&f) {
+            if f.cardinality() == Cardinality::Required {
+                out.push(name);
+            }
+            continue;
+        }
+        match &*m.get_field(&f) {
+            Value::Message(sub) => missing_required(sub, &name, out),
+            Value::List(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    if let Value::Message(sub) = v {
+                        missing_required(sub, &format!("{name}[{i}]"), out);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -3,14 +3,19 @@
 //! the same bits whatever the thread count (no reduction is split across threads in a
 //! count-dependent way).
 
+pub mod activation;
 pub mod batch_norm;
 pub mod blas;
 pub mod conv;
+pub mod eltwise;
+pub mod embed;
 pub mod inner_product;
 pub mod loss;
 pub mod lrn;
 pub mod mvn;
 pub mod pooling;
 pub mod prelu;
+pub mod reduction;
 pub mod scale;
 pub mod softmax;
+pub mod tensor;

@@ -1,0 +1,71 @@
+//! Clip: `y = max(min, min(x, max))`; backward passes `dy` where `min <= x <= max`, which needs
+//! the input (kept when in place).
+
+use anyhow::{bail, Result};
+
+use super::{neuron, Arity, Ctx, Layer, LayerBase};
+use crate::backend::cpu::activation as act;
+use crate::blob::BlobRef;
+use crate::proto::caffe::LayerParameter;
+use crate::rng::CaffeRng;
+
+pub struct ClipLayer {
+    base: LayerBase,
+    min: f32,
+    max: f32,
+    kept: Vec<f32>,
+    used_kept: bool,
+}
+
+impl ClipLayer {
+    pub fn new(param: &LayerParameter) -> Result<Self> {
+        // min and max are proto2 `required`: a missing one is refused by the parser.
+        let (min, max) = match &param.clip_param {
+            Some(p) => (p.min, p.max),
+            None => bail!("layer '{}': Clip needs clip_param with min and max", param.name()),
+        };
+        Ok(ClipLayer { base: LayerBase::new(param), min, max, kept: Vec::new(), used_kept: false })
+    }
+}
+
+impl Layer for ClipLayer {
+    fn type_name(&self) -> &'static str {
+        "Clip"
+    }
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn bottom_arity(&self) -> Arity {
+        Arity::Exact(1)
+    }
+    fn top_arity(&self) -> Arity {
+        Arity::Exact(1)
+    }
+
+    fn setup(&mut self, _rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        self.reshape(bottom, top)
+    }
+
+    fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        neuron::reshape(&bottom[0], &top[0])
+    }
+
+    fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        let (lo, hi) = (self.min, self.max);
+        self.used_kept = neuron::forward(&bottom[0], &top[0], Some(&mut self.kept), |io| act::clip_forward(io, lo, hi));
+        Ok(())
+    }
+
+    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let (lo, hi) = (self.min, self.max);
+        let kept = if self.used_kept { Some(&self.kept[..]) } else { None };
+        neuron::backward(&top[0], &bottom[0], kept, |d, x| act::clip_backward(d, x, lo, hi));
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! TanH: `y = tanh x`; backward `dx = dy * (1 - y^2)` needs only the output.
+
+use anyhow::Result;
+
+use super::{neuron, Arity, Ctx, Layer, LayerBase};
+use crate::backend::cpu::activation as act;
+use crate::blob::{read, BlobRef};
+use crate::proto::caffe::LayerParameter;
+use crate::rng::CaffeRng;
+
+pub struct TanhLayer {
+    base: LayerBase,
+}
+
+impl TanhLayer {
+    pub fn new(param: &LayerParameter) -> Self {
+        TanhLayer { base: LayerBase::new(param) }
+    }
+}
+
+impl Layer for TanhLayer {
+    fn type_name(&self) -> &'static str {
+        "TanH"
+    }
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn bottom_arity(&self) -> Arity {
+        Arity::Exact(1)
+    }
+    fn top_arity(&self) -> Arity {
+        Arity::Exact(1)
+    }
+
+    fn setup(&mut self, _rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        self.reshape(bottom, top)
+    }
+
+    fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        neuron::reshape(&bottom[0], &top[0])
+    }
+
+    fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        neuron::forward(&bottom[0], &top[0], None, act::tanh_forward);
+        Ok(())
+    }
+
+    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let yb = top[0].data_buf();
+        let y = read(&yb);
+        neuron::backward(&top[0], &bottom[0], Some(&[]), |d, _| act::tanh_backward(d, &y));
+        Ok(())
+    }
+}
