@@ -145,13 +145,25 @@ fn ordered(text: &str) -> NetParameter {
     p
 }
 
+/// Gives bn1 unit running statistics (mean 0, variance 1, factor 1): a never-trained BatchNorm
+/// with global statistics divides by sqrt(eps), as in Caffe, and the toy net would diverge.
+fn init_bn(s: &Solver) {
+    let li = s.net.layer_index("bn1").unwrap();
+    let b = s.net.layers[li].layer.blobs();
+    b[0].fill_data(0.0);
+    b[1].fill_data(1.0);
+    b[2].fill_data(1.0);
+}
+
 fn toy_solver(kind: &str, net: NetParameter, extra: &str) -> Solver {
     let text = format!(
         "type: \"{kind}\" base_lr: 0.05 lr_policy: \"fixed\" max_iter: 4 weight_decay: 0.01 random_seed: 7 display: 0 snapshot_after_train: false {extra}"
     );
     let mut param = parse_solver_text(&text, "toy_solver", TextOptions::default()).unwrap();
     param.net_param = Some(net);
-    Solver::new(param, &SolverOptions { verbose: false, ..Default::default() }).unwrap()
+    let s = Solver::new(param, &SolverOptions { verbose: false, ..Default::default() }).unwrap();
+    init_bn(&s);
+    s
 }
 
 #[test]
@@ -198,7 +210,8 @@ fn restored_momentum_moves_a_blob_frozen_later_and_the_audit_says_so() {
     s.snapshot().unwrap();
     let state = format!("{prefix}_iter_4.solverstate");
     // Resume with conv1 frozen: its momentum history keeps moving it, as in Caffe.
-    let mut s2 = toy_solver("SGD", ordered(&toy_net(true, true)), "momentum: 0.9 max_iter: 6");
+    let mut s2 = toy_solver("SGD", ordered(&toy_net(true, true)), "momentum: 0.9");
+    s2.param.max_iter = Some(6);
     s2.restore(Path::new(&state)).unwrap();
     let audit = s2.audit();
     let row = audit.rows.iter().find(|r| r.layer == "conv1" && r.index == 0).unwrap();
@@ -219,6 +232,7 @@ fn freeze_flag_equals_the_hand_edited_prototxt() {
         param.net_param = Some(net);
         let opts = SolverOptions { verbose: false, freeze: freeze.iter().map(|s| s.to_string()).collect(), ..Default::default() };
         let mut s = Solver::new(param, &opts).unwrap();
+        init_bn(&s);
         if !freeze.is_empty() {
             assert!(s.audit().freeze_changes.iter().any(|c| c.starts_with("bn1 (BatchNorm)") && c.contains("use_global_stats")));
         }

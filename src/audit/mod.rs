@@ -103,7 +103,7 @@ pub fn audit(train: &Net, tests: &[&Net], solver: Option<&SolverFacts>) -> Audit
     let mut a = Audit::default();
     audit_net(&mut a, "train", train, solver);
     for (i, t) in tests.iter().enumerate() {
-        audit_net(&mut a, &format!("test#{i}"), t, None);
+        audit_test_net(&mut a, &format!("test#{i}"), t, train);
         // A test net BatchNorm that computes batch statistics writes into the train net's
         // running statistics, which the test net shares (Caffe's ShareTrainedLayersWith).
         for e in &t.layers {
@@ -119,9 +119,25 @@ pub fn audit(train: &Net, tests: &[&Net], solver: Option<&SolverFacts>) -> Audit
 }
 
 fn audit_net(a: &mut Audit, label: &str, net: &Net, solver: Option<&SolverFacts>) {
+    audit_net_filtered(a, label, net, solver, None)
+}
+
+/// Test nets alias the train net's parameters: only their blobs that a test forward writes
+/// (or that the train net lacks) get rows of their own.
+fn audit_test_net(a: &mut Audit, label: &str, net: &Net, train: &Net) {
+    audit_net_filtered(a, label, net, None, Some(train))
+}
+
+fn audit_net_filtered(a: &mut Audit, label: &str, net: &Net, solver: Option<&SolverFacts>, train: Option<&Net>) {
     let start = a.rows.len();
     for p in &net.params {
         let e = &net.layers[p.layer];
+        if let Some(t) = train {
+            let in_train = t.layer_index(e.param.name()).is_some();
+            if in_train && !e.layer.forward_writes_params().contains(&p.index) {
+                continue;
+            }
+        }
         let ty = e.layer.type_name().to_string();
         let learn = &net.learnable[p.learnable_id];
         let spec = e.param.param.get(p.index);
@@ -246,11 +262,13 @@ fn warnings_for_train_net(a: &mut Audit, net: &Net, start: usize, s: &SolverFact
                 producer(b, li).filter(|&p| frozen_bn.contains(&net.layers[p].param.name().to_string()))
             });
             if let Some(p) = after_frozen_bn {
-                let trains: Vec<Row> = layer_rows(name).into_iter().filter(|r| r.solver.yes).collect();
+                // lr_mult, not the current base_lr, decides: base_lr 0 today is often a test.
+                let trains: Vec<Row> = layer_rows(name).into_iter().filter(|r| r.lr_mult != 0.0).collect();
                 if !trains.is_empty() {
                     let list: Vec<String> = trains.iter().map(|r| format!("{} (lr_mult {})", r.role, fmt_g(r.lr_mult as f64))).collect();
+                    let when = if s.base_lr == 0.0 { " as soon as base_lr is above 0" } else { "" };
                     a.warnings.push(format!(
-                        "{name} ({}) comes right after frozen BatchNorm {} but still trains its {}. To freeze it too, give each of its params param {{ lr_mult: 0 decay_mult: 0 }}.",
+                        "{name} ({}) comes right after frozen BatchNorm {} but its {} will train{when}. To freeze it too, give each of its params param {{ lr_mult: 0 decay_mult: 0 }}.",
                         e.layer.type_name(),
                         net.layers[p].param.name(),
                         list.join(" and ")
