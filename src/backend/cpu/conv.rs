@@ -975,6 +975,25 @@ mod tests {
     }
 
     #[test]
+    fn threaded_and_serial_gemm_give_the_same_bits() {
+        // The batching choices above rely on it (they pick sgemm or sgemm_serial by shape).
+        for (ta, tb, m, n, k) in
+            [(false, false, 64, 300, 200), (false, true, 144, 16, 1024), (true, false, 150, 256, 32)]
+        {
+            let a = values(m * k, 0.2);
+            let b = values(k * n, 0.6);
+            let mut serial = vec![0.5f32; m * n];
+            sgemm_serial(ta, tb, m, n, k, 1.0, &a, &b, 1.0, &mut serial);
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut c = vec![0.5f32; m * n];
+                pool.install(|| sgemm(ta, tb, m, n, k, 1.0, &a, &b, 1.0, &mut c));
+                assert_eq!(c, serial, "{ta} {tb} {m} {n} {k} on {threads} threads");
+            }
+        }
+    }
+
+    #[test]
     fn output_sizes() {
         assert_eq!(conv_out_size(9, 3, 1, 1, 2), Some(7));
         assert_eq!(conv_out_size(9, 3, 0, 2, 1), Some(4));
