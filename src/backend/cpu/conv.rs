@@ -8,11 +8,16 @@
 //! (channel, kernel offsets), columns ordered like the column side's spatial positions: the
 //! same layout as Caffe's, so weights are interchangeable.
 //!
+//! The 2-D im2col/col2im work on a prepared copy of the image (zero-padded, and split into
+//! column-phase planes when the column stride is above 1) so that every row segment is one
+//! contiguous copy with no per-value padding test; the N-D versions handle any number of
+//! spatial axes (and 2-D under `force_nd_im2col`) with the same results.
+//!
 //! Images are independent in forward and in the input gradient, so batches run one image
-//! per rayon task (single-threaded gemm inside, a per-thread column buffer). The weight
-//! gradient sums over images: it is split into a number of image chunks that depends only on
-//! the shapes, each chunk sums its images in order into its own partial, and the partials are
-//! added in chunk order; the bits never depend on the thread count.
+//! per rayon task (single-threaded gemm inside, per-thread scratch buffers kept between
+//! calls). The weight gradient sums over images: it is split into a number of image chunks
+//! that depends only on the shapes, each chunk sums its images in order into its own partial,
+//! and the partials are added in chunk order; the bits never depend on the thread count.
 
 use std::cell::RefCell;
 
@@ -205,65 +210,242 @@ pub fn im2col(g: &ConvGeom, im: &[f32], col: &mut [f32]) {
 /// Sums one image's column buffer back into image layout (overwriting `im`); overlapping
 /// windows accumulate, as in Caffe's col2im.
 pub fn col2im(g: &ConvGeom, col: &[f32], im: &mut [f32]) {
-    im[..g.im_dim()].fill(0.0);
     if g.kernel.len() == 2 && !g.force_nd {
         col2im_2d(g, col, im);
     } else {
+        im[..g.im_dim()].fill(0.0);
         col2im_nd(g, col, im);
     }
 }
 
-/// Calls `row(channel, ki, kj, oh, out_row_range, ih)` for every row segment of a 2-D column
-/// buffer whose input row `ih` is inside the image (rows outside are reported with `None`).
-#[inline]
-fn for_each_row_2d(g: &ConvGeom, mut row: impl FnMut(usize, usize, Option<usize>, usize, usize, usize)) {
-    let (h, w) = (g.im_shape[0], g.im_shape[1]);
+/// Layout of the 2-D working copy of an image: zero-padded to `hp x wp` and, for a column
+/// stride `sw > 1`, split into `sw` planes by column phase (`plane q` holds padded columns
+/// `q, q + sw, q + 2 sw, ...`, `wq` of them), so that every row segment of the column buffer
+/// is a contiguous run of one plane, whatever the stride.
+#[derive(Clone, Copy)]
+struct Prepared {
+    hp: usize,
+    wq: usize,
+    sw: usize,
+    channels: usize,
+}
+
+impl Prepared {
+    fn new(g: &ConvGeom) -> Prepared {
+        let hp = g.im_shape[0] + 2 * g.pad[0];
+        let wp = g.im_shape[1] + 2 * g.pad[1];
+        let sw = g.stride[1];
+        Prepared { hp, wq: wp.div_ceil(sw), sw, channels: g.im_channels }
+    }
+
+    fn len(&self) -> usize {
+        self.sw * self.channels * self.hp * self.wq
+    }
+
+    /// Offset of padded position (row, column) of channel c.
+    #[inline(always)]
+    fn at(&self, c: usize, row: usize, col: usize) -> usize {
+        ((col % self.sw * self.channels + c) * self.hp + row) * self.wq + col / self.sw
+    }
+
+    /// Whether the image itself already has this layout (no padding, stride 1).
+    fn is_identity(g: &ConvGeom) -> bool {
+        g.pad[0] == 0 && g.pad[1] == 0 && g.stride[1] == 1
+    }
+}
+
+/// Calls `seg(col_offset, prepared_offset)` for every row segment of a 2-D column buffer:
+/// `ow` values, contiguous in the prepared image. Every read is in bounds by the output-size
+/// formula, so no padding logic runs per value.
+#[inline(always)]
+fn for_each_segment_2d(g: &ConvGeom, pr: Prepared, mut seg: impl FnMut(usize, usize)) {
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    let (ph, pw) = (g.pad[0], g.pad[1]);
-    let (sh, sw) = (g.stride[0], g.stride[1]);
-    let (dh, dw) = (g.dilation[0], g.dilation[1]);
+    let (sh, dh, dw) = (g.stride[0], g.dilation[0], g.dilation[1]);
     let (oh, ow) = (g.col_shape[0], g.col_shape[1]);
     let p = oh * ow;
+    let row_step = sh * pr.wq;
     for c in 0..g.im_channels {
         for ki in 0..kh {
             for kj in 0..kw {
                 let r = (c * kh + ki) * kw + kj;
-                let (lo, hi) = valid_range(ow, sw, kj * dw, pw, w);
-                let start = lo * sw + kj * dw;
+                let src0 = pr.at(c, ki * dh, kj * dw);
                 for y in 0..oh {
-                    let ih = (y * sh + ki * dh) as isize - ph as isize;
-                    let base = r * p + y * ow;
-                    if ih < 0 || ih >= h as isize {
-                        row(base, c, None, lo, hi, 0);
-                    } else {
-                        // Input index of position lo: start - pw (>= 0 when lo < hi).
-                        let src = c * h * w + ih as usize * w;
-                        row(base, c, Some(src), lo, hi, start.saturating_sub(pw));
-                    }
+                    seg(r * p + y * ow, src0 + y * row_step);
                 }
             }
         }
     }
 }
 
+thread_local! {
+    static PREPARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's prepared-image buffer (separate from the column buffer, which
+/// is in use at the same time).
+fn with_prepared<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut v = PREPARED.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    let r = f(&mut v[..len]);
+    PREPARED.with(|s| {
+        let mut slot = s.borrow_mut();
+        if slot.len() < v.len() {
+            *slot = v;
+        }
+    });
+    r
+}
+
+/// Writes one image row into the phase planes: column `x` is padded column `x + pad`, which
+/// lives in plane `(x + pad) % sw` at index `(x + pad) / sw`; `starts[q]` is where plane q's
+/// row begins.
+#[inline(always)]
+fn deinterleave(src: &[f32], pad: usize, sw: usize, starts: &[usize], buf: &mut [f32]) {
+    let (mut q, mut j, mut x) = (pad % sw, pad / sw, 0);
+    while x < src.len() && q != 0 {
+        buf[starts[q] + j] = src[x];
+        x += 1;
+        q += 1;
+        if q == sw {
+            q = 0;
+            j += 1;
+        }
+    }
+    let groups = (src.len() - x) / sw;
+    let body = &src[x..x + groups * sw];
+    if sw == 2 {
+        // The common stride: two plane rows as disjoint slices, so the loop has no checks.
+        let (p0, p1) = two_rows(buf, starts[0] + j, starts[1] + j, groups);
+        for ((x0, x1), pair) in p0.iter_mut().zip(p1.iter_mut()).zip(body.chunks_exact(2)) {
+            *x0 = pair[0];
+            *x1 = pair[1];
+        }
+    } else {
+        for (g, grp) in body.chunks_exact(sw).enumerate() {
+            for (q, v) in grp.iter().enumerate() {
+                buf[starts[q] + j + g] = *v;
+            }
+        }
+    }
+    j += groups;
+    for (q, v) in src[x + groups * sw..].iter().enumerate() {
+        buf[starts[q] + j] = *v;
+    }
+}
+
+/// Two disjoint mutable runs `buf[a..a + n]` and `buf[b..b + n]` (not overlapping).
+fn two_rows(buf: &mut [f32], a: usize, b: usize, n: usize) -> (&mut [f32], &mut [f32]) {
+    if a < b {
+        let (lo, hi) = buf.split_at_mut(b);
+        (&mut lo[a..a + n], &mut hi[..n])
+    } else {
+        let (lo, hi) = buf.split_at_mut(a);
+        let first = &mut hi[..n];
+        (first, &mut lo[b..b + n])
+    }
+}
+
+/// The inverse of `deinterleave`: reads one image row back from the phase planes.
+#[inline(always)]
+fn interleave(buf: &[f32], pad: usize, sw: usize, starts: &[usize], dst: &mut [f32]) {
+    let (mut q, mut j, mut x) = (pad % sw, pad / sw, 0);
+    while x < dst.len() && q != 0 {
+        dst[x] = buf[starts[q] + j];
+        x += 1;
+        q += 1;
+        if q == sw {
+            q = 0;
+            j += 1;
+        }
+    }
+    let groups = (dst.len() - x) / sw;
+    let body = &mut dst[x..x + groups * sw];
+    if sw == 2 {
+        let (p0, p1) = (&buf[starts[0] + j..][..groups], &buf[starts[1] + j..][..groups]);
+        for ((x0, x1), pair) in p0.iter().zip(p1).zip(body.chunks_exact_mut(2)) {
+            pair[0] = *x0;
+            pair[1] = *x1;
+        }
+    } else {
+        for (g, grp) in body.chunks_exact_mut(sw).enumerate() {
+            for (q, d) in grp.iter_mut().enumerate() {
+                *d = buf[starts[q] + j + g];
+            }
+        }
+    }
+    j += groups;
+    for (q, d) in dst[x + groups * sw..].iter_mut().enumerate() {
+        *d = buf[starts[q] + j];
+    }
+}
+
 fn im2col_2d(g: &ConvGeom, im: &[f32], col: &mut [f32]) {
     let ow = g.col_shape[1];
-    let (w, sw) = (g.im_shape[1], g.stride[1]);
-    for_each_row_2d(g, |base, _c, src, lo, hi, start| {
-        let out = &mut col[base..base + ow];
-        match src {
-            None => out.fill(0.0),
-            Some(s) => gather_row(out, &im[s..s + w], lo, hi, sw, start),
+    let pr = Prepared::new(g);
+    let gather = |src: &[f32], col: &mut [f32]| {
+        for_each_segment_2d(g, pr, |o, s| col[o..o + ow].copy_from_slice(&src[s..s + ow]))
+    };
+    if Prepared::is_identity(g) {
+        gather(im, col);
+        return;
+    }
+    let (h, w, ph, pw) = (g.im_shape[0], g.im_shape[1], g.pad[0], g.pad[1]);
+    let mut starts = vec![0usize; pr.sw];
+    with_prepared(pr.len(), |buf| {
+        buf.fill(0.0);
+        for c in 0..g.im_channels {
+            for y in 0..h {
+                let src = &im[(c * h + y) * w..(c * h + y + 1) * w];
+                if pr.sw == 1 {
+                    let d = pr.at(c, y + ph, pw);
+                    buf[d..d + w].copy_from_slice(src);
+                    continue;
+                }
+                for (q, st) in starts.iter_mut().enumerate() {
+                    *st = ((q * pr.channels + c) * pr.hp + y + ph) * pr.wq;
+                }
+                deinterleave(src, pw, pr.sw, &starts, buf);
+            }
         }
+        gather(buf, col);
     });
 }
 
 fn col2im_2d(g: &ConvGeom, col: &[f32], im: &mut [f32]) {
     let ow = g.col_shape[1];
-    let (w, sw) = (g.im_shape[1], g.stride[1]);
-    for_each_row_2d(g, |base, _c, src, lo, hi, start| {
-        if let Some(s) = src {
-            scatter_row(&col[base..base + ow], &mut im[s..s + w], lo, hi, sw, start);
+    let pr = Prepared::new(g);
+    let scatter = |dst: &mut [f32]| {
+        for_each_segment_2d(g, pr, |o, s| {
+            for (d, v) in dst[s..s + ow].iter_mut().zip(&col[o..o + ow]) {
+                *d += *v;
+            }
+        })
+    };
+    if Prepared::is_identity(g) {
+        im[..g.im_dim()].fill(0.0);
+        scatter(im);
+        return;
+    }
+    let (h, w, ph, pw) = (g.im_shape[0], g.im_shape[1], g.pad[0], g.pad[1]);
+    let mut starts = vec![0usize; pr.sw];
+    with_prepared(pr.len(), |buf| {
+        buf.fill(0.0);
+        scatter(buf);
+        for c in 0..g.im_channels {
+            for y in 0..h {
+                let dst = &mut im[(c * h + y) * w..(c * h + y + 1) * w];
+                if pr.sw == 1 {
+                    let s = pr.at(c, y + ph, pw);
+                    dst.copy_from_slice(&buf[s..s + w]);
+                    continue;
+                }
+                for (q, st) in starts.iter_mut().enumerate() {
+                    *st = ((q * pr.channels + c) * pr.hp + y + ph) * pr.wq;
+                }
+                interleave(&*buf, pw, pr.sw, &starts, dst);
+            }
         }
     });
 }
@@ -393,6 +575,14 @@ pub fn conv_forward(g: &ConvGeom, num: usize, x: &[f32], w: &[f32], bias: Option
     if od == 0 || num == 0 {
         return;
     }
+    if id == 0 {
+        // An empty input (a zero spatial dim under padding) convolves to the bias alone.
+        y[..num * od].fill(0.0);
+        if let Some(b) = bias {
+            y[..num * od].chunks_mut(od).for_each(|yn| add_bias_one(b, g.col_spatial(), yn));
+        }
+        return;
+    }
     if per_image_parallel(g, num) {
         y[..num * od]
             .par_chunks_mut(od)
@@ -430,6 +620,10 @@ pub fn conv_backward_input(g: &ConvGeom, num: usize, dy: &[f32], w: &[f32], dx: 
     if id == 0 || num == 0 {
         return;
     }
+    if od == 0 {
+        dx[..num * id].fill(0.0);
+        return;
+    }
     if per_image_parallel(g, num) {
         dx[..num * id]
             .par_chunks_mut(id)
@@ -442,21 +636,22 @@ pub fn conv_backward_input(g: &ConvGeom, num: usize, dy: &[f32], w: &[f32], dx: 
     }
 }
 
-/// `dw (+)= dy * col(x)^T` for one image, per group (Caffe's `weight_cpu_gemm`); `beta` 0
-/// starts a fresh sum.
-fn weight_grad_one(g: &ConvGeom, gemm: Gemm, x: &[f32], dy: &[f32], beta: f32, dw: &mut [f32]) {
+/// `dwt (+)= col(x) * dy^T` for one image, per group: the weight gradient *transposed*
+/// (`kernel_dim x m` per group), because the product with the long reduction over positions
+/// runs much faster with the wide column matrix on the left. `beta` 0 starts a fresh sum.
+fn weight_grad_one(g: &ConvGeom, gemm: Gemm, x: &[f32], dy: &[f32], beta: f32, dwt: &mut [f32]) {
     let (m, k, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
-    let products = |col: &[f32], dw: &mut [f32]| {
+    let products = |col: &[f32], dwt: &mut [f32]| {
         for gi in 0..g.group {
-            gemm(false, true, m, k, p, 1.0, &dy[gi * m * p..], &col[gi * k * p..], beta, &mut dw[gi * m * k..]);
+            gemm(false, true, k, m, p, 1.0, &col[gi * k * p..], &dy[gi * m * p..], beta, &mut dwt[gi * k * m..]);
         }
     };
     if g.is_1x1() {
-        products(x, dw);
+        products(x, dwt);
     } else {
         with_scratch(g.col_buffer_len(), |col| {
             im2col(g, x, col);
-            products(col, dw);
+            products(col, dwt);
         });
     }
 }
@@ -472,45 +667,53 @@ pub fn weight_grad_chunks(g: &ConvGeom, num: usize) -> usize {
 }
 
 /// Weight gradient of a batch, accumulated into `dw` (`+=`): `sum_n dy_n * im2col(x_n)^T`.
-/// `partials` is scratch the caller keeps between calls (per-chunk sums).
+/// `partials` is scratch the caller keeps between calls: one transposed partial sum per
+/// image chunk, added to `dw` in chunk order.
 pub fn conv_weight_grad(g: &ConvGeom, num: usize, x: &[f32], dy: &[f32], dw: &mut [f32], partials: &mut Vec<f32>) {
     let (id, od, wl) = (g.im_dim(), g.col_dim(), g.weight_len());
-    if num == 0 || wl == 0 {
+    if num == 0 || wl == 0 || id == 0 || od == 0 {
         return;
     }
     let chunks = weight_grad_chunks(g, num);
-    if chunks == 1 {
-        for (xn, dyn_) in x.chunks(id.max(1)).zip(dy.chunks(od.max(1))).take(num) {
-            weight_grad_one(g, sgemm, xn, dyn_, 1.0, &mut dw[..wl]);
-        }
-        return;
-    }
     let per = num.div_ceil(chunks);
     let chunks = num.div_ceil(per);
     if partials.len() < chunks * wl {
         partials.resize(chunks * wl, 0.0);
     }
-    partials[..chunks * wl]
-        .par_chunks_mut(wl)
-        .zip(x[..num * id].par_chunks(per * id))
-        .zip(dy[..num * od].par_chunks(per * od))
-        .for_each(|((part, xs), dys)| {
-            for (i, (xn, dyn_)) in xs.chunks(id).zip(dys.chunks(od)).enumerate() {
-                let beta = if i == 0 { 0.0 } else { 1.0 };
-                weight_grad_one(g, sgemm_serial, xn, dyn_, beta, part);
-            }
-        });
+    let chunk_sum = |gemm: Gemm, part: &mut [f32], xs: &[f32], dys: &[f32]| {
+        for (i, (xn, dyn_)) in xs.chunks(id).zip(dys.chunks(od)).enumerate() {
+            let beta = if i == 0 { 0.0 } else { 1.0 };
+            weight_grad_one(g, gemm, xn, dyn_, beta, part);
+        }
+    };
+    if chunks == 1 {
+        chunk_sum(sgemm, &mut partials[..wl], &x[..num * id], &dy[..num * od]);
+    } else {
+        partials[..chunks * wl]
+            .par_chunks_mut(wl)
+            .zip(x[..num * id].par_chunks(per * id))
+            .zip(dy[..num * od].par_chunks(per * od))
+            .for_each(|((part, xs), dys)| chunk_sum(sgemm_serial, part, xs, dys));
+    }
+    // dw[gi][mi][ki] += sum_c part_c[gi][ki][mi], one row of dw per task.
+    let (m, k) = (g.col_channels / g.group, g.kernel_dim());
     let parts = &partials[..chunks * wl];
-    dw[..wl].par_chunks_mut(4096).enumerate().for_each(|(b, out)| {
-        let off = b * 4096;
-        for (j, o) in out.iter_mut().enumerate() {
+    let add_row = |r: usize, out: &mut [f32]| {
+        let (gi, mi) = (r / m, r % m);
+        let base = gi * k * m + mi;
+        for (ki, o) in out.iter_mut().enumerate() {
             let mut s = 0f32;
             for c in 0..chunks {
-                s += parts[c * wl + off + j];
+                s += parts[c * wl + base + ki * m];
             }
             *o += s;
         }
-    });
+    };
+    if wl * chunks >= PAR_MIN_WORK {
+        dw[..wl].par_chunks_mut(k).enumerate().for_each(|(r, out)| add_row(r, out));
+    } else {
+        dw[..wl].chunks_mut(k).enumerate().for_each(|(r, out)| add_row(r, out));
+    }
 }
 
 /// Sum of a slice in a fixed order (eight interleaved lanes, then the lanes in order), so
@@ -655,6 +858,9 @@ mod tests {
             geom(3, 2, 1, &[11], &[3], &[2], &[3], &[2]),
             geom(2, 4, 2, &[3, 3], &[1, 1], &[0, 0], &[1, 1], &[1, 1]),
             geom(2, 3, 1, &[2, 2], &[3, 3], &[1, 1], &[1, 1], &[1, 1]),
+            geom(2, 3, 1, &[7, 11], &[3, 3], &[1, 2], &[2, 4], &[1, 1]),
+            geom(1, 2, 1, &[5, 20], &[2, 3], &[0, 1], &[1, 9], &[1, 1]),
+            geom(3, 2, 1, &[6, 7], &[1, 1], &[0, 0], &[2, 2], &[1, 1]),
         ]
     }
 
@@ -694,6 +900,37 @@ mod tests {
         }
     }
 
+    fn dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+    }
+
+    #[test]
+    fn gradients_are_adjoints_of_the_direct_convolution() {
+        // conv(x, w) is bilinear: <dy, conv(x, v)> = <dW, v> and <dy, conv(u, w)> = <dx, u>.
+        for g in configs() {
+            let num = 3;
+            let x = values(num * g.im_dim(), 0.4);
+            let w = values(g.weight_len(), 1.1);
+            let dy = values(num * g.col_dim(), 2.7);
+            let (v, u) = (values(g.weight_len(), 5.5), values(num * g.im_dim(), 3.3));
+            let mut dw = vec![0f32; g.weight_len()];
+            conv_weight_grad(&g, num, &x, &dy, &mut dw, &mut Vec::new());
+            let mut dx = vec![f32::NAN; num * g.im_dim()];
+            conv_backward_input(&g, num, &dy, &w, &mut dx);
+            let (mut want_w, mut want_x) = (0f64, 0f64);
+            for n in 0..num {
+                let xs = &x[n * g.im_dim()..(n + 1) * g.im_dim()];
+                let us = &u[n * g.im_dim()..(n + 1) * g.im_dim()];
+                let dys = &dy[n * g.col_dim()..(n + 1) * g.col_dim()];
+                want_w += dot(dys, &naive_conv(&g, xs, &v));
+                want_x += dot(dys, &naive_conv(&g, us, &w));
+            }
+            let (got_w, got_x) = (dot(&dw, &v), dot(&dx, &u));
+            assert!((got_w - want_w).abs() < 1e-3 * want_w.abs().max(1.0), "{g:?}: {got_w} vs {want_w}");
+            assert!((got_x - want_x).abs() < 1e-3 * want_x.abs().max(1.0), "{g:?}: {got_x} vs {want_x}");
+        }
+    }
+
     #[test]
     fn batched_paths_are_deterministic_and_agree() {
         let g = geom(8, 16, 2, &[12, 10], &[3, 3], &[1, 1], &[1, 1], &[1, 1]);
@@ -724,15 +961,35 @@ mod tests {
         let (dw3, dx3) = run(3);
         assert_eq!(dw1, dw3);
         assert_eq!(dx1, dx3);
-        // Against the image-by-image sum.
+        // Against the image-by-image sum (each image alone takes the one-chunk path).
         let mut want = vec![0.25f32; g.weight_len()];
+        let mut partials = Vec::new();
         for n in 0..num {
             let xs = &x[n * g.im_dim()..(n + 1) * g.im_dim()];
             let dys = &dy[n * g.col_dim()..(n + 1) * g.col_dim()];
-            weight_grad_one(&g, sgemm_serial, xs, dys, 1.0, &mut want);
+            conv_weight_grad(&g, 1, xs, dys, &mut want, &mut partials);
         }
         for (a, b) in dw1.iter().zip(&want) {
             assert!((a - b).abs() < 1e-3 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn threaded_and_serial_gemm_give_the_same_bits() {
+        // The batching choices above rely on it (they pick sgemm or sgemm_serial by shape).
+        for (ta, tb, m, n, k) in
+            [(false, false, 64, 300, 200), (false, true, 144, 16, 1024), (true, false, 150, 256, 32)]
+        {
+            let a = values(m * k, 0.2);
+            let b = values(k * n, 0.6);
+            let mut serial = vec![0.5f32; m * n];
+            sgemm_serial(ta, tb, m, n, k, 1.0, &a, &b, 1.0, &mut serial);
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut c = vec![0.5f32; m * n];
+                pool.install(|| sgemm(ta, tb, m, n, k, 1.0, &a, &b, 1.0, &mut c));
+                assert_eq!(c, serial, "{ta} {tb} {m} {n} {k} on {threads} threads");
+            }
         }
     }
 

@@ -1,0 +1,105 @@
+//! Times the CPU convolution kernels on the layer shapes of LeNet, CIFAR-10 quick and
+//! ResNet-20 (forward, weight gradient, input gradient), on `RAYON_NUM_THREADS` threads.
+use std::time::Instant;
+
+use crema::backend::cpu::conv::*;
+
+fn geom(c: usize, m: usize, hw: usize, k: usize, p: usize, s: usize) -> ConvGeom {
+    let o = conv_out_size(hw, k, p, s, 1).unwrap();
+    ConvGeom {
+        im_channels: c,
+        col_channels: m,
+        group: 1,
+        im_shape: vec![hw, hw],
+        col_shape: vec![o, o],
+        kernel: vec![k, k],
+        pad: vec![p, p],
+        stride: vec![s, s],
+        dilation: vec![1, 1],
+        force_nd: false,
+    }
+}
+
+fn cpu_ms() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
+}
+
+/// Best of 5 (3 calls each), in ms: wall time, or process CPU time with CREMA_BENCH_CPU=1
+/// (stable on a loaded machine when run with one thread).
+fn time(f: &mut dyn FnMut()) -> f64 {
+    let use_cpu = std::env::var("CREMA_BENCH_CPU").is_ok();
+    f();
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let (t, c) = (Instant::now(), cpu_ms());
+        for _ in 0..3 {
+            f();
+        }
+        let e = if use_cpu { cpu_ms() - c } else { t.elapsed().as_secs_f64() * 1e3 };
+        best = best.min(e / 3.0);
+    }
+    best
+}
+
+fn main() {
+    let cases = [
+        ("lenet conv1", 64, geom(1, 20, 28, 5, 0, 1)),
+        ("lenet conv2", 64, geom(20, 50, 12, 5, 0, 1)),
+        ("cifar conv1", 100, geom(3, 32, 32, 5, 2, 1)),
+        ("cifar conv2", 100, geom(32, 32, 16, 5, 2, 1)),
+        ("cifar conv3", 100, geom(32, 64, 8, 5, 2, 1)),
+        ("res20 conv1", 128, geom(3, 16, 32, 3, 1, 1)),
+        ("res20 16-16", 128, geom(16, 16, 32, 3, 1, 1)),
+        ("res20 16-32s2", 128, geom(16, 32, 32, 3, 1, 2)),
+        ("res20 32-32", 128, geom(32, 32, 16, 3, 1, 1)),
+        ("res20 32-64s2", 128, geom(32, 64, 16, 3, 1, 2)),
+        ("res20 64-64", 128, geom(64, 64, 8, 3, 1, 1)),
+    ];
+    println!("threads {}", rayon::current_num_threads());
+    let (mut tf, mut tw, mut td) = (0.0, 0.0, 0.0);
+    let only = std::env::var("CREMA_BENCH_ONLY").unwrap_or_default();
+    for (name, num, g) in cases {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
+        let x: Vec<f32> = (0..num * g.im_dim()).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..g.weight_len()).map(|i| (i as f32 * 0.11).cos()).collect();
+        let b = vec![0.1f32; g.col_channels];
+        let dy: Vec<f32> = (0..num * g.col_dim()).map(|i| (i as f32 * 0.13).cos()).collect();
+        let mut y = vec![0f32; num * g.col_dim()];
+        let mut dx = vec![0f32; num * g.im_dim()];
+        let mut dw = vec![0f32; g.weight_len()];
+        let mut db = vec![0f32; g.col_channels];
+        let mut partials = Vec::new();
+        let f = time(&mut || conv_forward(&g, num, &x, &w, Some(&b), &mut y));
+        let wg = time(&mut || {
+            conv_weight_grad(&g, num, &x, &dy, &mut dw, &mut partials);
+            channel_bias_grad(num, g.col_channels, g.col_spatial(), &dy, &mut db);
+        });
+        let d = time(&mut || conv_backward_input(&g, num, &dy, &w, &mut dx));
+        let mut col = vec![0f32; g.col_buffer_len()];
+        let i2c = time(&mut || {
+            for n in 0..num {
+                im2col(&g, &x[n * g.im_dim()..(n + 1) * g.im_dim()], &mut col);
+            }
+        });
+        let c2i = time(&mut || {
+            for n in 0..num {
+                col2im(&g, &col, &mut dx[n * g.im_dim()..(n + 1) * g.im_dim()]);
+            }
+        });
+        let gflop = 2.0 * (num * g.col_channels * g.kernel_dim() * g.col_spatial()) as f64 / 1e9;
+        println!(
+            "{name:14} fwd {f:7.2} ms ({:5.1} GF/s)  wgrad {wg:7.2} ms ({:5.1})  dgrad {d:7.2} ms ({:5.1})  im2col {i2c:6.2} col2im {c2i:6.2}",
+            gflop / f * 1e3,
+            gflop / wg * 1e3,
+            gflop / d * 1e3
+        );
+        tf += f;
+        tw += wg;
+        td += d;
+    }
+    println!("total fwd {tf:.1} ms, wgrad {tw:.1} ms, dgrad {td:.1} ms");
+}
