@@ -13,6 +13,9 @@ use crate::blob::BlobRef;
 use crate::proto::caffe::{LayerParameter, Phase};
 use crate::rng::CaffeRng;
 
+pub mod data;
+pub mod hdf5_data;
+pub mod image_data;
 pub mod input;
 pub mod split;
 
@@ -125,6 +128,12 @@ pub trait Layer {
     fn layer_param(&self) -> &LayerParameter {
         &self.base().param
     }
+    /// Data layers: total time forward spent waiting for input (prefetch queue empty, or
+    /// reading files for layers without a prefetch thread), so benchmarks can report the
+    /// share of time spent waiting for data. `None` for other layers.
+    fn data_wait(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Checks the bottom and top counts a layer accepts (Caffe's `CheckBlobCounts`).
@@ -150,12 +159,22 @@ pub fn check_blob_counts(layer: &dyn Layer, bottoms: usize, tops: usize) -> Resu
 }
 
 /// Every layer type crema knows, for error messages and the README table.
-pub const KNOWN_TYPES: &[&str] = &["Input", "Split"];
+pub const KNOWN_TYPES: &[&str] = &["Data", "HDF5Data", "ImageData", "Input", "Split"];
 
 /// Creates the layer for `param.type` (the layer registry).
 pub fn create_layer(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     Ok(match param.r#type() {
+        "Data" => Box::new(data::DataLayer::new(param)),
+        "HDF5Data" => hdf5_data::create(param)?,
+        "ImageData" => Box::new(image_data::ImageDataLayer::new(param)),
         "Input" => Box::new(input::InputLayer::new(param)?),
+        "MemoryData" => bail!(
+            "layer '{}': MemoryData is not supported: Caffe fills it from C++ or Python code \
+             (MemoryDataLayer::Reset), so it cannot be fed from the command line. Use an Input layer and \
+             set its blobs through the API (Net::set_input), or store the data in an LMDB (Data layer) \
+             or HDF5 file (HDF5Data layer)",
+            param.name()
+        ),
         "Split" => Box::new(split::SplitLayer::new(param)),
         other => bail!(
             "layer '{}': unknown layer type '{other}' (known types: {})",
