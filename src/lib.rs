@@ -10,6 +10,7 @@ pub mod blob;
 pub mod rng;
 pub mod filler;
 pub mod backend;
+pub mod data;
 pub mod layers;
 pub mod net;
 pub mod solver;

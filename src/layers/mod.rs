@@ -23,6 +23,7 @@ pub mod clip;
 pub mod concat;
 pub mod convolution;
 pub mod crop;
+pub mod data;
 pub mod deconvolution;
 pub mod dropout;
 pub mod dummy_data;
@@ -32,6 +33,8 @@ pub mod embed;
 pub mod euclidean_loss;
 pub mod exp;
 pub mod flatten;
+pub mod hdf5_data;
+pub mod image_data;
 pub mod inner_product;
 pub mod input;
 pub mod log;
@@ -173,6 +176,12 @@ pub trait Layer {
     fn layer_param(&self) -> &LayerParameter {
         &self.base().param
     }
+    /// Data layers: total time forward spent waiting for input (prefetch queue empty, or
+    /// reading files for layers without a prefetch thread), so benchmarks can report the
+    /// share of time spent waiting for data. `None` for other layers.
+    fn data_wait(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Checks the bottom and top counts a layer accepts (Caffe's `CheckBlobCounts`).
@@ -198,9 +207,6 @@ pub fn check_blob_counts(layer: &dyn Layer, bottoms: usize, tops: usize) -> Resu
 }
 
 /// Every layer type crema knows, for error messages and the README table.
-
-
-
 pub const KNOWN_TYPES: &[&str] = &[
     "AbsVal",
     "Accuracy",
@@ -212,6 +218,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     "Concat",
     "Convolution",
     "Crop",
+    "Data",
     "Deconvolution",
     "Dropout",
     "DummyData",
@@ -221,11 +228,14 @@ pub const KNOWN_TYPES: &[&str] = &[
     "EuclideanLoss",
     "Exp",
     "Flatten",
+    "HDF5Data",
+    "ImageData",
     "InnerProduct",
     "Input",
     "LRN",
     "Log",
     "MVN",
+    "MemoryData",
     "PReLU",
     "Pooling",
     "Power",
@@ -259,6 +269,7 @@ pub fn create_layer(param: &LayerParameter) -> Result<Box<dyn Layer>> {
         "Concat" => Box::new(concat::ConcatLayer::new(param)?),
         "Convolution" => Box::new(convolution::ConvolutionLayer::new(param)),
         "Crop" => Box::new(crop::CropLayer::new(param)),
+        "Data" => Box::new(data::DataLayer::new(param)),
         "Deconvolution" => Box::new(deconvolution::DeconvolutionLayer::new(param)),
         "Dropout" => Box::new(dropout::DropoutLayer::new(param)?),
         "DummyData" => Box::new(dummy_data::DummyDataLayer::new(param)),
@@ -268,11 +279,20 @@ pub fn create_layer(param: &LayerParameter) -> Result<Box<dyn Layer>> {
         "EuclideanLoss" => Box::new(euclidean_loss::EuclideanLossLayer::new(param)),
         "Exp" => Box::new(exp::ExpLayer::new(param)?),
         "Flatten" => Box::new(flatten::FlattenLayer::new(param)),
+        "HDF5Data" => hdf5_data::create(param)?,
+        "ImageData" => Box::new(image_data::ImageDataLayer::new(param)),
         "InnerProduct" => Box::new(inner_product::InnerProductLayer::new(param)),
         "Input" => Box::new(input::InputLayer::new(param)?),
         "LRN" => Box::new(lrn::LrnLayer::new(param)?),
         "Log" => Box::new(log::LogLayer::new(param)?),
         "MVN" => Box::new(mvn::MvnLayer::new(param)),
+        "MemoryData" => bail!(
+            "layer '{}': MemoryData is not supported: Caffe fills it from C++ or Python code \
+             (MemoryDataLayer::Reset), so it cannot be fed from the command line. Use an Input layer and \
+             set its blobs through the API (Net::set_input), or store the data in an LMDB (Data layer) \
+             or HDF5 file (HDF5Data layer)",
+            param.name()
+        ),
         "PReLU" => Box::new(prelu::PReluLayer::new(param)),
         "Pooling" => Box::new(pooling::PoolingLayer::new(param)?),
         "Power" => Box::new(power::PowerLayer::new(param)),
