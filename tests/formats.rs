@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crema::proto::blob::{proto_shape, read_blob, shape_equals, shape_string};
+use crema::proto::blob::{has_legacy_dims, proto_shape, read_blob, shape_equals, shape_string};
 use crema::proto::caffe::{
     BlobProto, BlobShape, LayerParameter, NetParameter, SolverState,
 };
@@ -255,7 +255,20 @@ fn check_blobs_against_npys(model: &Path, npys: &[(String, usize, PathBuf)]) {
             path.display(),
             shape
         );
+        // read_blob's shape: the npy shape itself, or with legacy dims its 4-D padding.
         let v = read_blob(b).unwrap();
+        if has_legacy_dims(b) {
+            let pad = 4 - shape.len();
+            assert!(
+                v.shape.len() == 4 && v.shape[pad..] == shape[..] && v.shape[..pad].iter().all(|&d| d == 1),
+                "{}: {lname} blob {k}: legacy shape {:?} vs {:?}",
+                model.display(),
+                v.shape,
+                shape
+            );
+        } else {
+            assert_eq!(v.shape, shape, "{}: {lname} blob {k}", model.display());
+        }
         assert_bits_eq(&v.data, &data, &format!("{} {lname} blob {k}", model.display()));
     }
 }
@@ -320,11 +333,29 @@ fn every_fixture_prototxt_parses() {
 
 // ---------------------------------------------------------------------------------------------
 // The seed user's files (tests/data/seed_*.prototxt, copied from the post)
+//
+// The copy of the post in shared/seed/ lost its line breaks: the net is one line and the solver
+// reads `test_iter: 100test_interval: 10...`. The files keep every character of the post, in
+// order, comments included; only the line breaks that must have been there are restored: after
+// each `#` comment (which otherwise swallows the rest of the net) and between solver fields.
 
 fn seed_net() -> (PathBuf, String) {
     let p = data_dir().join("seed_net.prototxt");
     let t = std::fs::read_to_string(&p).unwrap();
     (p, t)
+}
+
+#[test]
+fn seed_files_are_the_posts_text() {
+    let post = std::fs::read_to_string(shared_dir().join("seed/000_470a31cfd358bfac.txt")).unwrap();
+    let (_, net) = seed_net();
+    let solver = std::fs::read_to_string(data_dir().join("seed_solver.prototxt")).unwrap();
+    // Each restored line break replaced the space that followed a comment.
+    let net_line = net.trim_end().replace('\n', " ");
+    assert!(post.lines().any(|l| l == net_line), "seed_net.prototxt is not the post's net");
+    let solver_line = solver.trim_end().replace('\n', "");
+    assert!(post.lines().any(|l| l == solver_line), "seed_solver.prototxt is not the post's solver");
+    assert!(net.contains("#pair_size: 3\n") && net.contains("#-------------- TEACHER --------------------\n"));
 }
 
 #[test]
@@ -663,6 +694,12 @@ fn binary_given_as_prototxt_is_an_error() {
     assert!(e.contains("model.prototxt: this is a binary file, not a text prototxt"), "{e}");
     let e = format!("{:#}", proto::read_solver_text(&p, lenient()).unwrap_err());
     assert!(e.contains("binary file, not a text prototxt"), "{e}");
+    // Binary that happens to be valid UTF-8 (control bytes, no high bytes) is refused too.
+    let tiny = SolverState { iter: Some(5), learned_net: Some("a".into()), ..Default::default() }.encode_to_vec();
+    assert!(std::str::from_utf8(&tiny).is_ok());
+    let p = write(d.path(), "tiny.prototxt", &tiny);
+    let e = format!("{:#}", proto::read_solver_text(&p, strict()).unwrap_err());
+    assert!(e.contains("tiny.prototxt: this is a binary file, not a text prototxt"), "{e}");
     // Invalid UTF-8 alone is enough.
     let p = write(d.path(), "latin1.prototxt", b"name: \"caf\xe9\"\n");
     let e = format!("{:#}", proto::read_net_text(&p, strict()).unwrap_err());
@@ -691,6 +728,38 @@ fn unterminated_block_names_a_line() {
         proto::parse_net_text("layer {\n  name: \"a\"\n  fancy_param {\n    x: 1\n", "bad.prototxt", lenient()).unwrap_err()
     );
     assert!(e.starts_with("bad.prototxt:3:3: ") && e.contains("fancy_param"), "{e}");
+    assert!(e.contains("a block it opens is not closed"), "{e}");
+}
+
+#[test]
+fn positions_count_characters_after_multibyte_text() {
+    // Users write comments and names in their own language (the seed post is in Chinese).
+    let src = "# 中文注释 数据层\nlayer { name: \"数据\" type: \"ReLU\" foo: 1 bar { a: \"é\" } }\n";
+    let e = net_error(src);
+    // 'layer { name: "数据" type: "ReLU" ' is 32 characters (38 bytes).
+    assert!(e.starts_with("bad.prototxt:2:33: field 'foo' not found"), "{e}");
+    let parsed = parse::<NetParameter>(src, "caffe.NetParameter", "t", lenient()).unwrap();
+    let got: Vec<(&str, usize, usize)> = parsed.dropped.iter().map(|d| (d.field.as_str(), d.line, d.col)).collect();
+    assert_eq!(got, [("foo", 2, 33), ("bar", 2, 40)]);
+    assert_eq!(parsed.message.layer[0].name(), "数据");
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let deep = format!("layer {}", "{ x ".repeat(50_000));
+    let e = net_error(&deep);
+    assert!(e.starts_with("bad.prototxt:1:9: "), "{}", &e[..200.min(e.len())]);
+    let e = format!("{:#}", proto::parse_net_text(&deep, "bad.prototxt", lenient()).unwrap_err());
+    assert!(e.contains("cannot skip unknown field 'x'"), "{}", &e[..200.min(e.len())]);
+    // A closed unknown block is skipped however deep it is.
+    let closed = format!("foo {}{}\nname: \"n\"\n", "{ x ".repeat(50_000), "}".repeat(50_000));
+    let n = proto::parse_net_text(&closed, "ok", lenient()).unwrap();
+    assert_eq!(n.name(), "n");
+    // Binary: 100000 nested unknown groups hit prost's recursion limit.
+    let group_start = [0xc3u8, 0x3e]; // field 1000, wire type 3
+    let bytes = group_start.repeat(100_000);
+    let e = format!("{:#}", proto::decode_net_binary(&bytes, "deep.caffemodel").unwrap_err());
+    assert!(e.contains("deep.caffemodel: not a valid binary caffemodel") && e.contains("recursion limit"), "{e}");
 }
 
 #[test]
