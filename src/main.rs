@@ -84,6 +84,17 @@ enum Command {
         #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
         allow_unknown_fields: bool,
     },
+    /// Build Caffe LMDBs from MNIST files or image lists (Caffe's convert_mnist_data and
+    /// convert_imageset).
+    Convert {
+        #[command(subcommand)]
+        what: ConvertWhat,
+    },
+    /// Mean image of an LMDB as a .binaryproto (Caffe's compute_image_mean).
+    ComputeMean {
+        lmdb: PathBuf,
+        out: PathBuf,
+    },
     /// Compare two caffemodels blob by blob (exit 0 same, 1 different, 2 error).
     Diff {
         a: PathBuf,
@@ -135,6 +146,37 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConvertWhat {
+    /// MNIST IDX image and label files (gzip'd or not) -> LMDB.
+    Mnist { images: PathBuf, labels: PathBuf, out: PathBuf },
+    /// `ROOT LIST OUT`: a list of `path label` lines, paths relative to ROOT -> LMDB.
+    Imageset {
+        root: PathBuf,
+        list: PathBuf,
+        out: PathBuf,
+        #[arg(long = "resize_height", alias = "resize-height", default_value_t = 0)]
+        resize_height: usize,
+        #[arg(long = "resize_width", alias = "resize-width", default_value_t = 0)]
+        resize_width: usize,
+        /// Store images as grey levels.
+        #[arg(long)]
+        gray: bool,
+        /// Shuffle the list (fixed seed).
+        #[arg(long)]
+        shuffle: bool,
+        /// Store encoded images (the file itself when nothing changes it).
+        #[arg(long)]
+        encoded: bool,
+        /// png or jpg; empty keeps each file's own format.
+        #[arg(long = "encode_type", alias = "encode-type", default_value = "")]
+        encode_type: String,
+        /// Require every raw image to have the same size.
+        #[arg(long = "check_size", alias = "check-size")]
+        check_size: bool,
+    },
+}
+
 fn split_list(s: &str) -> Vec<String> {
     s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect()
 }
@@ -166,6 +208,23 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 text: TextOptions { allow_unknown_fields },
             };
             print!("{}", cli::audit::run_audit(&args)?.render());
+            Ok(0)
+        }
+        Command::Convert { what } => {
+            match what {
+                ConvertWhat::Mnist { images, labels, out } => {
+                    cli::convert::convert_mnist(&images, &labels, &out)?;
+                }
+                ConvertWhat::Imageset { root, list, out, resize_height, resize_width, gray, shuffle, encoded, encode_type, check_size } => {
+                    cli::convert::convert_imageset(&cli::convert::ImagesetArgs {
+                        root, list, out, resize_height, resize_width, gray, shuffle, encoded, encode_type, check_size,
+                    })?;
+                }
+            }
+            Ok(0)
+        }
+        Command::ComputeMean { lmdb, out } => {
+            cli::convert::compute_mean(&lmdb, &out)?;
             Ok(0)
         }
         Command::Diff { a, b, tolerance } => match cli::diff::diff(&a, &b, tolerance) {

@@ -101,10 +101,14 @@ fn frozen_fixture_matches_caffe_and_the_audit_explains_it() {
             .args(["diff", snap.to_str().unwrap(), init.to_str().unwrap()])
             .output()?;
         assert_eq!(status.status.code(), Some(0), "crema diff exits 0 on identical models");
+        // The default-BatchNorm run's snapshot differs from its initial weights (bn1 only).
+        let drifted = work.join(format!("snap/frozen_bn_default_iter_{}.caffemodel", solver.iter));
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_crema"))
-            .args(["diff", snap.to_str().unwrap(), work.join("init_frozen_bn_default.caffemodel").to_str().unwrap()])
+            .args(["diff", drifted.to_str().unwrap(), work.join("init_frozen_bn_default.caffemodel").to_str().unwrap()])
             .output()?;
         assert_eq!(status.status.code(), Some(1), "crema diff exits 1 on different models");
+        let report = String::from_utf8_lossy(&status.stdout);
+        assert!(report.contains("bn1 blob 0: DIFFERS") && report.contains("conv1 blob 0: identical"), "{report}");
         Ok(())
     })();
     std::env::set_current_dir(&cwd).unwrap();

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod audit;
+pub mod convert;
 pub mod diff;
 pub mod inspect;
 pub mod time;
