@@ -4,5 +4,7 @@ pub mod args;
 pub mod audit;
 pub mod diff;
 pub mod inspect;
+pub mod logparse;
+pub mod plot;
 pub mod time;
 pub mod train;
