@@ -144,6 +144,23 @@ enum Command {
         #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
         allow_unknown_fields: bool,
     },
+    /// Draw training curves (loss and test accuracy against iterations) from Caffe or crema
+    /// logs into a PNG.
+    Plot {
+        /// Training logs (glog format, as `caffe train` or `crema train` write to stderr).
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// The PNG to write.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// The picture's title.
+        #[arg(long)]
+        title: Option<String>,
+        /// Scale of the loss axis: auto (log when losses span a factor of 20 or more), linear
+        /// or log.
+        #[arg(long = "loss-scale", alias = "loss_scale", default_value = "auto")]
+        loss_scale: cli::plot::LossScale,
+    },
 }
 
 #[derive(Subcommand)]
@@ -278,6 +295,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 text: TextOptions { allow_unknown_fields },
             };
             cli::time::run_time(&args)?;
+            Ok(0)
+        }
+        Command::Plot { logs, output, title, loss_scale } => {
+            let args = cli::plot::PlotArgs { logs, output, title, loss_scale };
+            cli::plot::run_plot(&args)?;
+            println!("wrote {}", args.output.display());
             Ok(0)
         }
     }

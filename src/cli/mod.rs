@@ -5,5 +5,7 @@ pub mod audit;
 pub mod convert;
 pub mod diff;
 pub mod inspect;
+pub mod logparse;
+pub mod plot;
 pub mod time;
 pub mod train;
