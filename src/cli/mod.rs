@@ -2,7 +2,9 @@
 
 pub mod args;
 pub mod audit;
+pub mod device;
 pub mod diff;
 pub mod inspect;
+pub mod kernels;
 pub mod time;
 pub mod train;
