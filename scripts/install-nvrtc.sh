@@ -11,6 +11,7 @@
 #
 #   scripts/install-nvrtc.sh            # venv at $CREMA_NVRTC_VENV or ~/.cache/crema-nvrtc-venv
 #   eval "$(scripts/install-nvrtc.sh --env)"   # also sets the variables in this shell
+#   scripts/install-nvrtc.sh --minimal  # NVRTC alone (90 MB instead of 186 MB): all CI needs
 #
 # Prints, last, the lines to export (LD_LIBRARY_PATH, CREMA_NVRTC_LIB_DIR, CREMA_CUDA_INCLUDE).
 # Running it again is cheap: pip sees the pinned versions already there.
@@ -18,7 +19,14 @@ set -euo pipefail
 
 VENV="${CREMA_NVRTC_VENV:-$HOME/.cache/crema-nvrtc-venv}"
 ENV_ONLY=0
-[ "${1:-}" = "--env" ] && ENV_ONLY=1
+MINIMAL=0
+for arg in "$@"; do
+  case "$arg" in
+    --env) ENV_ONLY=1 ;;
+    --minimal) MINIMAL=1 ;;
+    *) echo "install-nvrtc: unknown argument '$arg' (use --env, --minimal)" >&2; exit 2 ;;
+  esac
+done
 
 WHEELS=(
   "nvidia-cuda-nvrtc==13.0.88"
@@ -28,6 +36,7 @@ WHEELS=(
   "nvidia-cuda-runtime==13.0.96"
   "nvidia-cuda-cccl==13.0.*"
 )
+[ "$MINIMAL" = 1 ] && WHEELS=("nvidia-cuda-nvrtc==13.0.88")
 
 say() { if [ "$ENV_ONLY" = 1 ]; then echo "$*" >&2; else echo "$*"; fi; }
 
