@@ -161,6 +161,29 @@ enum Command {
         #[arg(long = "loss-scale", alias = "loss_scale", default_value = "auto")]
         loss_scale: cli::plot::LossScale,
     },
+    /// Describe the GPUs the CUDA driver sees (Caffe's `caffe device_query`).
+    #[command(name = "device_query", alias = "device-query")]
+    DeviceQuery {
+        /// Device ids: `0`, `0,1` or `all` (default 0).
+        #[arg(long)]
+        gpu: Option<String>,
+    },
+    /// List the embedded CUDA kernels; with --check, compile them all through NVRTC (no GPU
+    /// needed) and report registers, shared memory and spills per entry point.
+    Kernels {
+        #[arg(long)]
+        check: bool,
+        /// Build for GPU N (its own architecture, through the disk cache) and load every entry
+        /// point into the driver.
+        #[arg(long, value_name = "N")]
+        load: Option<usize>,
+        /// Target architecture (sm_90 for H100/H200, sm_80 for A100).
+        #[arg(long, default_value = "sm_90")]
+        arch: String,
+        /// Print NVRTC's full log for each file.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -302,6 +325,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             cli::plot::run_plot(&args)?;
             println!("wrote {}", args.output.display());
             Ok(0)
+        }
+        Command::DeviceQuery { gpu } => {
+            print!("{}", cli::device::device_query(gpu.as_deref())?);
+            Ok(0)
+        }
+        Command::Kernels { check, load, arch, verbose } => {
+            cli::kernels::run_kernels(&cli::kernels::KernelsArgs { check, load, arch, verbose })
         }
     }
 }

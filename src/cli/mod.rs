@@ -3,8 +3,10 @@
 pub mod args;
 pub mod audit;
 pub mod convert;
+pub mod device;
 pub mod diff;
 pub mod inspect;
+pub mod kernels;
 pub mod logparse;
 pub mod plot;
 pub mod time;
