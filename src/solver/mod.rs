@@ -25,6 +25,18 @@ use crate::proto::{read_net_text, TextOptions};
 use crate::rng::CaffeRng;
 use update::{Hyper, SolverKind};
 
+/// Reads any new signal into `pending` and returns what is pending, without consuming it.
+fn poll_action(source: &Option<Box<dyn Fn() -> Action>>, pending: &std::cell::Cell<Action>) -> Action {
+    if let Some(f) = source {
+        let a = f();
+        // A stop request outranks a snapshot request seen earlier.
+        if a != Action::None && pending.get() != Action::Stop {
+            pending.set(a);
+        }
+    }
+    pending.get()
+}
+
 /// What to do when asked to stop or snapshot (Caffe's SolverAction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -48,6 +60,9 @@ pub struct Solver {
     pub smoothed_loss: f32,
     /// Polled between iterations (signal handlers set it).
     pub action_source: Option<Box<dyn Fn() -> Action>>,
+    /// An action polled but not yet acted on (a signal seen during testing is kept for the
+    /// end of the iteration).
+    pending_action: std::cell::Cell<Action>,
     /// Whether the last iteration was followed by a snapshot (Solve avoids a duplicate).
     last_snapshot_iter: Option<i32>,
     pub verbose: bool,
@@ -229,6 +244,7 @@ impl Solver {
             losses: Vec::new(),
             smoothed_loss: 0.0,
             action_source: None,
+            pending_action: std::cell::Cell::new(Action::None),
             last_snapshot_iter: None,
             verbose,
             on_iteration: None,

@@ -77,8 +77,13 @@ impl Solver {
         }
     }
 
-    fn requested_action(&self) -> Action {
-        self.action_source.as_ref().map(|f| f()).unwrap_or(Action::None)
+    /// The pending action, consumed (Stop stays: it ends the run).
+    fn take_action(&self) -> Action {
+        let a = super::poll_action(&self.action_source, &self.pending_action);
+        if a == Action::Snapshot {
+            self.pending_action.set(Action::None);
+        }
+        a
     }
 
     /// Runs `iters` iterations (Caffe's `Step`); returns true if stopped early.
@@ -94,7 +99,7 @@ impl Solver {
             let ti = self.param.test_interval();
             if ti > 0 && self.iter % ti == 0 && (self.iter > 0 || self.param.test_initialization()) {
                 self.test_all()?;
-                if self.requested_action() == Action::Stop {
+                if super::poll_action(&self.action_source, &self.pending_action) == Action::Stop {
                     return Ok(true);
                 }
             }
@@ -143,7 +148,7 @@ impl Solver {
                 f(self);
                 self.on_iteration = Some(f);
             }
-            let request = self.requested_action();
+            let request = self.take_action();
             if (self.param.snapshot() > 0 && self.iter % self.param.snapshot() == 0) || request == Action::Snapshot {
                 self.snapshot()?;
             }
@@ -253,7 +258,7 @@ impl Solver {
         let verbose = self.verbose;
         let net = &mut self.test_nets[k];
         for i in 0..iters {
-            if self.action_source.as_ref().map(|f| f()) == Some(Action::Stop) {
+            if super::poll_action(&self.action_source, &self.pending_action) == Action::Stop {
                 if verbose {
                     crate::info!("Test interrupted.");
                 }

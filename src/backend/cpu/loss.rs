@@ -66,7 +66,10 @@ pub fn softmax_loss_forward(
                 continue;
             }
             let l = label_value(v).expect("labels are checked before the loss") as usize;
-            loss -= prob[i * dim + l * inner + j].max(f32::MIN_POSITIVE).ln();
+            // std::max(p, FLT_MIN) as Caffe writes it: a NaN probability stays NaN (Rust's
+            // f32::max would hide it and training would go on with garbage).
+            let p = prob[i * dim + l * inner + j];
+            loss -= if p < f32::MIN_POSITIVE { f32::MIN_POSITIVE } else { p }.ln();
             count += 1;
         }
     }
