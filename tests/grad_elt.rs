@@ -558,3 +558,9 @@ fn reduction_values() {
     assert_eq!(z.shape(), Vec::<usize>::new());
     assert_eq!(z.data_vec(), vec![91.0]);
 }
+
+/// Split (inserted by the net, but a valid layer to write): backward sums its tops' diffs.
+#[test]
+fn split_gradient() {
+    check(&net(&[("x", &[2, 3, 4])], r#"type: "Split" bottom: "x" top: "a" top: "b" top: "c""#), &tight());
+}

@@ -186,6 +186,8 @@ pub fn convert_imageset(a: &ImagesetArgs) -> Result<usize> {
                     width: Some(img.width as i32),
                     data: Some(img.to_chw()),
                     label: Some(e.label),
+                    // Caffe's CVMatToDatum writes the flag explicitly.
+                    encoded: Some(false),
                     ..Default::default()
                 }
             }
