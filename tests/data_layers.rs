@@ -16,10 +16,13 @@ use prost::Message;
 fn caffe_fixtures() -> PathBuf {
     match std::env::var("CREMA_CAFFE_FIXTURES") {
         Ok(p) => PathBuf::from(p),
-        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe"),
+        Err(_) => match std::env::var_os("CREMA_SHARED") {
+            Some(shared) => PathBuf::from(shared).join("fixtures/caffe"),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe"),
+        },
     }
     .canonicalize()
-    .expect("Caffe fixture folder (set CREMA_CAFFE_FIXTURES)")
+    .expect("Caffe fixture folder (set CREMA_SHARED to the shared folder)")
 }
 
 fn build(text: &str, phase: Phase) -> Result<Net> {
