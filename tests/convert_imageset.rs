@@ -24,7 +24,10 @@ use crema::util::npy::read_npy_f32;
 fn fixtures_dir() -> PathBuf {
     match std::env::var("CREMA_CONVERT_IMAGESET_FIXTURES") {
         Ok(p) => PathBuf::from(p),
-        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe/convert_imageset"),
+        Err(_) => match std::env::var_os("CREMA_SHARED") {
+            Some(shared) => PathBuf::from(shared).join("fixtures/caffe/convert_imageset"),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe/convert_imageset"),
+        },
     }
 }
 

@@ -16,10 +16,13 @@ use prost::Message;
 fn caffe_fixtures() -> PathBuf {
     match std::env::var("CREMA_CAFFE_FIXTURES") {
         Ok(p) => PathBuf::from(p),
-        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe"),
+        Err(_) => match std::env::var_os("CREMA_SHARED") {
+            Some(shared) => PathBuf::from(shared).join("fixtures/caffe"),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe"),
+        },
     }
     .canonicalize()
-    .expect("Caffe fixture folder (set CREMA_CAFFE_FIXTURES)")
+    .expect("Caffe fixture folder (set CREMA_SHARED to the shared folder)")
 }
 
 fn build(text: &str, phase: Phase) -> Result<Net> {
@@ -361,4 +364,55 @@ fn hdf5_data_matches_the_npy_files_with_wrap_around() {
     );
     let e = err_text(build(&text, Phase::Train));
     assert!(e.contains("no dataset 'pixels'") && e.contains("train.h5"), "{e}");
+}
+
+/// Reads a binary PGM/PPM: (width, height, channels, samples).
+fn read_pnm(path: &Path) -> (usize, usize, usize, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let mut fields = Vec::new();
+    let mut pos = 0;
+    while fields.len() < 4 {
+        while bytes[pos].is_ascii_whitespace() {
+            pos += 1;
+        }
+        let start = pos;
+        while !bytes[pos].is_ascii_whitespace() {
+            pos += 1;
+        }
+        fields.push(String::from_utf8_lossy(&bytes[start..pos]).into_owned());
+    }
+    let channels = if fields[0] == "P6" { 3 } else { 1 };
+    let (w, h): (usize, usize) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+    (w, h, channels, bytes[pos + 1..].to_vec())
+}
+
+#[test]
+fn jpeg_decoding_equals_libjpeg_turbo_for_every_sampling_and_mode() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 8);
+    for jpg in names {
+        let stem = jpg.file_stem().unwrap().to_string_lossy().into_owned();
+        let (w, h, ch, want) = read_pnm(&dir.join(format!("{stem}.ppm")));
+        let img = read_image(&jpg, ColorMode::Color).unwrap();
+        assert_eq!((img.width, img.height, img.channels), (w, h, 3), "{stem}");
+        // The references are RGB (or gray); crema's images are BGR like OpenCV's.
+        let rgb: Vec<u8> = if ch == 3 {
+            img.data.chunks(3).flat_map(|p| [p[2], p[1], p[0]]).collect()
+        } else {
+            img.data.chunks(3).map(|p| p[0]).collect()
+        };
+        assert_eq!(rgb, want, "{stem}: colour decode differs from libjpeg-turbo");
+        let (_, _, _, want_gray) = read_pnm(&dir.join(format!("{stem}.gray.pgm")));
+        let gray = read_image(&jpg, ColorMode::Gray).unwrap();
+        assert_eq!(gray.data, want_gray, "{stem}: gray decode differs from libjpeg-turbo");
+        let native = read_image(&jpg, ColorMode::Native).unwrap();
+        assert_eq!(native.channels, if ch == 3 { 3 } else { 1 }, "{stem}: IMREAD_ANYCOLOR channels");
+    }
 }

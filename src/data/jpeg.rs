@@ -412,8 +412,9 @@ pub fn decode(bytes: &[u8], want_gray: bool) -> Result<Decoded> {
                         c.bh = height.div_ceil(8);
                     }
                     let n = c.bw.checked_mul(c.bh).and_then(|n| n.checked_mul(64)).ok_or_else(|| anyhow!("JPEG too large"))?;
-                    if n > (1 << 31) {
-                        bail!("JPEG too large ({width}x{height})");
+                    // A corrupt header must not turn into a huge allocation.
+                    if n > (1 << 28) {
+                        bail!("JPEG too large ({width}x{height}) for crema's decoder");
                     }
                     c.coefs = vec![0; n];
                 }
@@ -611,7 +612,7 @@ fn decode_scan(
             if t > 16 {
                 bail!("corrupt JPEG: DC magnitude category {t}");
             }
-            pred += br.receive_extend(t);
+            pred = pred.wrapping_add(br.receive_extend(t));
             blk[0] = pred;
             let ac = ac_tabs[ac_t].as_ref().unwrap();
             let mut k = 1;
@@ -638,7 +639,7 @@ fn decode_scan(
                 if t > 16 {
                     bail!("corrupt JPEG: DC magnitude category {t}");
                 }
-                pred += br.receive_extend(t);
+                pred = pred.wrapping_add(br.receive_extend(t));
                 blk[0] = pred.wrapping_shl(al);
             } else if br.bit() != 0 {
                 blk[0] |= 1 << al;
@@ -998,4 +999,42 @@ pub fn component_count(bytes: &[u8]) -> Result<usize> {
         pos += 2 + len;
     }
     bail!("corrupt JPEG: no frame header")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_limit_matches_libjpeg_table() {
+        assert_eq!(range_limit(0), 128);
+        assert_eq!(range_limit(127), 255);
+        assert_eq!(range_limit(300), 255);
+        assert_eq!(range_limit(-128), 0);
+        assert_eq!(range_limit(-1), 127);
+        assert_eq!(range_limit(-300), 0);
+    }
+
+    #[test]
+    fn corrupt_inputs_are_errors_not_panics() {
+        for name in ["progressive.jpg", "restart.jpg", "s422.jpg"] {
+            let path = format!("{}/tests/data/jpeg/{name}", env!("CARGO_MANIFEST_DIR"));
+            fuzz(&std::fs::read(path).unwrap());
+        }
+        assert!(decode(b"not a jpeg", false).is_err());
+    }
+
+    fn fuzz(good: &[u8]) {
+        assert!(decode(good, false).is_ok());
+        // Truncations and flipped bytes anywhere: any result but a panic.
+        for cut in (0..good.len()).step_by(37) {
+            let _ = decode(&good[..cut], false);
+        }
+        for i in (2..good.len()).step_by(7) {
+            let mut bad = good.to_vec();
+            bad[i] ^= 0x5A;
+            let _ = decode(&bad, false);
+            let _ = decode(&bad, true);
+        }
+    }
 }

@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::blob::BlobRef;
 use crate::data::lmdb::LmdbCursor;
 use crate::data::prefetch::{Batch, BatchLoader, Prefetcher};
-use crate::data::transformer::{decode_datum, DataTransformer};
+use crate::data::image::{decode_image, Image};
+use crate::data::transformer::{decode_datum, DataTransformer, Pixels};
 use crate::proto::caffe::data_parameter::Db;
-use crate::proto::caffe::LayerParameter;
+use crate::proto::caffe::{Datum, LayerParameter};
 use crate::rng::CaffeRng;
 
 pub struct DataLayer {
@@ -55,30 +57,54 @@ struct DataLoader {
 impl BatchLoader for DataLoader {
     fn load_batch(&mut self) -> Result<Batch> {
         let n = self.batch_size;
+        let path = self.cursor.path().to_path_buf();
+        let mut records: Vec<(String, Vec<u8>)> = Vec::with_capacity(n);
+        self.cursor.read(n, |_, key, value| {
+            let what = format!("LMDB {}: record '{}'", path.display(), String::from_utf8_lossy(key));
+            records.push((what, value.to_vec()));
+            Ok(())
+        })?;
+        // Parsing and image decoding run in parallel; the transforms run in record order so
+        // the transformer's random draws do not depend on the thread count.
+        let mode = self.transformer.decode_mode();
+        let parsed: Vec<Result<(Datum, Option<Image>)>> = records
+            .par_iter()
+            .map(|(what, value)| {
+                let datum = decode_datum(value, what)?;
+                let image = if datum.encoded() {
+                    Some(decode_image(datum.data.as_deref().unwrap_or(&[]), mode, what)?)
+                } else {
+                    None
+                };
+                Ok((datum, image))
+            })
+            .collect();
         let mut data: Vec<f32> = Vec::new();
         let mut dims = (0, 0, 0);
         let mut label = if self.labels { vec![0f32; n] } else { Vec::new() };
-        let path = self.cursor.path().to_path_buf();
-        let transformer = &mut self.transformer;
-        self.cursor.read(n, |i, key, value| {
-            let what = format!("LMDB {}: record '{}'", path.display(), String::from_utf8_lossy(key));
-            let datum = decode_datum(value, &what)?;
-            let px = transformer.datum_pixels(&datum, &what)?;
-            let pixels = px.pixels();
+        for (i, ((what, _), rec)) in records.iter().zip(parsed).enumerate() {
+            let (datum, image) = rec?;
+            let raw;
+            let pixels = match &image {
+                Some(img) => Pixels::Hwc(img),
+                None => {
+                    raw = self.transformer.datum_pixels(&datum, what)?;
+                    raw.pixels()
+                }
+            };
             if i == 0 {
                 // Each batch takes the shape of its first record, as Caffe's load_batch does.
-                dims = transformer.output_dims(pixels.dims()).with_context(|| what.clone())?;
+                dims = self.transformer.output_dims(pixels.dims()).with_context(|| what.clone())?;
                 data = vec![0f32; n * dims.0 * dims.1 * dims.2];
             }
             let item = dims.0 * dims.1 * dims.2;
-            transformer
+            self.transformer
                 .transform(&pixels, dims, &mut data[i * item..(i + 1) * item])
                 .with_context(|| what.clone())?;
             if !label.is_empty() {
                 label[i] = datum.label() as f32;
             }
-            Ok(())
-        })?;
+        }
         Ok(Batch { data_shape: vec![n, dims.0, dims.1, dims.2], data, label })
     }
 }

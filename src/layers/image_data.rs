@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::blob::BlobRef;
@@ -63,12 +64,27 @@ struct ImageLoader {
 impl BatchLoader for ImageLoader {
     fn load_batch(&mut self) -> Result<Batch> {
         let n = self.batch_size;
+        // The entries first (the cursor, wrap-around and reshuffles are sequential), then the
+        // files are read, decoded and resized in parallel, then transformed in order (the
+        // transformer's random draws stay in a fixed sequence whatever the thread count).
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            entries.push(self.lines[self.pos].clone());
+            self.pos += 1;
+            if self.pos >= self.lines.len() {
+                self.pos = 0;
+                if let Some(rng) = self.shuffle_rng.as_mut() {
+                    shuffle(&mut self.lines, rng);
+                }
+            }
+        }
+        let reader = &self.reader;
+        let images: Vec<Result<Image>> = entries.par_iter().map(|e| reader.load(e)).collect();
         let mut data: Vec<f32> = Vec::new();
         let mut dims = (0, 0, 0);
         let mut label = if self.labels { vec![0f32; n] } else { Vec::new() };
-        for i in 0..n {
-            let e = &self.lines[self.pos];
-            let img = self.reader.load(e)?;
+        for (i, (e, img)) in entries.iter().zip(images).enumerate() {
+            let img = img?;
             let where_ = || format!("{}:{}: image {}{}", self.reader.list, e.line, self.reader.root, e.path);
             let pixels = Pixels::Hwc(&img);
             if i == 0 {
@@ -79,13 +95,6 @@ impl BatchLoader for ImageLoader {
             self.transformer.transform(&pixels, dims, &mut data[i * item..(i + 1) * item]).with_context(where_)?;
             if self.labels {
                 label[i] = e.label as f32;
-            }
-            self.pos += 1;
-            if self.pos >= self.lines.len() {
-                self.pos = 0;
-                if let Some(rng) = self.shuffle_rng.as_mut() {
-                    shuffle(&mut self.lines, rng);
-                }
             }
         }
         Ok(Batch { data_shape: vec![n, dims.0, dims.1, dims.2], data, label })
