@@ -206,7 +206,8 @@ pub fn check_blob_counts(layer: &dyn Layer, bottoms: usize, tops: usize) -> Resu
     Ok(())
 }
 
-/// Every layer type crema knows, for error messages and the README table.
+/// Every layer type crema runs, for error messages and the README table (MemoryData, which
+/// Caffe offers only through its C++/Python API, is recognised but refused with advice).
 pub const KNOWN_TYPES: &[&str] = &[
     "AbsVal",
     "Accuracy",
@@ -235,7 +236,6 @@ pub const KNOWN_TYPES: &[&str] = &[
     "LRN",
     "Log",
     "MVN",
-    "MemoryData",
     "PReLU",
     "Pooling",
     "Power",
