@@ -21,7 +21,10 @@ fn geom(c: usize, m: usize, hw: usize, k: usize, p: usize, s: usize) -> ConvGeom
 }
 
 fn cpu_ms() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
 }
@@ -37,7 +40,11 @@ fn time(f: &mut dyn FnMut()) -> f64 {
         for _ in 0..3 {
             f();
         }
-        let e = if use_cpu { cpu_ms() - c } else { t.elapsed().as_secs_f64() * 1e3 };
+        let e = if use_cpu {
+            cpu_ms() - c
+        } else {
+            t.elapsed().as_secs_f64() * 1e3
+        };
         best = best.min(e / 3.0);
     }
     best
@@ -64,10 +71,16 @@ fn main() {
         if !name.contains(only.as_str()) {
             continue;
         }
-        let x: Vec<f32> = (0..num * g.im_dim()).map(|i| (i as f32 * 0.37).sin()).collect();
-        let w: Vec<f32> = (0..g.weight_len()).map(|i| (i as f32 * 0.11).cos()).collect();
+        let x: Vec<f32> = (0..num * g.im_dim())
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let w: Vec<f32> = (0..g.weight_len())
+            .map(|i| (i as f32 * 0.11).cos())
+            .collect();
         let b = vec![0.1f32; g.col_channels];
-        let dy: Vec<f32> = (0..num * g.col_dim()).map(|i| (i as f32 * 0.13).cos()).collect();
+        let dy: Vec<f32> = (0..num * g.col_dim())
+            .map(|i| (i as f32 * 0.13).cos())
+            .collect();
         let mut y = vec![0f32; num * g.col_dim()];
         let mut dx = vec![0f32; num * g.im_dim()];
         let mut dw = vec![0f32; g.weight_len()];

@@ -55,7 +55,11 @@ impl Blob {
     pub fn from_data(shape: &[usize], data: Vec<f32>) -> Result<BlobRef> {
         let count = checked_count(shape)?;
         if count != data.len() {
-            bail!("blob of shape {} cannot hold {} values", shape_string(shape), data.len());
+            bail!(
+                "blob of shape {} cannot hold {} values",
+                shape_string(shape),
+                data.len()
+            );
         }
         let n = data.len();
         Ok(Rc::new(Blob {
@@ -76,7 +80,11 @@ impl Blob {
     /// `shape(i)` with Caffe's negative-index convention.
     pub fn dim(&self, axis: isize) -> usize {
         let s = self.shape.borrow();
-        let i = if axis < 0 { s.len() as isize + axis } else { axis };
+        let i = if axis < 0 {
+            s.len() as isize + axis
+        } else {
+            axis
+        };
         s[i as usize]
     }
 
@@ -99,9 +107,16 @@ impl Blob {
     pub fn canonical_axis(&self, axis: i32) -> Result<usize> {
         let n = self.num_axes() as i32;
         if axis < -n || axis >= n.max(1) && !(n == 0 && axis == 0) {
-            bail!("axis {axis} out of range for a {n}-D blob of shape {}", shape_string(&self.shape()));
+            bail!(
+                "axis {axis} out of range for a {n}-D blob of shape {}",
+                shape_string(&self.shape())
+            );
         }
-        Ok(if axis < 0 { (axis + n) as usize } else { axis as usize })
+        Ok(if axis < 0 {
+            (axis + n) as usize
+        } else {
+            axis as usize
+        })
     }
 
     /// Changes the shape. Buffers grow (zero-filled) to the new count; a shared buffer is
@@ -109,7 +124,10 @@ impl Blob {
     pub fn reshape(&self, shape: &[usize]) -> Result<()> {
         let count = checked_count(shape)?;
         if count > MAX_ALLOC_COUNT {
-            bail!("blob shape {} is too large to allocate", shape_string(shape));
+            bail!(
+                "blob shape {} is too large to allocate",
+                shape_string(shape)
+            );
         }
         *self.shape.borrow_mut() = shape.to_vec();
         for buf in [&self.data, &self.diff] {
@@ -163,7 +181,11 @@ impl Blob {
         let buf = self.data_buf();
         let mut d = buf.borrow_mut();
         if d.len() != values.len() {
-            bail!("cannot set {} values into a blob of shape {}", values.len(), shape_string(&self.shape()));
+            bail!(
+                "cannot set {} values into a blob of shape {}",
+                values.len(),
+                shape_string(&self.shape())
+            );
         }
         d.copy_from_slice(values);
         Ok(())
@@ -173,7 +195,11 @@ impl Blob {
         let buf = self.diff_buf();
         let mut d = buf.borrow_mut();
         if d.len() != values.len() {
-            bail!("cannot set {} diff values into a blob of shape {}", values.len(), shape_string(&self.shape()));
+            bail!(
+                "cannot set {} diff values into a blob of shape {}",
+                values.len(),
+                shape_string(&self.shape())
+            );
         }
         d.copy_from_slice(values);
         Ok(())

@@ -20,7 +20,11 @@ pub fn fill(blob: &Blob, p: &FillerParameter, rng: &mut CaffeRng) -> Result<()> 
         bail!("filler '{ty}' does not support 'sparse' (only gaussian does)");
     }
     let fan_in = count / shape.first().copied().unwrap_or(1).max(1);
-    let fan_out = if shape.len() > 1 { count / shape[1].max(1) } else { count };
+    let fan_out = if shape.len() > 1 {
+        count / shape[1].max(1)
+    } else {
+        count
+    };
     let n = || match p.variance_norm() {
         VarianceNorm::FanIn => fan_in as f32,
         VarianceNorm::FanOut => fan_out as f32,
@@ -99,7 +103,10 @@ mod tests {
     use super::*;
 
     fn filler(ty: &str) -> FillerParameter {
-        FillerParameter { r#type: Some(ty.into()), ..Default::default() }
+        FillerParameter {
+            r#type: Some(ty.into()),
+            ..Default::default()
+        }
     }
 
     #[test]

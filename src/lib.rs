@@ -4,15 +4,15 @@
 //! hold each layer's shape logic and call `backend` ops for arithmetic; `solver` trains;
 //! `cli` is the `crema` command.
 
-pub mod util;
-pub mod proto;
-pub mod blob;
-pub mod rng;
-pub mod filler;
+pub mod audit;
 pub mod backend;
+pub mod blob;
+pub mod cli;
 pub mod data;
+pub mod filler;
 pub mod layers;
 pub mod net;
+pub mod proto;
+pub mod rng;
 pub mod solver;
-pub mod audit;
-pub mod cli;
+pub mod util;

@@ -8,7 +8,11 @@ use crema::cli;
 use crema::proto::TextOptions;
 
 #[derive(Parser)]
-#[command(name = "crema", version, about = "A Caffe-compatible trainer: reads Caffe's files, trains on GPU or CPU")]
+#[command(
+    name = "crema",
+    version,
+    about = "A Caffe-compatible trainer: reads Caffe's files, trains on GPU or CPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,10 +50,18 @@ enum Command {
         #[arg(long, default_value = "")]
         stage: String,
         /// What SIGINT does between iterations: stop, snapshot or none.
-        #[arg(long = "sigint_effect", alias = "sigint-effect", default_value = "stop")]
+        #[arg(
+            long = "sigint_effect",
+            alias = "sigint-effect",
+            default_value = "stop"
+        )]
         sigint_effect: String,
         /// What SIGHUP does between iterations: stop, snapshot or none.
-        #[arg(long = "sighup_effect", alias = "sighup-effect", default_value = "snapshot")]
+        #[arg(
+            long = "sighup_effect",
+            alias = "sighup-effect",
+            default_value = "snapshot"
+        )]
         sighup_effect: String,
         #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
         allow_unknown_fields: bool,
@@ -91,10 +103,7 @@ enum Command {
         what: ConvertWhat,
     },
     /// Mean image of an LMDB as a .binaryproto (Caffe's compute_image_mean).
-    ComputeMean {
-        lmdb: PathBuf,
-        out: PathBuf,
-    },
+    ComputeMean { lmdb: PathBuf, out: PathBuf },
     /// Compare two caffemodels blob by blob (exit 0 same, 1 different, 2 error).
     Diff {
         a: PathBuf,
@@ -189,7 +198,11 @@ enum Command {
 #[derive(Subcommand)]
 enum ConvertWhat {
     /// MNIST IDX image and label files (gzip'd or not) -> LMDB.
-    Mnist { images: PathBuf, labels: PathBuf, out: PathBuf },
+    Mnist {
+        images: PathBuf,
+        labels: PathBuf,
+        out: PathBuf,
+    },
     /// `ROOT LIST OUT`: a list of `path label` lines, paths relative to ROOT -> LMDB.
     Imageset {
         root: PathBuf,
@@ -218,13 +231,22 @@ enum ConvertWhat {
 }
 
 fn split_list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Inspect { files, allow_unknown_fields } => {
-            let opts = TextOptions { allow_unknown_fields };
+        Command::Inspect {
+            files,
+            allow_unknown_fields,
+        } => {
+            let opts = TextOptions {
+                allow_unknown_fields,
+            };
             let mut failed = 0;
             for f in &files {
                 match cli::inspect::inspect_file(f, opts) {
@@ -237,7 +259,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(if failed > 0 { 1 } else { 0 })
         }
-        Command::Audit { solver, model, phase, weights, snapshot, freeze, allow_unknown_fields } => {
+        Command::Audit {
+            solver,
+            model,
+            phase,
+            weights,
+            snapshot,
+            freeze,
+            allow_unknown_fields,
+        } => {
             let args = cli::audit::AuditArgs {
                 solver,
                 model,
@@ -245,19 +275,45 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 weights,
                 snapshot,
                 freeze: split_list(&freeze),
-                text: TextOptions { allow_unknown_fields },
+                text: TextOptions {
+                    allow_unknown_fields,
+                },
             };
             print!("{}", cli::audit::run_audit(&args)?.render());
             Ok(0)
         }
         Command::Convert { what } => {
             match what {
-                ConvertWhat::Mnist { images, labels, out } => {
+                ConvertWhat::Mnist {
+                    images,
+                    labels,
+                    out,
+                } => {
                     cli::convert::convert_mnist(&images, &labels, &out)?;
                 }
-                ConvertWhat::Imageset { root, list, out, resize_height, resize_width, gray, shuffle, encoded, encode_type, check_size } => {
+                ConvertWhat::Imageset {
+                    root,
+                    list,
+                    out,
+                    resize_height,
+                    resize_width,
+                    gray,
+                    shuffle,
+                    encoded,
+                    encode_type,
+                    check_size,
+                } => {
                     cli::convert::convert_imageset(&cli::convert::ImagesetArgs {
-                        root, list, out, resize_height, resize_width, gray, shuffle, encoded, encode_type, check_size,
+                        root,
+                        list,
+                        out,
+                        resize_height,
+                        resize_width,
+                        gray,
+                        shuffle,
+                        encoded,
+                        encode_type,
+                        check_size,
                     })?;
                 }
             }
@@ -277,7 +333,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Ok(2)
             }
         },
-        Command::Train { solver, weights, snapshot, gpu, level, stage, sigint_effect, sighup_effect, allow_unknown_fields, freeze, strict_freeze, verify_freeze } => {
+        Command::Train {
+            solver,
+            weights,
+            snapshot,
+            gpu,
+            level,
+            stage,
+            sigint_effect,
+            sighup_effect,
+            allow_unknown_fields,
+            freeze,
+            strict_freeze,
+            verify_freeze,
+        } => {
             let args = cli::train::TrainArgs {
                 solver,
                 weights,
@@ -287,7 +356,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 stages: split_list(&stage),
                 sigint_effect,
                 sighup_effect,
-                text: TextOptions { allow_unknown_fields },
+                text: TextOptions {
+                    allow_unknown_fields,
+                },
                 freeze: split_list(&freeze),
                 strict_freeze,
                 verify_freeze,
@@ -295,7 +366,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             cli::train::run_train(&args)?;
             Ok(0)
         }
-        Command::Test { model, weights, iterations, gpu, level, stage, allow_unknown_fields } => {
+        Command::Test {
+            model,
+            weights,
+            iterations,
+            gpu,
+            level,
+            stage,
+            allow_unknown_fields,
+        } => {
             let args = cli::train::TestArgs {
                 model,
                 weights,
@@ -303,25 +382,46 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 gpu,
                 level,
                 stages: split_list(&stage),
-                text: TextOptions { allow_unknown_fields },
+                text: TextOptions {
+                    allow_unknown_fields,
+                },
             };
             cli::train::run_test(&args)?;
             Ok(0)
         }
-        Command::Time { model, iterations, phase, level, stage, allow_unknown_fields } => {
+        Command::Time {
+            model,
+            iterations,
+            phase,
+            level,
+            stage,
+            allow_unknown_fields,
+        } => {
             let args = cli::time::TimeArgs {
                 model,
                 iterations,
                 phase: cli::time::parse_phase(&phase)?,
                 level,
                 stages: split_list(&stage),
-                text: TextOptions { allow_unknown_fields },
+                text: TextOptions {
+                    allow_unknown_fields,
+                },
             };
             cli::time::run_time(&args)?;
             Ok(0)
         }
-        Command::Plot { logs, output, title, loss_scale } => {
-            let args = cli::plot::PlotArgs { logs, output, title, loss_scale };
+        Command::Plot {
+            logs,
+            output,
+            title,
+            loss_scale,
+        } => {
+            let args = cli::plot::PlotArgs {
+                logs,
+                output,
+                title,
+                loss_scale,
+            };
             cli::plot::run_plot(&args)?;
             println!("wrote {}", args.output.display());
             Ok(0)
@@ -330,9 +430,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             print!("{}", cli::device::device_query(gpu.as_deref())?);
             Ok(0)
         }
-        Command::Kernels { check, load, arch, verbose } => {
-            cli::kernels::run_kernels(&cli::kernels::KernelsArgs { check, load, arch, verbose })
-        }
+        Command::Kernels {
+            check,
+            load,
+            arch,
+            verbose,
+        } => cli::kernels::run_kernels(&cli::kernels::KernelsArgs {
+            check,
+            load,
+            arch,
+            verbose,
+        }),
     }
 }
 

@@ -18,7 +18,11 @@ impl CaffeRng {
                 .wrapping_mul(mt[i - 1] ^ (mt[i - 1] >> 30))
                 .wrapping_add(i as u32);
         }
-        CaffeRng { mt, idx: 624, spare_normal: None }
+        CaffeRng {
+            mt,
+            idx: 624,
+            spare_normal: None,
+        }
     }
 
     /// A seed from the clock and process id, for `random_seed: -1` (Caffe reads /dev/urandom).

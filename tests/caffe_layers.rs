@@ -55,27 +55,38 @@ fn npy(dir: &Path, name: &str) -> Result<Option<Vec<f32>>> {
 }
 
 fn run_case(dir: &Path) -> Result<()> {
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json"))?)?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json"))?)?;
     let phase = match meta["phase"].as_str() {
         Some("TEST") => Phase::Test,
         _ => Phase::Train,
     };
     let param = read_net_text(&dir.join("case.prototxt"), TextOptions::default())?;
-    let state = NetState { phase: Some(phase as i32), ..Default::default() };
+    let state = NetState {
+        phase: Some(phase as i32),
+        ..Default::default()
+    };
     let mut rng = CaffeRng::new(meta["seed"].as_u64().unwrap_or(1));
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions { verbose: false })?;
-    let li = net.layer_index("L").ok_or_else(|| anyhow!("case has no layer 'L'"))?;
+    let li = net
+        .layer_index("L")
+        .ok_or_else(|| anyhow!("case has no layer 'L'"))?;
 
     let names = |key: &str| -> Vec<String> {
         meta[key]
             .as_array()
-            .map(|a| a.iter().map(|b| b["name"].as_str().unwrap_or("").to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|b| b["name"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let bottoms = names("bottoms");
     let tops = names("tops");
     for (k, name) in bottoms.iter().enumerate() {
-        let v = npy(dir, &format!("bottom{k}.npy"))?.ok_or_else(|| anyhow!("bottom{k}.npy missing"))?;
+        let v =
+            npy(dir, &format!("bottom{k}.npy"))?.ok_or_else(|| anyhow!("bottom{k}.npy missing"))?;
         net.set_input(name, &v)?;
     }
     let params = net.layers[li].layer.blobs().to_vec();
@@ -95,19 +106,33 @@ fn run_case(dir: &Path) -> Result<()> {
         }
         for (k, p) in params.iter().enumerate() {
             if let Some(want) = npy(dir, &format!("pass{pass}_param{k}_after.npy"))? {
-                compare(&format!("pass {pass} param{k} after forward"), &p.data_vec(), &want, 1e-5)?;
+                compare(
+                    &format!("pass {pass} param{k} after forward"),
+                    &p.data_vec(),
+                    &want,
+                    1e-5,
+                )?;
             }
         }
     }
     net.forward(&mut rng)?;
     for (k, name) in tops.iter().enumerate() {
-        let want = npy(dir, &format!("top{k}.npy"))?.ok_or_else(|| anyhow!("top{k}.npy missing"))?;
-        let got = net.blob_by_name(name).ok_or_else(|| anyhow!("no top '{name}'"))?.data_vec();
+        let want =
+            npy(dir, &format!("top{k}.npy"))?.ok_or_else(|| anyhow!("top{k}.npy missing"))?;
+        let got = net
+            .blob_by_name(name)
+            .ok_or_else(|| anyhow!("no top '{name}'"))?
+            .data_vec();
         compare(&format!("top{k} '{name}'"), &got, &want, 1e-5)?;
     }
     for (k, p) in params.iter().enumerate() {
         if let Some(want) = npy(dir, &format!("param{k}_after.npy"))? {
-            compare(&format!("param{k} after forward (stored statistics)"), &p.data_vec(), &want, 1e-5)?;
+            compare(
+                &format!("param{k} after forward (stored statistics)"),
+                &p.data_vec(),
+                &want,
+                1e-5,
+            )?;
         }
     }
 
@@ -128,7 +153,11 @@ fn run_case(dir: &Path) -> Result<()> {
     net.backward(&mut rng)?;
     let no_diff: Vec<String> = meta["no_diff_bottoms"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     for (k, name) in bottoms.iter().enumerate() {
         if no_diff.contains(name) {
@@ -169,6 +198,15 @@ fn every_caffe_layer_case_matches() {
             }
         }
     }
-    println!("{} of {} layer cases pass", cases.len() - failures.len(), cases.len());
-    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    println!(
+        "{} of {} layer cases pass",
+        cases.len() - failures.len(),
+        cases.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -28,14 +28,25 @@ fn caffe_fixtures() -> PathBuf {
 fn build(text: &str, phase: Phase) -> Result<Net> {
     crema::util::glog::set_min_level(2);
     let p = parse_net_text(text, "test.prototxt", TextOptions::default())?;
-    let state = NetState { phase: Some(phase as i32), ..Default::default() };
-    Net::new(&p, &state, &mut CaffeRng::new(7), BuildOptions { verbose: false })
+    let state = NetState {
+        phase: Some(phase as i32),
+        ..Default::default()
+    };
+    Net::new(
+        &p,
+        &state,
+        &mut CaffeRng::new(7),
+        BuildOptions { verbose: false },
+    )
 }
 
 fn forward(net: &mut Net) -> Result<(Vec<f32>, Vec<f32>)> {
     net.forward(&mut CaffeRng::new(1))?;
     let data = net.blob_by_name("data").unwrap().data_vec();
-    let label = net.blob_by_name("label").map(|b| b.data_vec()).unwrap_or_default();
+    let label = net
+        .blob_by_name("label")
+        .map(|b| b.data_vec())
+        .unwrap_or_default();
     Ok((data, label))
 }
 
@@ -63,33 +74,68 @@ fn data_layer_reads_lmdb_in_order_and_wraps_mid_batch() {
     let per: usize = shape[1..].iter().product();
     let batch = 30;
     for prefetch in [1, 4] {
-        let mut net = build(&lmdb_net(&dir.join("train_lmdb"), batch, &format!("prefetch: {prefetch}")), Phase::Train).unwrap();
-        assert_eq!(net.blob_by_name("data").unwrap().shape(), vec![batch, 3, 8, 8]);
+        let mut net = build(
+            &lmdb_net(
+                &dir.join("train_lmdb"),
+                batch,
+                &format!("prefetch: {prefetch}"),
+            ),
+            Phase::Train,
+        )
+        .unwrap();
+        assert_eq!(
+            net.blob_by_name("data").unwrap().shape(),
+            vec![batch, 3, 8, 8]
+        );
         // 30 batches of 30 over 400 records: wraps twice, mid-batch.
         for k in 0..30 {
             let (data, label) = forward(&mut net).unwrap();
             for b in 0..batch {
                 let r = (k * batch + b) % n;
                 assert_eq!(label[b], labels[r], "batch {k} item {b}");
-                assert_eq!(&data[b * per..(b + 1) * per], &all[r * per..(r + 1) * per], "batch {k} item {b}");
+                assert_eq!(
+                    &data[b * per..(b + 1) * per],
+                    &all[r * per..(r + 1) * per],
+                    "batch {k} item {b}"
+                );
             }
         }
         let li = net.layer_index("data").unwrap();
-        assert!(net.layers[li].layer.data_wait().is_some(), "the Data layer reports its wait time");
+        assert!(
+            net.layers[li].layer.data_wait().is_some(),
+            "the Data layer reports its wait time"
+        );
     }
 }
 
 #[test]
 fn data_layer_order_matches_caffe_probe() {
     let dir = caffe_fixtures().join("e2e_lmdb/probe_order");
-    let order: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("order.json")).unwrap()).unwrap();
-    let labels = |v: &serde_json::Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let order: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("order.json")).unwrap()).unwrap();
+    let labels = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
     let mut train = build(&lmdb_net(&dir.join("idx_lmdb"), 30, ""), Phase::Train).unwrap();
     for b in order["train_batches"].as_array().unwrap() {
-        assert_eq!(forward(&mut train).unwrap().1, labels(&b["labels"]), "train iter {}", b["iter"]);
+        assert_eq!(
+            forward(&mut train).unwrap().1,
+            labels(&b["labels"]),
+            "train iter {}",
+            b["iter"]
+        );
     }
     let mut test = build(&lmdb_net(&dir.join("idx_lmdb"), 30, ""), Phase::Test).unwrap();
-    for (k, b) in order["standalone_test_net_5_forwards"].as_array().unwrap().iter().enumerate() {
+    for (k, b) in order["standalone_test_net_5_forwards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
         assert_eq!(forward(&mut test).unwrap().1, labels(b), "test forward {k}");
     }
 }
@@ -123,14 +169,26 @@ fn data_layer_errors_name_the_source() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no_such_lmdb");
     let e = err_text(build(&lmdb_net(&missing, 2, ""), Phase::Test));
-    assert!(e.contains(&missing.display().to_string()) && e.contains("does not exist"), "{e}");
+    assert!(
+        e.contains(&missing.display().to_string()) && e.contains("does not exist"),
+        "{e}"
+    );
 
     // Records of different sizes: the error names the database and the record.
     let db = tmp.path().join("mixed");
-    write_lmdb(&db, &[("00000000", datum(3, 4, 4, 0)), ("00000001", datum(3, 5, 5, 1))]);
+    write_lmdb(
+        &db,
+        &[
+            ("00000000", datum(3, 4, 4, 0)),
+            ("00000001", datum(3, 5, 5, 1)),
+        ],
+    );
     let mut net = build(&lmdb_net(&db, 2, ""), Phase::Test).unwrap();
     let e = format!("{:#}", net.forward(&mut CaffeRng::new(1)).unwrap_err());
-    assert!(e.contains(&db.display().to_string()) && e.contains("00000001") && e.contains("3x5x5"), "{e}");
+    assert!(
+        e.contains(&db.display().to_string()) && e.contains("00000001") && e.contains("3x5x5"),
+        "{e}"
+    );
 
     // A Datum whose byte count disagrees with its shape.
     let bad = tmp.path().join("bad_count");
@@ -138,7 +196,10 @@ fn data_layer_errors_name_the_source() {
     d.data.as_mut().unwrap().pop();
     write_lmdb(&bad, &[("a", d.encode_to_vec())]);
     let e = err_text(build(&lmdb_net(&bad, 1, ""), Phase::Test));
-    assert!(e.contains("47 bytes") && e.contains(&bad.display().to_string()), "{e}");
+    assert!(
+        e.contains("47 bytes") && e.contains(&bad.display().to_string()),
+        "{e}"
+    );
 
     // A mean file of another size than the data.
     let ci = caffe_fixtures().join("convert_imageset");
@@ -151,17 +212,35 @@ fn data_layer_errors_name_the_source() {
     );
     let mut net = build(&text, Phase::Test).unwrap();
     let e = format!("{:#}", net.forward(&mut CaffeRng::new(1)).unwrap_err());
-    assert!(e.contains("mean.binaryproto") && e.contains("3x10x12") && e.contains("3x16x16"), "{e}");
+    assert!(
+        e.contains("mean.binaryproto") && e.contains("3x10x12") && e.contains("3x16x16"),
+        "{e}"
+    );
 
     // LevelDB (the proto's default backend).
-    let text = format!(r#"layer {{ name: "d" type: "Data" top: "data" data_param {{ source: "{}" batch_size: 2 }} }}"#, missing.display());
+    let text = format!(
+        r#"layer {{ name: "d" type: "Data" top: "data" data_param {{ source: "{}" batch_size: 2 }} }}"#,
+        missing.display()
+    );
     let e = err_text(build(&text, Phase::Test));
-    assert!(e.contains("LevelDB") && e.contains("not supported") && e.contains("backend: LMDB"), "{e}");
-    let text = format!(r#"layer {{ name: "d" type: "Data" top: "data" data_param {{ source: "{}" batch_size: 2 }} }}"#, db.display());
+    assert!(
+        e.contains("LevelDB") && e.contains("not supported") && e.contains("backend: LMDB"),
+        "{e}"
+    );
+    let text = format!(
+        r#"layer {{ name: "d" type: "Data" top: "data" data_param {{ source: "{}" batch_size: 2 }} }}"#,
+        db.display()
+    );
     let e = err_text(build(&text, Phase::Test));
-    assert!(e.contains("is an LMDB database") && e.contains("backend: LMDB"), "{e}");
+    assert!(
+        e.contains("is an LMDB database") && e.contains("backend: LMDB"),
+        "{e}"
+    );
 
-    let e = err_text(build(r#"layer { name: "m" type: "MemoryData" top: "data" top: "label" }"#, Phase::Test));
+    let e = err_text(build(
+        r#"layer { name: "m" type: "MemoryData" top: "data" top: "label" }"#,
+        Phase::Test,
+    ));
     assert!(e.contains("MemoryData") && e.contains("Input"), "{e}");
 }
 
@@ -178,14 +257,24 @@ fn decoding_matches_opencv_for_every_fixture_image() {
     let list = std::fs::read_to_string(dir.join("list.txt")).unwrap();
     let max_diff = |img: &Image, want: &[f32]| -> f32 {
         assert_eq!(img.data.len(), want.len());
-        img.data.iter().zip(want).map(|(&a, &b)| (a as f32 - b).abs()).fold(0.0, f32::max)
+        img.data
+            .iter()
+            .zip(want)
+            .map(|(&a, &b)| (a as f32 - b).abs())
+            .fold(0.0, f32::max)
     };
     for (i, line) in list.lines().enumerate() {
         let path = dir.join(line.rsplit_once(' ').unwrap().0);
         let c = read_image(&path, ColorMode::Color).unwrap();
         let g = read_image(&path, ColorMode::Gray).unwrap();
-        let (dc, dg) = (max_diff(&c, &color[i * 360..(i + 1) * 360]), max_diff(&g, &as_gray[i * 120..(i + 1) * 120]));
-        println!("{}: max difference to OpenCV: colour {dc}, gray {dg}", path.display());
+        let (dc, dg) = (
+            max_diff(&c, &color[i * 360..(i + 1) * 360]),
+            max_diff(&g, &as_gray[i * 120..(i + 1) * 120]),
+        );
+        println!(
+            "{}: max difference to OpenCV: colour {dc}, gray {dg}",
+            path.display()
+        );
         assert_eq!((dc, dg), (0.0, 0.0), "{}", path.display());
     }
     for i in 0..2 {
@@ -226,7 +315,11 @@ fn image_net(list: &Path, batch: usize, image_param: &str, transform: &str) -> S
 fn train_crops_and_mirrors_are_random_windows_of_the_image() {
     let tmp = tempfile::tempdir().unwrap();
     let (list, images) = indexed_list(tmp.path());
-    let mut net = build(&image_net(&list, 6, "", "crop_size: 7 mirror: true scale: 2"), Phase::Train).unwrap();
+    let mut net = build(
+        &image_net(&list, 6, "", "crop_size: 7 mirror: true scale: 2"),
+        Phase::Train,
+    )
+    .unwrap();
     let (crop, c) = (7, 3);
     let mut offsets = std::collections::HashSet::new();
     let mut mirrored = [0usize; 2];
@@ -243,7 +336,9 @@ fn train_crops_and_mirrors_are_random_windows_of_the_image() {
                             (0..crop).all(|y| {
                                 (0..crop).all(|x| {
                                     let sx = if m { crop - 1 - x } else { x };
-                                    let v = img.data[((ho + y) * img.width + wo + sx) * c + k] as f32 * 2.0;
+                                    let v = img.data[((ho + y) * img.width + wo + sx) * c + k]
+                                        as f32
+                                        * 2.0;
                                     item[(k * crop + y) * crop + x] == v
                                 })
                             })
@@ -261,7 +356,10 @@ fn train_crops_and_mirrors_are_random_windows_of_the_image() {
         }
     }
     assert!(offsets.len() > 5, "crop offsets vary in TRAIN: {offsets:?}");
-    assert!(mirrored[0] > 0 && mirrored[1] > 0, "mirroring is random: {mirrored:?}");
+    assert!(
+        mirrored[0] > 0 && mirrored[1] > 0,
+        "mirroring is random: {mirrored:?}"
+    );
     // TEST: centred crop, mirror still random.
     let mut net = build(&image_net(&list, 24, "", "crop_size: 7"), Phase::Test).unwrap();
     let (data, _) = forward(&mut net).unwrap();
@@ -282,12 +380,19 @@ fn shuffle_visits_every_image_once_per_epoch_and_rand_skip_skips() {
         }
         let mut sorted = seen.clone();
         sorted.sort_by(f32::total_cmp);
-        assert_eq!(sorted, (0..24).map(|i| i as f32).collect::<Vec<_>>(), "epoch {epoch}");
+        assert_eq!(
+            sorted,
+            (0..24).map(|i| i as f32).collect::<Vec<_>>(),
+            "epoch {epoch}"
+        );
         assert_ne!(seen, sorted, "shuffled");
     }
     let mut net = build(&image_net(&list, 4, "rand_skip: 20", ""), Phase::Train).unwrap();
     let first = forward(&mut net).unwrap().1;
-    assert!(first.windows(2).all(|w| w[1] == (w[0] + 1.0) % 24.0), "consecutive after the skip: {first:?}");
+    assert!(
+        first.windows(2).all(|w| w[1] == (w[0] + 1.0) % 24.0),
+        "consecutive after the skip: {first:?}"
+    );
 }
 
 #[test]
@@ -297,25 +402,44 @@ fn imagedata_errors_name_the_list_and_line() {
     let list = tmp.path().join("nolabel.txt");
     std::fs::write(&list, format!("{} 1\n{}\n", img.display(), img.display())).unwrap();
     let e = err_text(build(&image_net(&list, 2, "", ""), Phase::Test));
-    assert!(e.contains(&format!("{}:2", list.display())) && e.contains("no label"), "{e}");
+    assert!(
+        e.contains(&format!("{}:2", list.display())) && e.contains("no label"),
+        "{e}"
+    );
 
     let missing = tmp.path().join("missing.png");
     let list = tmp.path().join("missing.txt");
-    std::fs::write(&list, format!("{} 1\n{} 2\n", img.display(), missing.display())).unwrap();
+    std::fs::write(
+        &list,
+        format!("{} 1\n{} 2\n", img.display(), missing.display()),
+    )
+    .unwrap();
     let mut net = build(&image_net(&list, 2, "", ""), Phase::Test).unwrap();
     let e = format!("{:#}", net.forward(&mut CaffeRng::new(1)).unwrap_err());
-    assert!(e.contains(&format!("{}:2", list.display())) && e.contains(&missing.display().to_string()), "{e}");
+    assert!(
+        e.contains(&format!("{}:2", list.display())) && e.contains(&missing.display().to_string()),
+        "{e}"
+    );
     // The failure is remembered: later forwards report it again instead of hanging.
     assert!(net.forward(&mut CaffeRng::new(1)).is_err());
 
     let list = tmp.path().join("first_missing.txt");
     std::fs::write(&list, format!("{} 2\n", missing.display())).unwrap();
     let e = err_text(build(&image_net(&list, 2, "", ""), Phase::Test));
-    assert!(e.contains(&format!("{}:1", list.display())) && e.contains(&missing.display().to_string()), "{e}");
+    assert!(
+        e.contains(&format!("{}:1", list.display())) && e.contains(&missing.display().to_string()),
+        "{e}"
+    );
 
-    let e = err_text(build(&image_net(&tmp.path().join("none.txt"), 2, "", ""), Phase::Test));
+    let e = err_text(build(
+        &image_net(&tmp.path().join("none.txt"), 2, "", ""),
+        Phase::Test,
+    ));
     assert!(e.contains("none.txt"), "{e}");
-    let e = err_text(build(&image_net(&list, 2, "new_height: 4", ""), Phase::Test));
+    let e = err_text(build(
+        &image_net(&list, 2, "new_height: 4", ""),
+        Phase::Test,
+    ));
     assert!(e.contains("new_height and new_width"), "{e}");
 }
 
@@ -326,7 +450,12 @@ fn hdf5_data_without_the_feature_explains_how_to_enable_it() {
         r#"layer { name: "h" type: "HDF5Data" top: "data" hdf5_data_param { source: "x.txt" batch_size: 1 } }"#,
         Phase::Test,
     ));
-    assert!(e.contains("without HDF5 support") && e.contains("--features hdf5") && e.contains("libhdf5-dev"), "{e}");
+    assert!(
+        e.contains("without HDF5 support")
+            && e.contains("--features hdf5")
+            && e.contains("libhdf5-dev"),
+        "{e}"
+    );
 }
 
 #[cfg(feature = "hdf5")]
@@ -336,7 +465,11 @@ fn hdf5_data_matches_the_npy_files_with_wrap_around() {
     let tmp = tempfile::tempdir().unwrap();
     for (split, batch, passes) in [("train", 20usize, 45usize), ("test", 50, 5)] {
         let list = tmp.path().join(format!("{split}.txt"));
-        std::fs::write(&list, format!("{}\n", dir.join(format!("{split}.h5")).display())).unwrap();
+        std::fs::write(
+            &list,
+            format!("{}\n", dir.join(format!("{split}.h5")).display()),
+        )
+        .unwrap();
         let (shape, all) = read_npy_f32(&dir.join(format!("{split}_data.npy"))).unwrap();
         let (_, labels) = read_npy_f32(&dir.join(format!("{split}_label.npy"))).unwrap();
         let (n, per) = (shape[0], shape[1..].iter().product::<usize>());
@@ -351,7 +484,11 @@ fn hdf5_data_matches_the_npy_files_with_wrap_around() {
             for b in 0..batch {
                 let r = (k * batch + b) % n;
                 assert_eq!(label[b], labels[r], "{split} batch {k} item {b}");
-                assert_eq!(&data[b * per..(b + 1) * per], &all[r * per..(r + 1) * per], "{split} batch {k}");
+                assert_eq!(
+                    &data[b * per..(b + 1) * per],
+                    &all[r * per..(r + 1) * per],
+                    "{split} batch {k}"
+                );
             }
         }
     }
@@ -363,7 +500,10 @@ fn hdf5_data_matches_the_npy_files_with_wrap_around() {
         list.display()
     );
     let e = err_text(build(&text, Phase::Train));
-    assert!(e.contains("no dataset 'pixels'") && e.contains("train.h5"), "{e}");
+    assert!(
+        e.contains("no dataset 'pixels'") && e.contains("train.h5"),
+        "{e}"
+    );
 }
 
 /// Reads a binary PGM/PPM: (width, height, channels, samples).
@@ -404,15 +544,28 @@ fn jpeg_decoding_equals_libjpeg_turbo_for_every_sampling_and_mode() {
         assert_eq!((img.width, img.height, img.channels), (w, h, 3), "{stem}");
         // The references are RGB (or gray); crema's images are BGR like OpenCV's.
         let rgb: Vec<u8> = if ch == 3 {
-            img.data.chunks(3).flat_map(|p| [p[2], p[1], p[0]]).collect()
+            img.data
+                .chunks(3)
+                .flat_map(|p| [p[2], p[1], p[0]])
+                .collect()
         } else {
             img.data.chunks(3).map(|p| p[0]).collect()
         };
-        assert_eq!(rgb, want, "{stem}: colour decode differs from libjpeg-turbo");
+        assert_eq!(
+            rgb, want,
+            "{stem}: colour decode differs from libjpeg-turbo"
+        );
         let (_, _, _, want_gray) = read_pnm(&dir.join(format!("{stem}.gray.pgm")));
         let gray = read_image(&jpg, ColorMode::Gray).unwrap();
-        assert_eq!(gray.data, want_gray, "{stem}: gray decode differs from libjpeg-turbo");
+        assert_eq!(
+            gray.data, want_gray,
+            "{stem}: gray decode differs from libjpeg-turbo"
+        );
         let native = read_image(&jpg, ColorMode::Native).unwrap();
-        assert_eq!(native.channels, if ch == 3 { 3 } else { 1 }, "{stem}: IMREAD_ANYCOLOR channels");
+        assert_eq!(
+            native.channels,
+            if ch == 3 { 3 } else { 1 },
+            "{stem}: IMREAD_ANYCOLOR channels"
+        );
     }
 }

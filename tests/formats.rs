@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crema::proto::blob::{has_legacy_dims, proto_shape, read_blob, shape_equals, shape_string};
-use crema::proto::caffe::{
-    BlobProto, BlobShape, LayerParameter, NetParameter, SolverState,
-};
+use crema::proto::caffe::{BlobProto, BlobShape, LayerParameter, NetParameter, SolverState};
 use crema::proto::printer::message_to_prototxt;
 use crema::proto::text::{line_col, parse};
 use crema::proto::{self, TextOptions};
@@ -61,7 +59,10 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    walk(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == ext)).collect()
+    walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect()
 }
 
 fn file_name(p: &Path) -> String {
@@ -76,9 +77,16 @@ fn is_solver_file(p: &Path) -> bool {
 fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap();
     let npy = npyz::NpyFile::new(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(npy.order(), npyz::Order::C, "{}: expected C order", path.display());
+    assert_eq!(
+        npy.order(),
+        npyz::Order::C,
+        "{}: expected C order",
+        path.display()
+    );
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    let data = npy.into_vec::<f32>().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let data = npy
+        .into_vec::<f32>()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (shape, data)
 }
 
@@ -93,7 +101,11 @@ fn layer<'a>(net: &'a NetParameter, name: &str) -> &'a LayerParameter {
 fn assert_bits_eq(a: &[f32], b: &[f32], what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths differ");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert_eq!(x.to_bits(), y.to_bits(), "{what}: value {i} differs: {x} vs {y}");
+        assert_eq!(
+            x.to_bits(),
+            y.to_bits(),
+            "{what}: value {i} differs: {x} vs {y}"
+        );
     }
 }
 
@@ -133,7 +145,11 @@ fn utf8(out: &[u8]) -> String {
 
 /// Byte offset of the only occurrence of `needle` in `hay`.
 fn unique_offset(hay: &str, needle: &str) -> usize {
-    assert_eq!(hay.matches(needle).count(), 1, "'{needle}' must occur exactly once");
+    assert_eq!(
+        hay.matches(needle).count(),
+        1,
+        "'{needle}' must occur exactly once"
+    );
     hay.find(needle).unwrap()
 }
 
@@ -142,7 +158,9 @@ fn strict() -> TextOptions {
 }
 
 fn lenient() -> TextOptions {
-    TextOptions { allow_unknown_fields: true }
+    TextOptions {
+        allow_unknown_fields: true,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,18 +169,36 @@ fn lenient() -> TextOptions {
 #[test]
 fn every_caffemodel_round_trips_and_its_blobs_read() {
     let files = with_ext(&fixtures(), "caffemodel");
-    assert!(files.len() >= 15, "expected the fixture caffemodels, found {}", files.len());
+    assert!(
+        files.len() >= 15,
+        "expected the fixture caffemodels, found {}",
+        files.len()
+    );
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
-        let raw = NetParameter::decode(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let raw =
+            NetParameter::decode(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let again = NetParameter::decode(&raw.encode_to_vec()[..]).unwrap();
-        assert_eq!(raw, again, "{}: decode/encode/decode changed the message", f.display());
+        assert_eq!(
+            raw,
+            again,
+            "{}: decode/encode/decode changed the message",
+            f.display()
+        );
         // Caffe and python protobuf write fields in number order, packed, as prost does, and
         // crema's schema knows every field they wrote: re-encoding gives the very same bytes.
-        assert!(raw.encode_to_vec() == bytes, "{}: re-encoding changed the bytes", f.display());
+        assert!(
+            raw.encode_to_vec() == bytes,
+            "{}: re-encoding changed the bytes",
+            f.display()
+        );
 
         let net = proto::read_net_binary(f).unwrap_or_else(|e| panic!("{e:#}"));
-        assert!(net.layers.is_empty() && net.input.is_empty(), "{}: not upgraded", f.display());
+        assert!(
+            net.layers.is_empty() && net.input.is_empty(),
+            "{}: not upgraded",
+            f.display()
+        );
         let blobs: Vec<&BlobProto> = net.layer.iter().flat_map(|l| &l.blobs).collect();
         assert!(!blobs.is_empty(), "{}: no blobs", f.display());
         for b in blobs {
@@ -175,13 +211,27 @@ fn every_caffemodel_round_trips_and_its_blobs_read() {
 #[test]
 fn every_solverstate_round_trips_and_its_history_reads() {
     let files = with_ext(&fixtures(), "solverstate");
-    assert!(files.len() >= 10, "expected the fixture solverstates, found {}", files.len());
+    assert!(
+        files.len() >= 10,
+        "expected the fixture solverstates, found {}",
+        files.len()
+    );
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
-        let raw = SolverState::decode(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let raw =
+            SolverState::decode(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let again = SolverState::decode(&raw.encode_to_vec()[..]).unwrap();
-        assert_eq!(raw, again, "{}: decode/encode/decode changed the message", f.display());
-        assert!(raw.encode_to_vec() == bytes, "{}: re-encoding changed the bytes", f.display());
+        assert_eq!(
+            raw,
+            again,
+            "{}: decode/encode/decode changed the message",
+            f.display()
+        );
+        assert!(
+            raw.encode_to_vec() == bytes,
+            "{}: re-encoding changed the bytes",
+            f.display()
+        );
 
         let s = proto::read_solverstate(f).unwrap_or_else(|e| panic!("{e:#}"));
         assert!(s.iter() > 0, "{}: iter", f.display());
@@ -193,7 +243,9 @@ fn every_solverstate_round_trips_and_its_history_reads() {
             .and_then(|t| t.parse().ok())
             .unwrap_or_else(|| panic!("{}: unexpected name", f.display()));
         assert_eq!(s.iter(), iter_in_name, "{}", f.display());
-        assert!(s.learned_net().ends_with(&format!("_iter_{iter_in_name}.caffemodel")));
+        assert!(s
+            .learned_net()
+            .ends_with(&format!("_iter_{iter_in_name}.caffemodel")));
         assert!(!s.history.is_empty(), "{}: no history", f.display());
         for h in &s.history {
             read_blob(h).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
@@ -213,7 +265,11 @@ fn every_binaryproto_reads() {
         if npy.exists() {
             let (shape, data) = read_npy(&npy);
             assert_eq!(v.data.len(), data.len(), "{}", f.display());
-            assert!(shape_equals(&b, &shape) || v.shape.ends_with(&shape), "{}", f.display());
+            assert!(
+                shape_equals(&b, &shape) || v.shape.ends_with(&shape),
+                "{}",
+                f.display()
+            );
             assert_bits_eq(&v.data, &data, &f.display().to_string());
         }
     }
@@ -230,7 +286,9 @@ fn param_npys(dir: &Path, prefix: &str) -> Vec<(String, usize, PathBuf)> {
             continue;
         }
         let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
-        let Some(rest) = stem.strip_prefix(prefix) else { continue };
+        let Some(rest) = stem.strip_prefix(prefix) else {
+            continue;
+        };
         let (layer, k) = rest.rsplit_once('_').expect("<layer>_<k>");
         out.push((layer.to_string(), k.parse().expect("blob index"), p));
     }
@@ -242,10 +300,18 @@ fn param_npys(dir: &Path, prefix: &str) -> Vec<(String, usize, PathBuf)> {
 fn check_blobs_against_npys(model: &Path, npys: &[(String, usize, PathBuf)]) {
     let net = proto::read_net_binary(model).unwrap_or_else(|e| panic!("{e:#}"));
     let nblobs: usize = net.layer.iter().map(|l| l.blobs.len()).sum();
-    assert_eq!(nblobs, npys.len(), "{}: blob count vs .npy files", model.display());
+    assert_eq!(
+        nblobs,
+        npys.len(),
+        "{}: blob count vs .npy files",
+        model.display()
+    );
     for (lname, k, path) in npys {
         let l = layer(&net, lname);
-        let b = l.blobs.get(*k).unwrap_or_else(|| panic!("{}: {lname} has no blob {k}", model.display()));
+        let b = l
+            .blobs
+            .get(*k)
+            .unwrap_or_else(|| panic!("{}: {lname} has no blob {k}", model.display()));
         let (shape, data) = read_npy(path);
         assert!(
             shape_equals(b, &shape),
@@ -260,7 +326,9 @@ fn check_blobs_against_npys(model: &Path, npys: &[(String, usize, PathBuf)]) {
         if has_legacy_dims(b) {
             let pad = 4 - shape.len();
             assert!(
-                v.shape.len() == 4 && v.shape[pad..] == shape[..] && v.shape[..pad].iter().all(|&d| d == 1),
+                v.shape.len() == 4
+                    && v.shape[pad..] == shape[..]
+                    && v.shape[..pad].iter().all(|&d| d == 1),
                 "{}: {lname} blob {k}: legacy shape {:?} vs {:?}",
                 model.display(),
                 v.shape,
@@ -269,7 +337,11 @@ fn check_blobs_against_npys(model: &Path, npys: &[(String, usize, PathBuf)]) {
         } else {
             assert_eq!(v.shape, shape, "{}: {lname} blob {k}", model.display());
         }
-        assert_bits_eq(&v.data, &data, &format!("{} {lname} blob {k}", model.display()));
+        assert_bits_eq(
+            &v.data,
+            &data,
+            &format!("{} {lname} blob {k}", model.display()),
+        );
     }
 }
 
@@ -292,7 +364,11 @@ fn v1_upgrade_blobs_equal_npy_in_all_three_models() {
     let dir = fixtures().join("v1_upgrade");
     let npys = param_npys(&dir, "param_");
     assert_eq!(npys.len(), 6, "conv1, ip1, ip2: weight and bias each");
-    for model in ["v1.caffemodel", "upgraded.caffemodel", "resaved_by_pycaffe.caffemodel"] {
+    for model in [
+        "v1.caffemodel",
+        "upgraded.caffemodel",
+        "resaved_by_pycaffe.caffemodel",
+    ] {
         check_blobs_against_npys(&dir.join(model), &npys);
     }
 }
@@ -303,14 +379,25 @@ fn v1_upgrade_blobs_equal_npy_in_all_three_models() {
 #[test]
 fn every_fixture_prototxt_parses() {
     let files = with_ext(&fixtures(), "prototxt");
-    assert!(files.len() >= 80, "expected the fixture prototxts, found {}", files.len());
+    assert!(
+        files.len() >= 80,
+        "expected the fixture prototxts, found {}",
+        files.len()
+    );
     let (mut nets, mut solvers) = (0, 0);
     for f in &files {
         if is_solver_file(f) {
             let s = proto::read_solver_text(f, strict()).unwrap_or_else(|e| panic!("{e:#}"));
-            assert!(s.solver_type.is_none(), "{}: solver_type not upgraded", f.display());
             assert!(
-                s.net.is_some() || s.net_param.is_some() || s.train_net.is_some() || s.train_net_param.is_some(),
+                s.solver_type.is_none(),
+                "{}: solver_type not upgraded",
+                f.display()
+            );
+            assert!(
+                s.net.is_some()
+                    || s.net_param.is_some()
+                    || s.train_net.is_some()
+                    || s.train_net_param.is_some(),
                 "{}: solver names no net",
                 f.display()
             );
@@ -324,11 +411,18 @@ fn every_fixture_prototxt_parses() {
                 "{}: not upgraded",
                 f.display()
             );
-            assert!(n.layer.iter().all(|l| !l.r#type().is_empty()), "{}: a layer has no type", f.display());
+            assert!(
+                n.layer.iter().all(|l| !l.r#type().is_empty()),
+                "{}: a layer has no type",
+                f.display()
+            );
             nets += 1;
         }
     }
-    assert!(solvers >= 10 && nets >= 60, "{nets} nets, {solvers} solvers");
+    assert!(
+        solvers >= 10 && nets >= 60,
+        "{nets} nets, {solvers} solvers"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,10 +446,19 @@ fn seed_files_are_the_posts_text() {
     let solver = std::fs::read_to_string(data_dir().join("seed_solver.prototxt")).unwrap();
     // Each restored line break replaced the space that followed a comment.
     let net_line = net.trim_end().replace('\n', " ");
-    assert!(post.lines().any(|l| l == net_line), "seed_net.prototxt is not the post's net");
+    assert!(
+        post.lines().any(|l| l == net_line),
+        "seed_net.prototxt is not the post's net"
+    );
     let solver_line = solver.trim_end().replace('\n', "");
-    assert!(post.lines().any(|l| l == solver_line), "seed_solver.prototxt is not the post's solver");
-    assert!(net.contains("#pair_size: 3\n") && net.contains("#-------------- TEACHER --------------------\n"));
+    assert!(
+        post.lines().any(|l| l == solver_line),
+        "seed_solver.prototxt is not the post's solver"
+    );
+    assert!(
+        net.contains("#pair_size: 3\n")
+            && net.contains("#-------------- TEACHER --------------------\n")
+    );
 }
 
 #[test]
@@ -370,7 +473,10 @@ fn seed_net_fails_strictly_at_color() {
 
     let err = format!("{:#}", proto::read_net_text(&path, strict()).unwrap_err());
     let want = format!("{}:{line}:{col}: ", path.display());
-    assert!(err.starts_with(&want), "error should start with {want:?}, got:\n{err}");
+    assert!(
+        err.starts_with(&want),
+        "error should start with {want:?}, got:\n{err}"
+    );
     assert!(
         err.contains("field 'color' not found in 'caffe.TransformationParameter'"),
         "error should name the field and the message:\n{err}"
@@ -380,7 +486,11 @@ fn seed_net_fails_strictly_at_color() {
     let src = lines.next().unwrap();
     assert_eq!(src.trim_start(), text.lines().nth(line - 1).unwrap());
     let caret = lines.next().unwrap();
-    assert_eq!(caret.find('^').unwrap() - 4, col - 1, "caret under column {col}");
+    assert_eq!(
+        caret.find('^').unwrap() - 4,
+        col - 1,
+        "caret under column {col}"
+    );
 }
 
 #[test]
@@ -396,8 +506,18 @@ fn seed_net_parses_with_allow_unknown_fields() {
     let tp = "caffe.TransformationParameter";
     let want = vec![
         ("color", tp, at("color: true").0, at("color: true").1),
-        ("contrast", tp, at("contrast: true").0, at("contrast: true").1),
-        ("brightness", tp, at("brightness: true").0, at("brightness: true").1),
+        (
+            "contrast",
+            tp,
+            at("contrast: true").0,
+            at("contrast: true").1,
+        ),
+        (
+            "brightness",
+            tp,
+            at("brightness: true").0,
+            at("brightness: true").1,
+        ),
     ];
     assert_eq!(dropped, want);
 
@@ -406,24 +526,41 @@ fn seed_net_parses_with_allow_unknown_fields() {
     assert_eq!(
         names,
         [
-            "data", "data", "conv1", "res2_1a_1_bn", "res2_1a_1_scale", "res2_1a_1_relu", "pool_5",
-            "fc100", "tea_soft_loss", "teacher_accuracy"
+            "data",
+            "data",
+            "conv1",
+            "res2_1a_1_bn",
+            "res2_1a_1_scale",
+            "res2_1a_1_relu",
+            "pool_5",
+            "fc100",
+            "tea_soft_loss",
+            "teacher_accuracy"
         ]
     );
     // The known fields around the dropped ones are all kept.
     let train = &net.layer[0];
     assert_eq!(train.include[0].phase, Some(0));
     let t = train.transform_param.as_ref().unwrap();
-    assert_eq!((t.scale, t.mirror, t.crop_size), (Some(0.017), Some(true), Some(32)));
+    assert_eq!(
+        (t.scale, t.mirror, t.crop_size),
+        (Some(0.017), Some(true), Some(32))
+    );
     assert_eq!(t.mean_value, vec![115.0, 126.0, 130.0]);
     let idp = train.image_data_param.as_ref().unwrap();
     assert_eq!((idp.batch_size, idp.shuffle), (Some(64), Some(true)));
-    assert_eq!(net.layer[1].image_data_param.as_ref().unwrap().batch_size, Some(100));
+    assert_eq!(
+        net.layer[1].image_data_param.as_ref().unwrap().batch_size,
+        Some(100)
+    );
     let bn = layer(&net, "res2_1a_1_bn");
     assert_eq!(bn.param.len(), 2, "two ParamSpecs: no BatchNorm upgrade");
     assert!(bn.batch_norm_param.is_none());
     assert_eq!(bn.propagate_down, vec![false]);
-    assert_eq!(layer(&net, "tea_soft_loss").propagate_down, vec![false, false]);
+    assert_eq!(
+        layer(&net, "tea_soft_loss").propagate_down,
+        vec![false, false]
+    );
     assert_eq!(layer(&net, "tea_soft_loss").loss_weight, vec![0.0]);
     let pool = layer(&net, "pool_5").pooling_param.as_ref().unwrap();
     assert_eq!((pool.pool, pool.global_pooling), (Some(1), Some(true)));
@@ -434,10 +571,20 @@ fn seed_solver_parses() {
     let s = proto::read_solver_text(&data_dir().join("seed_solver.prototxt"), strict())
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(s.test_iter, vec![100]);
-    assert_eq!((s.test_interval, s.display, s.max_iter, s.snapshot), (Some(10), Some(10000), Some(80000), Some(5000)));
-    assert_eq!((s.base_lr, s.momentum, s.weight_decay, s.power), (Some(0.0), Some(0.0), Some(0.0), Some(1.0)));
+    assert_eq!(
+        (s.test_interval, s.display, s.max_iter, s.snapshot),
+        (Some(10), Some(10000), Some(80000), Some(5000))
+    );
+    assert_eq!(
+        (s.base_lr, s.momentum, s.weight_decay, s.power),
+        (Some(0.0), Some(0.0), Some(0.0), Some(1.0))
+    );
     assert_eq!((s.lr_policy(), s.r#type()), ("poly", "SGD"));
-    assert_eq!(s.solver_mode, Some(1), "solver_mode: GPU written explicitly");
+    assert_eq!(
+        s.solver_mode,
+        Some(1),
+        "solver_mode: GPU written explicitly"
+    );
     assert_eq!(s.random_seed, Some(10086));
     assert!(s.net.is_none() && s.snapshot_prefix.is_none());
 }
@@ -449,18 +596,35 @@ fn inspect_seed_files() {
     let out = inspect(&[&net]);
     assert!(!out.status.success());
     let err = utf8(&out.stderr);
-    assert!(err.contains(&format!("{}:{line}:{col}: field 'color' not found", net.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:{line}:{col}: field 'color' not found",
+            net.display()
+        )),
+        "{err}"
+    );
 
-    let out = crema().arg("inspect").arg("--allow-unknown-fields").arg(&net).output().unwrap();
+    let out = crema()
+        .arg("inspect")
+        .arg("--allow-unknown-fields")
+        .arg(&net)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", utf8(&out.stderr));
     let so = utf8(&out.stdout);
-    assert!(so.contains("10 layer(s)") && so.contains("res2_1a_1_bn"), "{so}");
+    assert!(
+        so.contains("10 layer(s)") && so.contains("res2_1a_1_bn"),
+        "{so}"
+    );
 
     let solver = data_dir().join("seed_solver.prototxt");
     let out = inspect(&[&solver]);
     assert!(out.status.success(), "{}", utf8(&out.stderr));
     let so = utf8(&out.stdout);
-    assert!(so.contains("solver (prototxt)") && so.contains("poly"), "{so}");
+    assert!(
+        so.contains("solver (prototxt)") && so.contains("poly"),
+        "{so}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -488,7 +652,10 @@ fn v1_train_val_upgrades_to_caffes_output() {
 fn v1_layer_without_type_gets_no_type() {
     // UpgradeV1LayerParameter sets `type` only when the V1 layer has one.
     let net = proto::parse_net_text("layers { name: \"x\" top: \"x\" }\n", "t", strict()).unwrap();
-    assert_eq!((net.layer[0].name(), net.layer[0].r#type.as_deref()), ("x", None));
+    assert_eq!(
+        (net.layer[0].name(), net.layer[0].r#type.as_deref()),
+        ("x", None)
+    );
     let net = proto::parse_net_text("layers { name: \"x\" type: NONE }\n", "t", strict()).unwrap();
     assert_eq!(net.layer[0].r#type.as_deref(), Some(""));
 }
@@ -499,7 +666,9 @@ fn upgraded_prototxts_need_no_upgrade() {
     let dir = fixtures().join("v1_upgrade");
     for f in ["upgraded_deploy.prototxt", "upgraded_train_val.prototxt"] {
         let text = std::fs::read_to_string(dir.join(f)).unwrap();
-        let raw = parse::<NetParameter>(&text, "caffe.NetParameter", f, strict()).unwrap().message;
+        let raw = parse::<NetParameter>(&text, "caffe.NetParameter", f, strict())
+            .unwrap()
+            .message;
         let upgraded = proto::parse_net_text(&text, f, strict()).unwrap();
         assert_eq!(raw, upgraded, "{f}");
     }
@@ -514,7 +683,8 @@ fn v1_caffemodel_upgrades_to_caffes_upgraded_caffemodel() {
 
     let ours = proto::decode_net_binary(&v1_bytes, "v1.caffemodel").unwrap();
     // `upgrade_net_proto_binary` wrote the upgraded file: read it raw, without crema's upgrade.
-    let caffe = NetParameter::decode(&std::fs::read(dir.join("upgraded.caffemodel")).unwrap()[..]).unwrap();
+    let caffe =
+        NetParameter::decode(&std::fs::read(dir.join("upgraded.caffemodel")).unwrap()[..]).unwrap();
     assert!(caffe.layers.is_empty() && caffe.input.is_empty());
     assert_same_net(&ours, &caffe, "v1.caffemodel");
 
@@ -538,8 +708,16 @@ fn v1_caffemodel_upgrades_to_caffes_upgraded_caffemodel() {
         for (k, b) in l.blobs.iter().enumerate() {
             let m = &layer(&modern, l.name()).blobs[k];
             let target = proto_shape(m).unwrap();
-            assert!(shape_equals(b, &target), "{} blob {k}: legacy vs {:?}", l.name(), target);
-            assert!(target.len() < 4 || l.name() == "conv1", "resaved shapes are not padded");
+            assert!(
+                shape_equals(b, &target),
+                "{} blob {k}: legacy vs {:?}",
+                l.name(),
+                target
+            );
+            assert!(
+                target.len() < 4 || l.name() == "conv1",
+                "resaved shapes are not padded"
+            );
         }
     }
 }
@@ -567,7 +745,10 @@ fn truncated_caffemodel_is_an_error() {
     let bytes = init_model_bytes();
     let p = write(d.path(), "half.caffemodel", &bytes[..bytes.len() / 2]);
     let e = format!("{:#}", proto::read_net_binary(&p).unwrap_err());
-    assert!(e.contains("half.caffemodel") && e.contains("truncated or corrupt"), "{e}");
+    assert!(
+        e.contains("half.caffemodel") && e.contains("truncated or corrupt"),
+        "{e}"
+    );
     // Every cut point, not just the half: an error or (at a field boundary) a shorter net.
     for cut in (0..bytes.len()).step_by(97) {
         if let Ok(n) = proto::decode_net_binary(&bytes[..cut], "cut") {
@@ -577,7 +758,10 @@ fn truncated_caffemodel_is_an_error() {
     let ss = std::fs::read(fixtures().join("e2e_hdf5/snap/sgd_iter_50.solverstate")).unwrap();
     let p = write(d.path(), "half.solverstate", &ss[..ss.len() / 2]);
     let e = format!("{:#}", proto::read_solverstate(&p).unwrap_err());
-    assert!(e.contains("half.solverstate") && e.contains("not a valid binary solverstate"), "{e}");
+    assert!(
+        e.contains("half.solverstate") && e.contains("not a valid binary solverstate"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -590,12 +774,30 @@ fn blob_count_mismatch_is_an_error() {
     let e = read_blob(&bp).unwrap_err().to_string();
     assert!(e.contains("holds 5 values") && e.contains("needs 6"), "{e}");
     // Legacy dims count as well: 1x1x2x2 needs 4.
-    let legacy = BlobProto { num: Some(1), channels: Some(1), height: Some(2), width: Some(2), data: vec![0.0; 3], ..Default::default() };
+    let legacy = BlobProto {
+        num: Some(1),
+        channels: Some(1),
+        height: Some(2),
+        width: Some(2),
+        data: vec![0.0; 3],
+        ..Default::default()
+    };
     let e = read_blob(&legacy).unwrap_err().to_string();
-    assert!(e.contains("holds 3 values") && e.contains("1 1 2 2 (4)"), "{e}");
+    assert!(
+        e.contains("holds 3 values") && e.contains("1 1 2 2 (4)"),
+        "{e}"
+    );
     // A diff of the wrong size too.
-    let bad_diff = BlobProto { shape: Some(BlobShape { dim: vec![2] }), data: vec![0.0; 2], diff: vec![0.0; 3], ..Default::default() };
-    assert!(read_blob(&bad_diff).unwrap_err().to_string().contains("diff holds 3 values"));
+    let bad_diff = BlobProto {
+        shape: Some(BlobShape { dim: vec![2] }),
+        data: vec![0.0; 2],
+        diff: vec![0.0; 3],
+        ..Default::default()
+    };
+    assert!(read_blob(&bad_diff)
+        .unwrap_err()
+        .to_string()
+        .contains("diff holds 3 values"));
 
     // Through a file and `crema inspect`: the model is described, the bad blob flagged.
     let net = NetParameter {
@@ -617,28 +819,66 @@ fn blob_count_mismatch_is_an_error() {
 
 #[test]
 fn overflowing_and_huge_shapes_are_refused_before_allocating() {
-    for dim in [vec![i64::MAX, 2], vec![1 << 32, 1 << 32], vec![100_000, 100_000, 100_000]] {
-        let bp = BlobProto { shape: Some(BlobShape { dim: dim.clone() }), data: vec![1.0, 2.0], ..Default::default() };
+    for dim in [
+        vec![i64::MAX, 2],
+        vec![1 << 32, 1 << 32],
+        vec![100_000, 100_000, 100_000],
+    ] {
+        let bp = BlobProto {
+            shape: Some(BlobShape { dim: dim.clone() }),
+            data: vec![1.0, 2.0],
+            ..Default::default()
+        };
         let e = read_blob(&bp).unwrap_err().to_string();
         assert!(e.contains("too many elements"), "{dim:?}: {e}");
     }
     // Within the limit but far more than the data holds: the count is checked before any copy.
-    let bp = BlobProto { shape: Some(BlobShape { dim: vec![100_000, 100_000] }), data: vec![1.0; 3], ..Default::default() };
+    let bp = BlobProto {
+        shape: Some(BlobShape {
+            dim: vec![100_000, 100_000],
+        }),
+        data: vec![1.0; 3],
+        ..Default::default()
+    };
     let e = read_blob(&bp).unwrap_err().to_string();
-    assert!(e.contains("holds 3 values") && e.contains("needs 10000000000"), "{e}");
+    assert!(
+        e.contains("holds 3 values") && e.contains("needs 10000000000"),
+        "{e}"
+    );
     // The shape printer itself never overflows (it is also used on shapes that were refused).
-    assert_eq!(shape_string(&[usize::MAX, 2]), format!("{} 2 (overflow)", usize::MAX));
+    assert_eq!(
+        shape_string(&[usize::MAX, 2]),
+        format!("{} 2 (overflow)", usize::MAX)
+    );
     assert_eq!(shape_string(&[4, 3, 3, 3]), "4 3 3 3 (108)");
-    let neg = BlobProto { shape: Some(BlobShape { dim: vec![4, -1] }), ..Default::default() };
-    assert!(read_blob(&neg).unwrap_err().to_string().contains("negative dimension -1"));
-    let neg_legacy = BlobProto { num: Some(-2), ..Default::default() };
-    assert!(read_blob(&neg_legacy).unwrap_err().to_string().contains("negative dimension -2"));
+    let neg = BlobProto {
+        shape: Some(BlobShape { dim: vec![4, -1] }),
+        ..Default::default()
+    };
+    assert!(read_blob(&neg)
+        .unwrap_err()
+        .to_string()
+        .contains("negative dimension -1"));
+    let neg_legacy = BlobProto {
+        num: Some(-2),
+        ..Default::default()
+    };
+    assert!(read_blob(&neg_legacy)
+        .unwrap_err()
+        .to_string()
+        .contains("negative dimension -2"));
 
     // In a file: `crema inspect` reports it and does not try to allocate 10^15 floats.
     let net = NetParameter {
         layer: vec![LayerParameter {
             name: Some("huge".into()),
-            blobs: vec![BlobProto { shape: Some(BlobShape { dim: vec![100_000, 100_000, 100_000] }), data: vec![0.5], ..Default::default() }],
+            blobs: vec![BlobProto {
+                shape: Some(BlobShape {
+                    dim: vec![100_000, 100_000, 100_000],
+                }),
+                data: vec![0.5],
+                ..Default::default()
+            }],
             ..Default::default()
         }],
         ..Default::default()
@@ -646,14 +886,29 @@ fn overflowing_and_huge_shapes_are_refused_before_allocating() {
     let d = tmp();
     let p = write(d.path(), "huge.caffemodel", &net.encode_to_vec());
     let out = inspect(&[&p]);
-    assert!(utf8(&out.stdout).contains("UNREADABLE: blob shape 100000 100000 100000 has too many elements"));
-    let st = SolverState { iter: Some(1), history: net.layer[0].blobs.clone(), ..Default::default() };
+    assert!(utf8(&out.stdout)
+        .contains("UNREADABLE: blob shape 100000 100000 100000 has too many elements"));
+    let st = SolverState {
+        iter: Some(1),
+        history: net.layer[0].blobs.clone(),
+        ..Default::default()
+    };
     let p = write(d.path(), "huge.solverstate", &st.encode_to_vec());
-    let e = format!("{:#}", proto::read_solverstate(&p).map(|s| read_blob(&s.history[0]).map(|_| ())).unwrap().unwrap_err());
+    let e = format!(
+        "{:#}",
+        proto::read_solverstate(&p)
+            .map(|s| read_blob(&s.history[0]).map(|_| ()))
+            .unwrap()
+            .unwrap_err()
+    );
     assert!(e.contains("too many elements"), "{e}");
     let out = inspect(&[&p]);
     assert!(!out.status.success());
-    assert!(utf8(&out.stderr).contains("too many elements"), "{}", utf8(&out.stderr));
+    assert!(
+        utf8(&out.stderr).contains("too many elements"),
+        "{}",
+        utf8(&out.stderr)
+    );
 }
 
 #[test]
@@ -679,7 +934,10 @@ fn text_given_as_caffemodel_is_an_error() {
     let src = std::fs::read(fixtures().join("v1_upgrade/upgraded_deploy.prototxt")).unwrap();
     let p = write(d.path(), "deploy.caffemodel", &src);
     let e = format!("{:#}", proto::read_net_binary(&p).unwrap_err());
-    assert!(e.contains("deploy.caffemodel: this is a text file, not a binary caffemodel"), "{e}");
+    assert!(
+        e.contains("deploy.caffemodel: this is a text file, not a binary caffemodel"),
+        "{e}"
+    );
     let e = format!("{:#}", proto::read_solverstate(&p).unwrap_err());
     assert!(e.contains("not a binary solverstate"), "{e}");
     let e = format!("{:#}", proto::read_binary_proto_file(&p).unwrap_err());
@@ -691,15 +949,26 @@ fn binary_given_as_prototxt_is_an_error() {
     let d = tmp();
     let p = write(d.path(), "model.prototxt", &init_model_bytes());
     let e = format!("{:#}", proto::read_net_text(&p, strict()).unwrap_err());
-    assert!(e.contains("model.prototxt: this is a binary file, not a text prototxt"), "{e}");
+    assert!(
+        e.contains("model.prototxt: this is a binary file, not a text prototxt"),
+        "{e}"
+    );
     let e = format!("{:#}", proto::read_solver_text(&p, lenient()).unwrap_err());
     assert!(e.contains("binary file, not a text prototxt"), "{e}");
     // Binary that happens to be valid UTF-8 (control bytes, no high bytes) is refused too.
-    let tiny = SolverState { iter: Some(5), learned_net: Some("a".into()), ..Default::default() }.encode_to_vec();
+    let tiny = SolverState {
+        iter: Some(5),
+        learned_net: Some("a".into()),
+        ..Default::default()
+    }
+    .encode_to_vec();
     assert!(std::str::from_utf8(&tiny).is_ok());
     let p = write(d.path(), "tiny.prototxt", &tiny);
     let e = format!("{:#}", proto::read_solver_text(&p, strict()).unwrap_err());
-    assert!(e.contains("tiny.prototxt: this is a binary file, not a text prototxt"), "{e}");
+    assert!(
+        e.contains("tiny.prototxt: this is a binary file, not a text prototxt"),
+        "{e}"
+    );
     // Invalid UTF-8 alone is enough.
     let p = write(d.path(), "latin1.prototxt", b"name: \"caf\xe9\"\n");
     let e = format!("{:#}", proto::read_net_text(&p, strict()).unwrap_err());
@@ -708,7 +977,10 @@ fn binary_given_as_prototxt_is_an_error() {
 
 /// Parses `src` strictly as a net and returns the error text.
 fn net_error(src: &str) -> String {
-    format!("{:#}", proto::parse_net_text(src, "bad.prototxt", strict()).unwrap_err())
+    format!(
+        "{:#}",
+        proto::parse_net_text(src, "bad.prototxt", strict()).unwrap_err()
+    )
 }
 
 #[test]
@@ -717,29 +989,51 @@ fn unterminated_block_names_a_line() {
     let e = net_error(src);
     // No position from the parser: the error points at the last non-blank line.
     assert!(e.starts_with("bad.prototxt:6:"), "{e}");
-    assert!(e.contains("2 block(s) opened with '{' are not closed"), "{e}");
-    assert!(e.contains("negative_slope: 0.1"), "the source line is shown: {e}");
+    assert!(
+        e.contains("2 block(s) opened with '{' are not closed"),
+        "{e}"
+    );
+    assert!(
+        e.contains("negative_slope: 0.1"),
+        "the source line is shown: {e}"
+    );
     // Braces in strings and comments do not count.
     let e = net_error("layer {\n  name: \"{{\" # {\n");
     assert!(e.contains("1 block(s)"), "{e}");
     // Also with allow_unknown_fields, and when the unclosed block is an unknown field.
     let e = format!(
         "{:#}",
-        proto::parse_net_text("layer {\n  name: \"a\"\n  fancy_param {\n    x: 1\n", "bad.prototxt", lenient()).unwrap_err()
+        proto::parse_net_text(
+            "layer {\n  name: \"a\"\n  fancy_param {\n    x: 1\n",
+            "bad.prototxt",
+            lenient()
+        )
+        .unwrap_err()
     );
-    assert!(e.starts_with("bad.prototxt:3:3: ") && e.contains("fancy_param"), "{e}");
+    assert!(
+        e.starts_with("bad.prototxt:3:3: ") && e.contains("fancy_param"),
+        "{e}"
+    );
     assert!(e.contains("a block it opens is not closed"), "{e}");
 }
 
 #[test]
 fn positions_count_characters_after_multibyte_text() {
     // Users write comments and names in their own language (the seed post is in Chinese).
-    let src = "# 中文注释 数据层\nlayer { name: \"数据\" type: \"ReLU\" foo: 1 bar { a: \"é\" } }\n";
+    let src =
+        "# 中文注释 数据层\nlayer { name: \"数据\" type: \"ReLU\" foo: 1 bar { a: \"é\" } }\n";
     let e = net_error(src);
     // 'layer { name: "数据" type: "ReLU" ' is 32 characters (38 bytes).
-    assert!(e.starts_with("bad.prototxt:2:33: field 'foo' not found"), "{e}");
+    assert!(
+        e.starts_with("bad.prototxt:2:33: field 'foo' not found"),
+        "{e}"
+    );
     let parsed = parse::<NetParameter>(src, "caffe.NetParameter", "t", lenient()).unwrap();
-    let got: Vec<(&str, usize, usize)> = parsed.dropped.iter().map(|d| (d.field.as_str(), d.line, d.col)).collect();
+    let got: Vec<(&str, usize, usize)> = parsed
+        .dropped
+        .iter()
+        .map(|d| (d.field.as_str(), d.line, d.col))
+        .collect();
     assert_eq!(got, [("foo", 2, 33), ("bar", 2, 40)]);
     assert_eq!(parsed.message.layer[0].name(), "数据");
 }
@@ -748,18 +1042,40 @@ fn positions_count_characters_after_multibyte_text() {
 fn deep_nesting_is_an_error_not_a_stack_overflow() {
     let deep = format!("layer {}", "{ x ".repeat(50_000));
     let e = net_error(&deep);
-    assert!(e.starts_with("bad.prototxt:1:9: "), "{}", &e[..200.min(e.len())]);
-    let e = format!("{:#}", proto::parse_net_text(&deep, "bad.prototxt", lenient()).unwrap_err());
-    assert!(e.contains("cannot skip unknown field 'x'"), "{}", &e[..200.min(e.len())]);
+    assert!(
+        e.starts_with("bad.prototxt:1:9: "),
+        "{}",
+        &e[..200.min(e.len())]
+    );
+    let e = format!(
+        "{:#}",
+        proto::parse_net_text(&deep, "bad.prototxt", lenient()).unwrap_err()
+    );
+    assert!(
+        e.contains("cannot skip unknown field 'x'"),
+        "{}",
+        &e[..200.min(e.len())]
+    );
     // A closed unknown block is skipped however deep it is.
-    let closed = format!("foo {}{}\nname: \"n\"\n", "{ x ".repeat(50_000), "}".repeat(50_000));
+    let closed = format!(
+        "foo {}{}\nname: \"n\"\n",
+        "{ x ".repeat(50_000),
+        "}".repeat(50_000)
+    );
     let n = proto::parse_net_text(&closed, "ok", lenient()).unwrap();
     assert_eq!(n.name(), "n");
     // Binary: 100000 nested unknown groups hit prost's recursion limit.
     let group_start = [0xc3u8, 0x3e]; // field 1000, wire type 3
     let bytes = group_start.repeat(100_000);
-    let e = format!("{:#}", proto::decode_net_binary(&bytes, "deep.caffemodel").unwrap_err());
-    assert!(e.contains("deep.caffemodel: not a valid binary caffemodel") && e.contains("recursion limit"), "{e}");
+    let e = format!(
+        "{:#}",
+        proto::decode_net_binary(&bytes, "deep.caffemodel").unwrap_err()
+    );
+    assert!(
+        e.contains("deep.caffemodel: not a valid binary caffemodel")
+            && e.contains("recursion limit"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -767,12 +1083,24 @@ fn unknown_enum_value_is_an_error() {
     let src = "layer {\n  name: \"p\"\n  type: \"Pooling\"\n  pooling_param { pool: MAXX kernel_size: 2 }\n}\n";
     let (line, col) = line_col(src, unique_offset(src, "MAXX"));
     let e = net_error(src);
-    assert!(e.starts_with(&format!("bad.prototxt:{line}:{col}: ")), "{e}");
-    assert!(e.contains("MAXX") && e.contains("caffe.PoolingParameter.PoolMethod"), "{e}");
+    assert!(
+        e.starts_with(&format!("bad.prototxt:{line}:{col}: ")),
+        "{e}"
+    );
+    assert!(
+        e.contains("MAXX") && e.contains("caffe.PoolingParameter.PoolMethod"),
+        "{e}"
+    );
     // allow_unknown_fields is about fields, not values.
     assert!(proto::parse_net_text(src, "bad.prototxt", lenient()).is_err());
-    let e = format!("{:#}", proto::parse_solver_text("solver_mode: TPU\n", "s.prototxt", strict()).unwrap_err());
-    assert!(e.starts_with("s.prototxt:1:14: ") && e.contains("TPU"), "{e}");
+    let e = format!(
+        "{:#}",
+        proto::parse_solver_text("solver_mode: TPU\n", "s.prototxt", strict()).unwrap_err()
+    );
+    assert!(
+        e.starts_with("s.prototxt:1:14: ") && e.contains("TPU"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -781,31 +1109,59 @@ fn negative_unsigned_value_is_an_error() {
     let e = net_error(src);
     // Column 17 is the '-' of "    num_output: -3".
     assert!(e.starts_with("bad.prototxt:5:17: "), "{e}");
-    assert!(e.contains("unsigned 32-bit integer") && e.contains("-3 is out of range"), "{e}");
+    assert!(
+        e.contains("unsigned 32-bit integer") && e.contains("-3 is out of range"),
+        "{e}"
+    );
     assert!(e.contains("num_output: -3"), "source line shown: {e}");
     // An int32 field accepts it (and the error above is not about the field itself).
-    let ok = proto::parse_net_text("layer { name: \"c\" convolution_param { axis: -3 } }", "ok", strict()).unwrap();
-    assert_eq!(ok.layer[0].convolution_param.as_ref().unwrap().axis, Some(-3));
+    let ok = proto::parse_net_text(
+        "layer { name: \"c\" convolution_param { axis: -3 } }",
+        "ok",
+        strict(),
+    )
+    .unwrap();
+    assert_eq!(
+        ok.layer[0].convolution_param.as_ref().unwrap().axis,
+        Some(-3)
+    );
     // Out of range for the type.
     let e = net_error("layer { convolution_param { num_output: 4294967296 } }");
-    assert!(e.starts_with("bad.prototxt:1:41: ") && e.contains("4294967296 is out of range"), "{e}");
+    assert!(
+        e.starts_with("bad.prototxt:1:41: ") && e.contains("4294967296 is out of range"),
+        "{e}"
+    );
 }
 
 #[test]
 fn other_text_errors_name_line_and_column() {
     let e = net_error("name: \"n\"\nlayer {\n  nme: \"a\"\n}\n");
-    assert!(e.starts_with("bad.prototxt:3:3: field 'nme' not found in 'caffe.LayerParameter'"), "{e}");
+    assert!(
+        e.starts_with("bad.prototxt:3:3: field 'nme' not found in 'caffe.LayerParameter'"),
+        "{e}"
+    );
     let e = net_error("layer {\n  name: \"a\";;\n}\n");
-    assert!(e.starts_with("bad.prototxt:2:13: ") && e.contains("found ';'"), "{e}");
+    assert!(
+        e.starts_with("bad.prototxt:2:13: ") && e.contains("found ';'"),
+        "{e}"
+    );
     let e = net_error("layer {\n  name: \"unterminated\n}\n");
-    assert!(e.starts_with("bad.prototxt:2:") && e.contains("invalid string character"), "{e}");
+    assert!(
+        e.starts_with("bad.prototxt:2:") && e.contains("invalid string character"),
+        "{e}"
+    );
     let e = net_error("input_dim: 1\ninput_dim: 2\ninput: \"data\"\nlayer { name: \"x\" }\n");
     assert!(e.contains("1 input(s) but 2 input_dim values"), "{e}");
     let e = net_error("layers { name: \"a\" type: RELU }\nlayer { name: \"b\" }\n");
     assert!(e.contains("both 'layer' and 'layers'"), "{e}");
     let e = format!(
         "{:#}",
-        proto::parse_solver_text("solver_type: ADAM\ntype: \"Adam\"\n", "s.prototxt", strict()).unwrap_err()
+        proto::parse_solver_text(
+            "solver_type: ADAM\ntype: \"Adam\"\n",
+            "s.prototxt",
+            strict()
+        )
+        .unwrap_err()
     );
     assert!(e.contains("cannot be both specified"), "{e}");
 }
@@ -828,8 +1184,16 @@ fn inspect_describes_every_fixture_file() {
         };
         let out = inspect(&[&f]);
         let (so, se) = (utf8(&out.stdout), utf8(&out.stderr));
-        assert!(out.status.success(), "crema inspect {} failed:\n{se}", f.display());
-        assert!(so.starts_with(&format!("{}{want}", f.display())), "{}: got\n{so}", f.display());
+        assert!(
+            out.status.success(),
+            "crema inspect {} failed:\n{se}",
+            f.display()
+        );
+        assert!(
+            so.starts_with(&format!("{}{want}", f.display())),
+            "{}: got\n{so}",
+            f.display()
+        );
         assert!(!so.contains("UNREADABLE"), "{}:\n{so}", f.display());
         n += 1;
     }
@@ -841,17 +1205,41 @@ fn inspect_fails_on_bad_files() {
     let d = tmp();
     let bytes = init_model_bytes();
     let cases: Vec<(PathBuf, &str)> = vec![
-        (write(d.path(), "half.caffemodel", &bytes[..bytes.len() / 2]), "truncated or corrupt"),
+        (
+            write(d.path(), "half.caffemodel", &bytes[..bytes.len() / 2]),
+            "truncated or corrupt",
+        ),
         (write(d.path(), "empty.caffemodel", b""), "file is empty"),
-        (write(d.path(), "garbage.bin", &[0xff, 0xff, 0xff, 0xff, 0x00, 0x07]), "not a Caffe file"),
-        (write(d.path(), "open.prototxt", b"layer {\n  name: \"a\"\n"), "not closed"),
-        (write(d.path(), "enum.prototxt", b"layer { pooling_param { pool: MAXX } }\n"), "MAXX"),
+        (
+            write(
+                d.path(),
+                "garbage.bin",
+                &[0xff, 0xff, 0xff, 0xff, 0x00, 0x07],
+            ),
+            "not a Caffe file",
+        ),
+        (
+            write(d.path(), "open.prototxt", b"layer {\n  name: \"a\"\n"),
+            "not closed",
+        ),
+        (
+            write(
+                d.path(),
+                "enum.prototxt",
+                b"layer { pooling_param { pool: MAXX } }\n",
+            ),
+            "MAXX",
+        ),
     ];
     for (p, msg) in &cases {
         let out = inspect(&[p]);
         let se = utf8(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{}: {se}", p.display());
-        assert!(se.contains("error: ") && se.contains(&p.display().to_string()) && se.contains(msg), "{}: {se}", p.display());
+        assert!(
+            se.contains("error: ") && se.contains(&p.display().to_string()) && se.contains(msg),
+            "{}: {se}",
+            p.display()
+        );
     }
     // A bad file among good ones: the good ones are still described, the exit code is 1.
     let good = fixtures().join("e2e_hdf5/init.caffemodel");
@@ -869,11 +1257,32 @@ fn kind_detection_ignores_extensions() {
     use crema::proto::kind::{detect, FileKind};
     let f = fixtures();
     let read = |p: &str| std::fs::read(f.join(p)).unwrap();
-    assert_eq!(detect(&read("e2e_hdf5/init.caffemodel"), "bin"), FileKind::NetBinary);
-    assert_eq!(detect(&read("v1_upgrade/v1.caffemodel"), "bin"), FileKind::NetBinary);
-    assert_eq!(detect(&read("e2e_hdf5/snap/sgd_iter_50.solverstate"), "bin"), FileKind::SolverState);
-    assert_eq!(detect(&read("imagedata/mean.binaryproto"), "bin"), FileKind::BlobProto);
-    assert_eq!(detect(&read("e2e_hdf5/solver_sgd.prototxt"), "txt"), FileKind::SolverText);
-    assert_eq!(detect(&read("e2e_hdf5/train_val.prototxt"), "txt"), FileKind::NetText);
-    assert_eq!(detect(&read("v1_upgrade/v1_deploy.prototxt"), "txt"), FileKind::NetText);
+    assert_eq!(
+        detect(&read("e2e_hdf5/init.caffemodel"), "bin"),
+        FileKind::NetBinary
+    );
+    assert_eq!(
+        detect(&read("v1_upgrade/v1.caffemodel"), "bin"),
+        FileKind::NetBinary
+    );
+    assert_eq!(
+        detect(&read("e2e_hdf5/snap/sgd_iter_50.solverstate"), "bin"),
+        FileKind::SolverState
+    );
+    assert_eq!(
+        detect(&read("imagedata/mean.binaryproto"), "bin"),
+        FileKind::BlobProto
+    );
+    assert_eq!(
+        detect(&read("e2e_hdf5/solver_sgd.prototxt"), "txt"),
+        FileKind::SolverText
+    );
+    assert_eq!(
+        detect(&read("e2e_hdf5/train_val.prototxt"), "txt"),
+        FileKind::NetText
+    );
+    assert_eq!(
+        detect(&read("v1_upgrade/v1_deploy.prototxt"), "txt"),
+        FileKind::NetText
+    );
 }

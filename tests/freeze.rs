@@ -37,8 +37,14 @@ fn quiet() {
 /// Trains one frozen variant in a copy of the fixture folder; returns (solver, work dir).
 fn train_frozen(variant: &str, work: &Path) -> Result<Solver> {
     std::env::set_current_dir(work)?;
-    let param = read_solver_text(Path::new(&format!("solver_{variant}.prototxt")), TextOptions::default())?;
-    let opts = SolverOptions { verbose: false, ..Default::default() };
+    let param = read_solver_text(
+        Path::new(&format!("solver_{variant}.prototxt")),
+        TextOptions::default(),
+    )?;
+    let opts = SolverOptions {
+        verbose: false,
+        ..Default::default()
+    };
     let mut solver = Solver::new(param, &opts)?;
     solver.load_weights(&[format!("init_{variant}.caffemodel")])?;
     solver.record = Some(TrainRecord::default());
@@ -55,7 +61,8 @@ fn frozen_fixture_matches_caffe_and_the_audit_explains_it() {
     let cwd = std::env::current_dir().unwrap();
     let fixture = shared().join("frozen");
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture.join("summary.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("summary.json")).unwrap())
+            .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("frozen");
     copy_dir(&fixture, &work).unwrap();
@@ -67,48 +74,118 @@ fn frozen_fixture_matches_caffe_and_the_audit_explains_it() {
         let solver = train_frozen("frozen_bn_default", &work)?;
         let audit = solver.audit();
         assert!(
-            audit.warnings.iter().any(|w| w.starts_with("bn1 (BatchNorm)") && w.contains("use_global_stats is false in TRAIN")),
+            audit
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("bn1 (BatchNorm)")
+                    && w.contains("use_global_stats is false in TRAIN")),
             "audit must flag bn1:\n{}",
             audit.render()
         );
-        let want = summary["frozen_bn_default"]["test_outputs"].as_array().unwrap();
+        let want = summary["frozen_bn_default"]["test_outputs"]
+            .as_array()
+            .unwrap();
         let got = &solver.record.as_ref().unwrap().test;
         assert_eq!(got.len(), want.len(), "number of test passes");
         for ((it, _, outputs), w) in got.iter().zip(want) {
             assert_eq!(*it as i64, w["iter"].as_i64().unwrap());
             for (name, v) in outputs {
                 let e = w[name].as_f64().unwrap();
-                assert!(((*v as f64) - e).abs() <= 1e-4 * e.abs().max(1e-6), "iter {it} {name}: crema {v}, Caffe {e}");
+                assert!(
+                    ((*v as f64) - e).abs() <= 1e-4 * e.abs().max(1e-6),
+                    "iter {it} {name}: crema {v}, Caffe {e}"
+                );
             }
         }
-        let first = got.first().unwrap().2.iter().find(|(n, _)| n == "loss").unwrap().1;
-        let last = got.last().unwrap().2.iter().find(|(n, _)| n == "loss").unwrap().1;
-        assert!(last > first, "the default-BatchNorm TEST loss drifts upward ({first} -> {last})");
+        let first = got
+            .first()
+            .unwrap()
+            .2
+            .iter()
+            .find(|(n, _)| n == "loss")
+            .unwrap()
+            .1;
+        let last = got
+            .last()
+            .unwrap()
+            .2
+            .iter()
+            .find(|(n, _)| n == "loss")
+            .unwrap()
+            .1;
+        assert!(
+            last > first,
+            "the default-BatchNorm TEST loss drifts upward ({first} -> {last})"
+        );
 
         // Global statistics: constant TEST loss, snapshot bit-identical to the initial model.
         let solver = train_frozen("frozen_bn_global", &work)?;
         let audit = solver.audit();
-        assert!(audit.warnings.iter().all(|w| !w.starts_with("bn1 (BatchNorm)")), "{}", audit.render());
+        assert!(
+            audit
+                .warnings
+                .iter()
+                .all(|w| !w.starts_with("bn1 (BatchNorm)")),
+            "{}",
+            audit.render()
+        );
         let (_, _, fc) = audit.counts();
         assert_eq!(fc, 0, "nothing is frozen-but-changing:\n{}", audit.render());
-        let losses: Vec<f32> = solver.record.as_ref().unwrap().test.iter().map(|t| t.2.iter().find(|(n, _)| n == "loss").unwrap().1).collect();
-        assert!(losses.windows(2).all(|w| w[0].to_bits() == w[1].to_bits()), "TEST loss constant: {losses:?}");
-        let snap = work.join(format!("snap/frozen_bn_global_iter_{}.caffemodel", solver.iter));
+        let losses: Vec<f32> = solver
+            .record
+            .as_ref()
+            .unwrap()
+            .test
+            .iter()
+            .map(|t| t.2.iter().find(|(n, _)| n == "loss").unwrap().1)
+            .collect();
+        assert!(
+            losses.windows(2).all(|w| w[0].to_bits() == w[1].to_bits()),
+            "TEST loss constant: {losses:?}"
+        );
+        let snap = work.join(format!(
+            "snap/frozen_bn_global_iter_{}.caffemodel",
+            solver.iter
+        ));
         let init = work.join("init_frozen_bn_global.caffemodel");
         let d = crema::cli::diff::diff(&snap, &init, 0.0)?;
-        assert!(d.same, "snapshot differs from the initial weights:\n{}", d.report);
+        assert!(
+            d.same,
+            "snapshot differs from the initial weights:\n{}",
+            d.report
+        );
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_crema"))
             .args(["diff", snap.to_str().unwrap(), init.to_str().unwrap()])
             .output()?;
-        assert_eq!(status.status.code(), Some(0), "crema diff exits 0 on identical models");
+        assert_eq!(
+            status.status.code(),
+            Some(0),
+            "crema diff exits 0 on identical models"
+        );
         // The default-BatchNorm run's snapshot differs from its initial weights (bn1 only).
-        let drifted = work.join(format!("snap/frozen_bn_default_iter_{}.caffemodel", solver.iter));
+        let drifted = work.join(format!(
+            "snap/frozen_bn_default_iter_{}.caffemodel",
+            solver.iter
+        ));
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_crema"))
-            .args(["diff", drifted.to_str().unwrap(), work.join("init_frozen_bn_default.caffemodel").to_str().unwrap()])
+            .args([
+                "diff",
+                drifted.to_str().unwrap(),
+                work.join("init_frozen_bn_default.caffemodel")
+                    .to_str()
+                    .unwrap(),
+            ])
             .output()?;
-        assert_eq!(status.status.code(), Some(1), "crema diff exits 1 on different models");
+        assert_eq!(
+            status.status.code(),
+            Some(1),
+            "crema diff exits 1 on different models"
+        );
         let report = String::from_utf8_lossy(&status.stdout);
-        assert!(report.contains("bn1 blob 0: DIFFERS") && report.contains("conv1 blob 0: identical"), "{report}");
+        assert!(
+            report.contains("bn1 blob 0: DIFFERS") && report.contains("conv1 blob 0: identical"),
+            "{report}"
+        );
         Ok(())
     })();
     std::env::set_current_dir(&cwd).unwrap();
@@ -117,8 +194,16 @@ fn frozen_fixture_matches_caffe_and_the_audit_explains_it() {
 
 /// A small trainable net fed by DummyData, with BatchNorm + Scale, shared params and a loss.
 fn toy_net(frozen_conv_bn: bool, bn_global: bool) -> String {
-    let conv_params = if frozen_conv_bn { "param { lr_mult: 0 decay_mult: 0 } param { lr_mult: 0 decay_mult: 0 }" } else { "" };
-    let bn = if bn_global { "batch_norm_param { use_global_stats: true }" } else { "" };
+    let conv_params = if frozen_conv_bn {
+        "param { lr_mult: 0 decay_mult: 0 } param { lr_mult: 0 decay_mult: 0 }"
+    } else {
+        ""
+    };
+    let bn = if bn_global {
+        "batch_norm_param { use_global_stats: true }"
+    } else {
+        ""
+    };
     format!(
         r#"
 name: "toy"
@@ -165,7 +250,14 @@ fn toy_solver(kind: &str, net: NetParameter, extra: &str) -> Solver {
     );
     let mut param = parse_solver_text(&text, "toy_solver", TextOptions::default()).unwrap();
     param.net_param = Some(net);
-    let s = Solver::new(param, &SolverOptions { verbose: false, ..Default::default() }).unwrap();
+    let s = Solver::new(
+        param,
+        &SolverOptions {
+            verbose: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     init_bn(&s);
     s
 }
@@ -179,17 +271,33 @@ fn audit_predictions_match_blob_hashes_for_every_solver() {
             _ => "",
         };
         for (frozen, global, iter_size) in [(false, false, 1), (true, false, 2), (true, true, 1)] {
-            let mut solver = toy_solver(kind, ordered(&toy_net(frozen, global)), &format!("{extra} iter_size: {iter_size}"));
+            let mut solver = toy_solver(
+                kind,
+                ordered(&toy_net(frozen, global)),
+                &format!("{extra} iter_size: {iter_size}"),
+            );
             let audit = solver.audit();
             let before = hash_params(&solver.net);
             solver.solve(None).unwrap();
             let after = hash_params(&solver.net);
-            verify(&audit, &before, &after).unwrap_or_else(|e| panic!("{kind} frozen={frozen} global={global}: {e:#}\n{}", audit.render()));
+            verify(&audit, &before, &after).unwrap_or_else(|e| {
+                panic!(
+                    "{kind} frozen={frozen} global={global}: {e:#}\n{}",
+                    audit.render()
+                )
+            });
             // The converse: every blob the solver trains did change.
             for (((layer, idx), h0), (_, h1)) in before.iter().zip(&after) {
-                let row = audit.rows.iter().find(|r| r.net == "train" && &r.layer == layer && r.index == *idx).unwrap();
+                let row = audit
+                    .rows
+                    .iter()
+                    .find(|r| r.net == "train" && &r.layer == layer && r.index == *idx)
+                    .unwrap();
                 if row.solver.yes || row.forward.yes {
-                    assert_ne!(h0, h1, "{kind}: {layer} param {idx} predicted to change but did not");
+                    assert_ne!(
+                        h0, h1,
+                        "{kind}: {layer} param {idx} predicted to change but did not"
+                    );
                 }
             }
             if frozen && global {
@@ -209,7 +317,11 @@ fn restored_momentum_moves_a_blob_frozen_later_and_the_audit_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let prefix = tmp.path().join("toy").display().to_string();
     // Train everything for 4 iterations with momentum and snapshot.
-    let mut s = toy_solver("SGD", ordered(&toy_net(false, true)), &format!("momentum: 0.9 snapshot_prefix: \"{prefix}\""));
+    let mut s = toy_solver(
+        "SGD",
+        ordered(&toy_net(false, true)),
+        &format!("momentum: 0.9 snapshot_prefix: \"{prefix}\""),
+    );
     s.solve(None).unwrap();
     s.snapshot().unwrap();
     let state = format!("{prefix}_iter_4.solverstate");
@@ -218,8 +330,16 @@ fn restored_momentum_moves_a_blob_frozen_later_and_the_audit_says_so() {
     s2.param.max_iter = Some(6);
     s2.restore(Path::new(&state)).unwrap();
     let audit = s2.audit();
-    let row = audit.rows.iter().find(|r| r.layer == "conv1" && r.index == 0).unwrap();
-    assert!(row.solver.yes && row.solver.why.contains("momentum"), "{}", audit.render());
+    let row = audit
+        .rows
+        .iter()
+        .find(|r| r.layer == "conv1" && r.index == 0)
+        .unwrap();
+    assert!(
+        row.solver.yes && row.solver.why.contains("momentum"),
+        "{}",
+        audit.render()
+    );
     let before = hash_params(&s2.net);
     s2.solve(None).unwrap();
     let after = hash_params(&s2.net);
@@ -234,11 +354,19 @@ fn freeze_flag_equals_the_hand_edited_prototxt() {
         let text = "type: \"SGD\" base_lr: 0.05 lr_policy: \"fixed\" max_iter: 3 momentum: 0.9 weight_decay: 0.01 random_seed: 7 display: 0 snapshot_after_train: false";
         let mut param = parse_solver_text(text, "s", TextOptions::default()).unwrap();
         param.net_param = Some(net);
-        let opts = SolverOptions { verbose: false, freeze: freeze.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        let opts = SolverOptions {
+            verbose: false,
+            freeze: freeze.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
         let mut s = Solver::new(param, &opts).unwrap();
         init_bn(&s);
         if !freeze.is_empty() {
-            assert!(s.audit().freeze_changes.iter().any(|c| c.starts_with("bn1 (BatchNorm)") && c.contains("use_global_stats")));
+            assert!(s
+                .audit()
+                .freeze_changes
+                .iter()
+                .any(|c| c.starts_with("bn1 (BatchNorm)") && c.contains("use_global_stats")));
         }
         s.solve(None).unwrap();
         s.net.params.iter().map(|p| p.blob.data_vec()).collect()
@@ -252,9 +380,23 @@ fn freeze_flag_equals_the_hand_edited_prototxt() {
     let unfrozen = run(ordered(&toy_net(false, false)), &[]);
     assert_ne!(unfrozen[0], by_flag[0], "without --freeze conv1 trains");
     // A pattern that matches nothing is an error, not a silent no-op.
-    let mut param = parse_solver_text("base_lr: 0.1 lr_policy: \"fixed\"", "s", TextOptions::default()).unwrap();
+    let mut param = parse_solver_text(
+        "base_lr: 0.1 lr_policy: \"fixed\"",
+        "s",
+        TextOptions::default(),
+    )
+    .unwrap();
     param.net_param = Some(ordered(&toy_net(false, false)));
-    let err = Solver::new(param, &SolverOptions { verbose: false, freeze: vec!["nosuch*".into()], ..Default::default() }).err().unwrap();
+    let err = Solver::new(
+        param,
+        &SolverOptions {
+            verbose: false,
+            freeze: vec!["nosuch*".into()],
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap();
     assert!(format!("{err:#}").contains("no layer"), "{err:#}");
 }
 
@@ -265,8 +407,14 @@ fn freeze_flag_equals_the_hand_edited_prototxt() {
 fn seed_audit_text_is_golden() -> Result<()> {
     quiet();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-    let opts = TextOptions { allow_unknown_fields: true };
-    let mut net = parse_net_text(&std::fs::read_to_string(root.join("seed_net.prototxt"))?, "seed_net.prototxt", opts)?;
+    let opts = TextOptions {
+        allow_unknown_fields: true,
+    };
+    let mut net = parse_net_text(
+        &std::fs::read_to_string(root.join("seed_net.prototxt"))?,
+        "seed_net.prototxt",
+        opts,
+    )?;
     net.layer.retain(|l| l.r#type() != "ImageData");
     let input = parse_net_text(
         "layer { name: \"data\" type: \"Input\" top: \"data\" top: \"label\" input_param { shape { dim: 2 dim: 3 dim: 32 dim: 32 } shape { dim: 2 } } }",
@@ -274,23 +422,51 @@ fn seed_audit_text_is_golden() -> Result<()> {
         TextOptions::default(),
     )?;
     net.layer.splice(0..0, input.layer);
-    let mut solver_param = parse_solver_text(&std::fs::read_to_string(root.join("seed_solver.prototxt"))?, "seed_solver.prototxt", opts)?;
+    let mut solver_param = parse_solver_text(
+        &std::fs::read_to_string(root.join("seed_solver.prototxt"))?,
+        "seed_solver.prototxt",
+        opts,
+    )?;
     solver_param.net_param = Some(net.clone());
     solver_param.snapshot = Some(0);
-    let solver = Solver::new(solver_param, &SolverOptions { verbose: false, ..Default::default() })?;
+    let solver = Solver::new(
+        solver_param,
+        &SolverOptions {
+            verbose: false,
+            ..Default::default()
+        },
+    )?;
     let text = solver.audit().render();
     let golden = root.join("seed_audit.txt");
     if std::env::var("CREMA_BLESS").is_ok() {
         std::fs::write(&golden, &text)?;
     }
-    let want = std::fs::read_to_string(&golden).context("tests/data/seed_audit.txt (run with CREMA_BLESS=1 to create)")?;
-    assert_eq!(text, want, "the audit's text changed; if intended, rerun with CREMA_BLESS=1 and review the diff");
+    let want = std::fs::read_to_string(&golden)
+        .context("tests/data/seed_audit.txt (run with CREMA_BLESS=1 to create)")?;
+    assert_eq!(
+        text, want,
+        "the audit's text changed; if intended, rerun with CREMA_BLESS=1 and review the diff"
+    );
     // The essentials, independent of layout.
     assert!(text.contains("res2_1a_1_bn (BatchNorm)") && text.contains("use_global_stats: true"));
-    assert!(text.contains("res2_1a_1_scale (Scale) comes right after frozen BatchNorm res2_1a_1_bn"));
+    assert!(
+        text.contains("res2_1a_1_scale (Scale) comes right after frozen BatchNorm res2_1a_1_bn")
+    );
     // The same net in TEST phase alone: BatchNorm reads its statistics.
-    let test = Net::new(&net, &NetState { phase: Some(Phase::Test as i32), ..Default::default() }, &mut CaffeRng::new(1), BuildOptions { verbose: false })?;
+    let test = Net::new(
+        &net,
+        &NetState {
+            phase: Some(Phase::Test as i32),
+            ..Default::default()
+        },
+        &mut CaffeRng::new(1),
+        BuildOptions { verbose: false },
+    )?;
     let a = crema::audit::audit(&test, &[], None);
-    assert!(a.rows.iter().filter(|r| r.layer_type == "BatchNorm").all(|r| !r.forward.yes));
+    assert!(a
+        .rows
+        .iter()
+        .filter(|r| r.layer_type == "BatchNorm")
+        .all(|r| !r.forward.yes));
     Ok(())
 }

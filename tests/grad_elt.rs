@@ -10,7 +10,8 @@ use crema::util::gradcheck::GradCheck;
 
 /// A net with one Input per `(name, shape)` and the layer under test (named "L") after it.
 fn net(inputs: &[(&str, &[usize])], layer: &str) -> String {
-    let mut s = String::from("name: \"t\"\nforce_backward: true\nlayer { name: \"in\" type: \"Input\"");
+    let mut s =
+        String::from("name: \"t\"\nforce_backward: true\nlayer { name: \"in\" type: \"Input\"");
     for (n, _) in inputs {
         s += &format!(" top: \"{n}\"");
     }
@@ -34,23 +35,36 @@ fn check(text: &str, gc: &GradCheck) {
 }
 
 fn check_with(text: &str, gc: &GradCheck, fill: impl Fn(&str, &BlobRef, &mut CaffeRng)) {
-    let r = gc.check(text, "L", fill).unwrap_or_else(|e| panic!("{e:#}\nnet:\n{text}"));
+    let r = gc
+        .check(text, "L", fill)
+        .unwrap_or_else(|e| panic!("{e:#}\nnet:\n{text}"));
     assert!(r.checked > 0, "nothing was checked:\n{text}");
 }
 
 /// Caffe's own checks mostly use 1e-2 relative to max(|gradient|, 1), which lets a 1% error in
 /// a gradient of size 0.25 through; these layers are smooth enough for 1e-3.
 fn tight() -> GradCheck {
-    GradCheck { threshold: 1e-3, ..Default::default() }
+    GradCheck {
+        threshold: 1e-3,
+        ..Default::default()
+    }
 }
 
 fn kink(k: f32) -> GradCheck {
-    GradCheck { kink: Some(k), ..tight() }
+    GradCheck {
+        kink: Some(k),
+        ..tight()
+    }
 }
 
 /// Maps every value of a blob through `f`.
 fn remap(b: &BlobRef, f: impl Fn(usize, f32) -> f32) {
-    let v: Vec<f32> = b.data_vec().iter().enumerate().map(|(i, &x)| f(i, x)).collect();
+    let v: Vec<f32> = b
+        .data_vec()
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| f(i, x))
+        .collect();
     b.set_data(&v).unwrap();
 }
 
@@ -61,21 +75,40 @@ const X4: &[usize] = &[2, 3, 4, 5];
 
 #[test]
 fn relu() {
-    for slope in ["", "relu_param { negative_slope: 0.1 }", "relu_param { negative_slope: -0.3 }"] {
-        check(&net(&[("x", X)], &format!("type: \"ReLU\" bottom: \"x\" top: \"y\" {slope}")), &kink(0.02));
+    for slope in [
+        "",
+        "relu_param { negative_slope: 0.1 }",
+        "relu_param { negative_slope: -0.3 }",
+    ] {
+        check(
+            &net(
+                &[("x", X)],
+                &format!("type: \"ReLU\" bottom: \"x\" top: \"y\" {slope}"),
+            ),
+            &kink(0.02),
+        );
     }
 }
 
 #[test]
 fn elu() {
     for p in ["", "elu_param { alpha: 0.5 }", "elu_param { alpha: 2.5 }"] {
-        check(&net(&[("x", X)], &format!("type: \"ELU\" bottom: \"x\" top: \"y\" {p}")), &kink(0.02));
+        check(
+            &net(
+                &[("x", X)],
+                &format!("type: \"ELU\" bottom: \"x\" top: \"y\" {p}"),
+            ),
+            &kink(0.02),
+        );
     }
 }
 
 #[test]
 fn sigmoid_tanh_bnll_swish() {
-    let gc = GradCheck { input_range: (-4.0, 4.0), ..tight() };
+    let gc = GradCheck {
+        input_range: (-4.0, 4.0),
+        ..tight()
+    };
     for l in [
         "type: \"Sigmoid\"",
         "type: \"TanH\"",
@@ -83,28 +116,52 @@ fn sigmoid_tanh_bnll_swish() {
         "type: \"Swish\"",
         "type: \"Swish\" swish_param { beta: 1.7 }",
     ] {
-        check(&net(&[("x", X4)], &format!("{l} bottom: \"x\" top: \"y\"")), &gc);
+        check(
+            &net(&[("x", X4)], &format!("{l} bottom: \"x\" top: \"y\"")),
+            &gc,
+        );
     }
 }
 
 #[test]
 fn abs_val() {
-    check(&net(&[("x", X)], "type: \"AbsVal\" bottom: \"x\" top: \"y\""), &kink(0.02));
+    check(
+        &net(&[("x", X)], "type: \"AbsVal\" bottom: \"x\" top: \"y\""),
+        &kink(0.02),
+    );
 }
 
 #[test]
 fn clip() {
     // Inputs kept away from the clip points, where the gradient jumps.
     check_with(
-        &net(&[("x", X)], "type: \"Clip\" bottom: \"x\" top: \"y\" clip_param { min: -0.5 max: 0.6 }"),
-        &GradCheck { input_range: (-1.5, 1.5), ..tight() },
-        |_, b, _| remap(b, |_, x| if (x + 0.5).abs() < 0.05 || (x - 0.6).abs() < 0.05 { x + 0.12 } else { x }),
+        &net(
+            &[("x", X)],
+            "type: \"Clip\" bottom: \"x\" top: \"y\" clip_param { min: -0.5 max: 0.6 }",
+        ),
+        &GradCheck {
+            input_range: (-1.5, 1.5),
+            ..tight()
+        },
+        |_, b, _| {
+            remap(b, |_, x| {
+                if (x + 0.5).abs() < 0.05 || (x - 0.6).abs() < 0.05 {
+                    x + 0.12
+                } else {
+                    x
+                }
+            })
+        },
     );
 }
 
 #[test]
 fn power() {
-    let positive = || GradCheck { input_range: (0.4, 1.5), step: 1e-3, ..tight() };
+    let positive = || GradCheck {
+        input_range: (0.4, 1.5),
+        step: 1e-3,
+        ..tight()
+    };
     for (p, gc) in [
         ("power: 2 scale: 0.7 shift: 0.3", tight()),
         ("power: 2", tight()),
@@ -116,22 +173,51 @@ fn power() {
         ("power: 3 scale: 0 shift: 2", tight()),
         ("", tight()),
     ] {
-        check(&net(&[("x", X)], &format!("type: \"Power\" bottom: \"x\" top: \"y\" power_param {{ {p} }}")), &gc);
+        check(
+            &net(
+                &[("x", X)],
+                &format!("type: \"Power\" bottom: \"x\" top: \"y\" power_param {{ {p} }}"),
+            ),
+            &gc,
+        );
     }
 }
 
 #[test]
 fn exp() {
-    for p in ["", "exp_param { base: 2 scale: 0.5 shift: 0.3 }", "exp_param { scale: -1.1 shift: 0.7 }"] {
-        check(&net(&[("x", X)], &format!("type: \"Exp\" bottom: \"x\" top: \"y\" {p}")), &tight());
+    for p in [
+        "",
+        "exp_param { base: 2 scale: 0.5 shift: 0.3 }",
+        "exp_param { scale: -1.1 shift: 0.7 }",
+    ] {
+        check(
+            &net(
+                &[("x", X)],
+                &format!("type: \"Exp\" bottom: \"x\" top: \"y\" {p}"),
+            ),
+            &tight(),
+        );
     }
 }
 
 #[test]
 fn log() {
-    let positive = GradCheck { input_range: (0.3, 2.0), ..tight() };
-    for p in ["", "log_param { base: 10 }", "log_param { base: 2 scale: 2 shift: 0.5 }"] {
-        check(&net(&[("x", X)], &format!("type: \"Log\" bottom: \"x\" top: \"y\" {p}")), &positive);
+    let positive = GradCheck {
+        input_range: (0.3, 2.0),
+        ..tight()
+    };
+    for p in [
+        "",
+        "log_param { base: 10 }",
+        "log_param { base: 2 scale: 2 shift: 0.5 }",
+    ] {
+        check(
+            &net(
+                &[("x", X)],
+                &format!("type: \"Log\" bottom: \"x\" top: \"y\" {p}"),
+            ),
+            &positive,
+        );
     }
 }
 
@@ -139,12 +225,18 @@ fn log() {
 fn dropout_train_and_test() {
     // The check reseeds the net's random source every forward, so the mask is fixed.
     check(
-        &net(&[("x", X4)], "type: \"Dropout\" bottom: \"x\" top: \"y\" dropout_param { dropout_ratio: 0.3 }"),
+        &net(
+            &[("x", X4)],
+            "type: \"Dropout\" bottom: \"x\" top: \"y\" dropout_param { dropout_ratio: 0.3 }",
+        ),
         &tight(),
     );
     check(
         &net(&[("x", X)], "type: \"Dropout\" bottom: \"x\" top: \"y\""),
-        &GradCheck { phase: Phase::Test, ..tight() },
+        &GradCheck {
+            phase: Phase::Test,
+            ..tight()
+        },
     );
 }
 
@@ -178,9 +270,11 @@ fn eltwise() {
         "eltwise_param { operation: PROD stable_prod_grad: false }",
         "eltwise_param { operation: MAX }",
     ] {
-        let layer = format!("type: \"Eltwise\" bottom: \"a\" bottom: \"b\" bottom: \"c\" top: \"y\" {l}");
+        let layer =
+            format!("type: \"Eltwise\" bottom: \"a\" bottom: \"b\" bottom: \"c\" top: \"y\" {l}");
         check_with(&net(three, &layer), &gc, spread);
-        let layer = format!("type: \"Eltwise\" bottom: \"a\" bottom: \"b\" top: \"y\" {l}").replace(" coeff: 2", "");
+        let layer = format!("type: \"Eltwise\" bottom: \"a\" bottom: \"b\" top: \"y\" {l}")
+            .replace(" coeff: 2", "");
         check_with(&net(&three[..2], &layer), &gc, spread);
     }
 }
@@ -191,7 +285,10 @@ fn eltwise() {
 fn concat_and_slice() {
     let gc = tight();
     check(
-        &net(&[("a", &[2, 3, 4]), ("b", &[2, 5, 4])], "type: \"Concat\" bottom: \"a\" bottom: \"b\" top: \"y\""),
+        &net(
+            &[("a", &[2, 3, 4]), ("b", &[2, 5, 4])],
+            "type: \"Concat\" bottom: \"a\" bottom: \"b\" top: \"y\"",
+        ),
         &gc,
     );
     check(
@@ -208,27 +305,51 @@ fn concat_and_slice() {
         ),
         &gc,
     );
-    check(&net(&[("a", X)], "type: \"Concat\" bottom: \"a\" top: \"y\" concat_param { axis: -1 }"), &gc);
+    check(
+        &net(
+            &[("a", X)],
+            "type: \"Concat\" bottom: \"a\" top: \"y\" concat_param { axis: -1 }",
+        ),
+        &gc,
+    );
     check(
         &net(&[("x", &[2, 7, 3])], "type: \"Slice\" bottom: \"x\" top: \"p\" top: \"q\" top: \"r\" slice_param { slice_point: 2 slice_point: 3 }"),
         &gc,
     );
     check(
-        &net(&[("x", &[3, 2, 6])], "type: \"Slice\" bottom: \"x\" top: \"p\" top: \"q\" slice_param { axis: -1 }"),
+        &net(
+            &[("x", &[3, 2, 6])],
+            "type: \"Slice\" bottom: \"x\" top: \"p\" top: \"q\" slice_param { axis: -1 }",
+        ),
         &gc,
     );
     check(
-        &net(&[("x", &[4, 3, 2])], "type: \"Slice\" bottom: \"x\" top: \"p\" top: \"q\" slice_param { slice_dim: 0 }"),
+        &net(
+            &[("x", &[4, 3, 2])],
+            "type: \"Slice\" bottom: \"x\" top: \"p\" top: \"q\" slice_param { slice_dim: 0 }",
+        ),
         &gc,
     );
-    check(&net(&[("x", X)], "type: \"Slice\" bottom: \"x\" top: \"p\""), &gc);
+    check(
+        &net(&[("x", X)], "type: \"Slice\" bottom: \"x\" top: \"p\""),
+        &gc,
+    );
 }
 
 #[test]
 fn flatten_reshape() {
     let gc = tight();
-    check(&net(&[("x", X4)], "type: \"Flatten\" bottom: \"x\" top: \"y\""), &gc);
-    check(&net(&[("x", X4)], "type: \"Flatten\" bottom: \"x\" top: \"y\" flatten_param { axis: 2 end_axis: 3 }"), &gc);
+    check(
+        &net(&[("x", X4)], "type: \"Flatten\" bottom: \"x\" top: \"y\""),
+        &gc,
+    );
+    check(
+        &net(
+            &[("x", X4)],
+            "type: \"Flatten\" bottom: \"x\" top: \"y\" flatten_param { axis: 2 end_axis: 3 }",
+        ),
+        &gc,
+    );
     check(
         &net(
             &[("x", X4)],
@@ -263,7 +384,10 @@ fn crop() {
         &gc,
     );
     check(
-        &net(&[("x", &[2, 3, 5, 5]), ("r", &[1, 1, 3, 2])], "type: \"Crop\" bottom: \"x\" bottom: \"r\" top: \"y\""),
+        &net(
+            &[("x", &[2, 3, 5, 5]), ("r", &[1, 1, 3, 2])],
+            "type: \"Crop\" bottom: \"x\" bottom: \"r\" top: \"y\"",
+        ),
         &gc,
     );
 }
@@ -271,9 +395,27 @@ fn crop() {
 #[test]
 fn tile() {
     let gc = tight();
-    check(&net(&[("x", X)], "type: \"Tile\" bottom: \"x\" top: \"y\" tile_param { tiles: 3 }"), &gc);
-    check(&net(&[("x", X)], "type: \"Tile\" bottom: \"x\" top: \"y\" tile_param { axis: 0 tiles: 2 }"), &gc);
-    check(&net(&[("x", X)], "type: \"Tile\" bottom: \"x\" top: \"y\" tile_param { axis: -1 tiles: 4 }"), &gc);
+    check(
+        &net(
+            &[("x", X)],
+            "type: \"Tile\" bottom: \"x\" top: \"y\" tile_param { tiles: 3 }",
+        ),
+        &gc,
+    );
+    check(
+        &net(
+            &[("x", X)],
+            "type: \"Tile\" bottom: \"x\" top: \"y\" tile_param { axis: 0 tiles: 2 }",
+        ),
+        &gc,
+    );
+    check(
+        &net(
+            &[("x", X)],
+            "type: \"Tile\" bottom: \"x\" top: \"y\" tile_param { axis: -1 tiles: 4 }",
+        ),
+        &gc,
+    );
 }
 
 #[test]
@@ -289,7 +431,13 @@ fn reduction() {
 
 #[test]
 fn silence() {
-    check(&net(&[("x", X), ("z", &[3])], "type: \"Silence\" bottom: \"x\" bottom: \"z\""), &tight());
+    check(
+        &net(
+            &[("x", X), ("z", &[3])],
+            "type: \"Silence\" bottom: \"x\" bottom: \"z\"",
+        ),
+        &tight(),
+    );
 }
 
 #[test]
@@ -322,34 +470,57 @@ struct Run {
 /// backward and returns the output data and the inputs' diffs.
 fn run(text: &str, out: &str, inputs: &[&str], phase: Phase) -> anyhow::Result<Run> {
     let param = parse_net_text(text, "<test>", TextOptions::default())?;
-    let state = NetState { phase: Some(phase as i32), ..Default::default() };
+    let state = NetState {
+        phase: Some(phase as i32),
+        ..Default::default()
+    };
     let mut rng = CaffeRng::new(5);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions { verbose: false })?;
     for (k, name) in inputs.iter().enumerate() {
         let b = net.blob_by_name(name).unwrap().clone();
-        let v: Vec<f32> = (0..b.count()).map(|i| ((i * 7 + k * 3) % 11) as f32 * 0.35 - 1.6).collect();
+        let v: Vec<f32> = (0..b.count())
+            .map(|i| ((i * 7 + k * 3) % 11) as f32 * 0.35 - 1.6)
+            .collect();
         b.set_data(&v)?;
     }
     net.forward(&mut CaffeRng::new(9))?;
     let o = net.blob_by_name(out).unwrap().clone();
     let top = o.data_vec();
-    let d: Vec<f32> = (0..o.count()).map(|i| ((i * 5) % 13) as f32 * 0.2 - 1.1).collect();
+    let d: Vec<f32> = (0..o.count())
+        .map(|i| ((i * 5) % 13) as f32 * 0.2 - 1.1)
+        .collect();
     o.set_diff(&d)?;
     for l in (0..net.layers.len()).rev() {
         net.backward_layer(&mut CaffeRng::new(9), l)?;
     }
-    let diffs = inputs.iter().map(|n| net.blob_by_name(n).unwrap().diff_vec()).collect();
-    Ok(Run { tops: vec![top], diffs })
+    let diffs = inputs
+        .iter()
+        .map(|n| net.blob_by_name(n).unwrap().diff_vec())
+        .collect();
+    Ok(Run {
+        tops: vec![top],
+        diffs,
+    })
 }
 
 /// The layer fed by a Power (identity, so the input blob stays intact) run in place on the
 /// Power's output versus on a separate top.
 fn in_place_matches(layer: &str, phase: Phase) {
     let pre = "name: \"t\"\nforce_backward: true\nlayer { name: \"in\" type: \"Input\" top: \"x\" input_param { shape { dim: 3 dim: 4 dim: 5 } } }\nlayer { name: \"p\" type: \"Power\" bottom: \"x\" top: \"h\" }\n";
-    let a = run(&format!("{pre}layer {{ name: \"L\" {layer} bottom: \"h\" top: \"h\" }}\n"), "h", &["x"], phase)
-        .unwrap_or_else(|e| panic!("{layer}: {e:#}"));
-    let b = run(&format!("{pre}layer {{ name: \"L\" {layer} bottom: \"h\" top: \"y\" }}\n"), "y", &["x"], phase)
-        .unwrap_or_else(|e| panic!("{layer}: {e:#}"));
+    let a = run(
+        &format!("{pre}layer {{ name: \"L\" {layer} bottom: \"h\" top: \"h\" }}\n"),
+        "h",
+        &["x"],
+        phase,
+    )
+    .unwrap_or_else(|e| panic!("{layer}: {e:#}"));
+    let b = run(
+        &format!("{pre}layer {{ name: \"L\" {layer} bottom: \"h\" top: \"y\" }}\n"),
+        "y",
+        &["x"],
+        phase,
+    )
+    .unwrap_or_else(|e| panic!("{layer}: {e:#}"));
     assert_eq!(a.tops, b.tops, "{layer}: forward differs in place");
     assert_eq!(a.diffs, b.diffs, "{layer}: backward differs in place");
 }
@@ -383,10 +554,29 @@ fn in_place_layers_match_out_of_place() {
 #[test]
 fn eltwise_in_place_matches() {
     let pre = "name: \"t\"\nforce_backward: true\nlayer { name: \"in\" type: \"Input\" top: \"a\" top: \"b\" input_param { shape { dim: 2 dim: 3 dim: 4 } shape { dim: 2 dim: 3 dim: 4 } } }\nlayer { name: \"p\" type: \"Power\" bottom: \"a\" top: \"h\" }\n";
-    for op in ["SUM coeff: 2 coeff: -1", "PROD", "PROD stable_prod_grad: false", "MAX"] {
-        let l = format!("type: \"Eltwise\" bottom: \"h\" bottom: \"b\" eltwise_param {{ operation: {op} }}");
-        let a = run(&format!("{pre}layer {{ name: \"L\" {l} top: \"h\" }}\n"), "h", &["a", "b"], Phase::Train).unwrap();
-        let b = run(&format!("{pre}layer {{ name: \"L\" {l} top: \"y\" }}\n"), "y", &["a", "b"], Phase::Train).unwrap();
+    for op in [
+        "SUM coeff: 2 coeff: -1",
+        "PROD",
+        "PROD stable_prod_grad: false",
+        "MAX",
+    ] {
+        let l = format!(
+            "type: \"Eltwise\" bottom: \"h\" bottom: \"b\" eltwise_param {{ operation: {op} }}"
+        );
+        let a = run(
+            &format!("{pre}layer {{ name: \"L\" {l} top: \"h\" }}\n"),
+            "h",
+            &["a", "b"],
+            Phase::Train,
+        )
+        .unwrap();
+        let b = run(
+            &format!("{pre}layer {{ name: \"L\" {l} top: \"y\" }}\n"),
+            "y",
+            &["a", "b"],
+            Phase::Train,
+        )
+        .unwrap();
         assert_eq!(a.tops, b.tops, "{op}: forward differs in place");
         assert_eq!(a.diffs, b.diffs, "{op}: backward differs in place");
     }
@@ -398,7 +588,10 @@ fn eltwise_in_place_matches() {
 fn dropout_scales_at_train_time() {
     let text = "name: \"t\"\nlayer { name: \"in\" type: \"Input\" top: \"x\" input_param { shape { dim: 1000 } } }\nlayer { name: \"L\" type: \"Dropout\" bottom: \"x\" top: \"y\" dropout_param { dropout_ratio: 0.25 } }\n";
     let param = parse_net_text(text, "<test>", TextOptions::default()).unwrap();
-    let state = NetState { phase: Some(Phase::Train as i32), ..Default::default() };
+    let state = NetState {
+        phase: Some(Phase::Train as i32),
+        ..Default::default()
+    };
     let mut rng = CaffeRng::new(1);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions { verbose: false }).unwrap();
     net.set_input("x", &vec![1.0; 1000]).unwrap();
@@ -413,7 +606,10 @@ fn dropout_scales_at_train_time() {
 fn dummy_data_fills() {
     let text = "name: \"t\"\nlayer { name: \"L\" type: \"DummyData\" top: \"a\" top: \"b\" top: \"c\" dummy_data_param { data_filler { type: \"constant\" value: 3 } data_filler { type: \"uniform\" min: 1 max: 2 } data_filler { type: \"constant\" } shape { dim: 2 dim: 3 } shape { dim: 4 } shape { dim: 1 dim: 1 dim: 2 } } }\n";
     let param = parse_net_text(text, "<test>", TextOptions::default()).unwrap();
-    let state = NetState { phase: Some(Phase::Train as i32), ..Default::default() };
+    let state = NetState {
+        phase: Some(Phase::Train as i32),
+        ..Default::default()
+    };
     let mut rng = CaffeRng::new(1);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions { verbose: false }).unwrap();
     let (a, b, c) = (
@@ -422,7 +618,11 @@ fn dummy_data_fills() {
         net.blob_by_name("c").unwrap().clone(),
     );
     assert_eq!(a.data_vec(), vec![3.0; 6]);
-    assert_eq!(b.data_vec(), vec![0.0; 4], "non-constant tops wait for forward");
+    assert_eq!(
+        b.data_vec(),
+        vec![0.0; 4],
+        "non-constant tops wait for forward"
+    );
     assert_eq!(c.shape(), vec![1, 1, 2]);
     net.forward(&mut rng).unwrap();
     let b1 = b.data_vec();
@@ -443,8 +643,16 @@ fn build_err(text: &str) -> String {
         Ok(p) => p,
         Err(e) => return format!("{e:#}"),
     };
-    let state = NetState { phase: Some(Phase::Train as i32), ..Default::default() };
-    match Net::new(&param, &state, &mut CaffeRng::new(1), BuildOptions { verbose: false }) {
+    let state = NetState {
+        phase: Some(Phase::Train as i32),
+        ..Default::default()
+    };
+    match Net::new(
+        &param,
+        &state,
+        &mut CaffeRng::new(1),
+        BuildOptions { verbose: false },
+    ) {
         Ok(_) => panic!("expected an error building:\n{text}"),
         Err(e) => format!("{e:#}"),
     }
@@ -455,9 +663,15 @@ fn configuration_errors_name_the_layer() {
     let two = |l: &str, s1: &str, s2: &str| {
         format!("name: \"t\"\nlayer {{ name: \"in\" type: \"Input\" top: \"a\" top: \"b\" input_param {{ shape {{ {s1} }} shape {{ {s2} }} }} }}\nlayer {{ name: \"L\" {l} }}\n")
     };
-    let e =
-        build_err(&two("type: \"Eltwise\" bottom: \"a\" bottom: \"b\" top: \"y\"", "dim: 2 dim: 3", "dim: 3 dim: 2"));
-    assert!(e.contains("'L'") && e.contains("2 3") && e.contains("3 2"), "{e}");
+    let e = build_err(&two(
+        "type: \"Eltwise\" bottom: \"a\" bottom: \"b\" top: \"y\"",
+        "dim: 2 dim: 3",
+        "dim: 3 dim: 2",
+    ));
+    assert!(
+        e.contains("'L'") && e.contains("2 3") && e.contains("3 2"),
+        "{e}"
+    );
     let e = build_err(&two(
         "type: \"Eltwise\" bottom: \"a\" bottom: \"b\" top: \"y\" eltwise_param { operation: PROD coeff: 1 coeff: 2 }",
         "dim: 2",
@@ -470,8 +684,11 @@ fn configuration_errors_name_the_layer() {
         "dim: 2",
     ));
     assert!(e.contains("not both"), "{e}");
-    let e =
-        build_err(&two("type: \"Concat\" bottom: \"a\" bottom: \"b\" top: \"y\"", "dim: 2 dim: 3", "dim: 3 dim: 3"));
+    let e = build_err(&two(
+        "type: \"Concat\" bottom: \"a\" bottom: \"b\" top: \"y\"",
+        "dim: 2 dim: 3",
+        "dim: 3 dim: 3",
+    ));
     assert!(e.contains("except at concat_axis"), "{e}");
     let e = build_err(&two(
         "type: \"Reshape\" bottom: \"a\" top: \"a\" reshape_param { shape { dim: -1 } }",
@@ -491,9 +708,17 @@ fn configuration_errors_name_the_layer() {
         "dim: 2",
     ));
     assert!(e.contains("divisible"), "{e}");
-    let e = build_err(&two("type: \"Flatten\" bottom: \"a\" top: \"a\"", "dim: 2", "dim: 2"));
+    let e = build_err(&two(
+        "type: \"Flatten\" bottom: \"a\" top: \"a\"",
+        "dim: 2",
+        "dim: 2",
+    ));
     assert!(e.contains("in-place"), "{e}");
-    let e = build_err(&two("type: \"Slice\" bottom: \"a\" top: \"p\" top: \"q\"", "dim: 2 dim: 3", "dim: 2"));
+    let e = build_err(&two(
+        "type: \"Slice\" bottom: \"a\" top: \"p\" top: \"q\"",
+        "dim: 2 dim: 3",
+        "dim: 2",
+    ));
     assert!(e.contains("evenly divide"), "{e}");
     let e = build_err(&two(
         "type: \"Crop\" bottom: \"a\" bottom: \"b\" top: \"y\" crop_param { axis: 0 offset: 1 }",
@@ -501,11 +726,23 @@ fn configuration_errors_name_the_layer() {
         "dim: 4",
     ));
     assert!(e.contains("invalid crop"), "{e}");
-    let e = build_err(&two("type: \"Tile\" bottom: \"a\" top: \"y\"", "dim: 2", "dim: 2"));
+    let e = build_err(&two(
+        "type: \"Tile\" bottom: \"a\" top: \"y\"",
+        "dim: 2",
+        "dim: 2",
+    ));
     assert!(e.contains("tiles"), "{e}");
-    let e = build_err(&two("type: \"Clip\" bottom: \"a\" top: \"y\" clip_param { min: 1 }", "dim: 2", "dim: 2"));
+    let e = build_err(&two(
+        "type: \"Clip\" bottom: \"a\" top: \"y\" clip_param { min: 1 }",
+        "dim: 2",
+        "dim: 2",
+    ));
     assert!(e.contains("clip_param.max"), "{e}");
-    let e = build_err(&two("type: \"Log\" bottom: \"a\" top: \"y\" log_param { base: -2 }", "dim: 2", "dim: 2"));
+    let e = build_err(&two(
+        "type: \"Log\" bottom: \"a\" top: \"y\" log_param { base: -2 }",
+        "dim: 2",
+        "dim: 2",
+    ));
     assert!(e.contains("positive"), "{e}");
     let e = build_err("name: \"t\"\nlayer { name: \"L\" type: \"DummyData\" top: \"a\" top: \"b\" top: \"c\" dummy_data_param { data_filler { type: \"constant\" } data_filler { type: \"constant\" } shape { dim: 2 } } }\n");
     assert!(e.contains("data fillers"), "{e}");
@@ -517,12 +754,18 @@ fn configuration_errors_name_the_layer() {
 fn threshold_forward_and_no_backward() {
     let text = "name: \"t\"\nforce_backward: true\nlayer { name: \"in\" type: \"Input\" top: \"x\" input_param { shape { dim: 4 } } }\nlayer { name: \"L\" type: \"Threshold\" bottom: \"x\" top: \"y\" threshold_param { threshold: 0.5 } }\n";
     let param = parse_net_text(text, "<test>", TextOptions::default()).unwrap();
-    let state = NetState { phase: Some(Phase::Train as i32), ..Default::default() };
+    let state = NetState {
+        phase: Some(Phase::Train as i32),
+        ..Default::default()
+    };
     let mut rng = CaffeRng::new(1);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions { verbose: false }).unwrap();
     net.set_input("x", &[0.2, 0.5, 0.7, -1.0]).unwrap();
     net.forward(&mut rng).unwrap();
-    assert_eq!(net.blob_by_name("y").unwrap().data_vec(), vec![0.0, 0.0, 1.0, 0.0]);
+    assert_eq!(
+        net.blob_by_name("y").unwrap().data_vec(),
+        vec![0.0, 0.0, 1.0, 0.0]
+    );
     let e = net.backward(&mut rng).unwrap_err();
     assert!(format!("{e:#}").contains("no backward"), "{e:#}");
 }
@@ -531,7 +774,10 @@ fn threshold_forward_and_no_backward() {
 fn embed_rejects_bad_indices() {
     let text = "name: \"t\"\nlayer { name: \"in\" type: \"Input\" top: \"x\" input_param { shape { dim: 3 } } }\nlayer { name: \"L\" type: \"Embed\" bottom: \"x\" top: \"y\" embed_param { num_output: 2 input_dim: 4 } }\n";
     let param = parse_net_text(text, "<test>", TextOptions::default()).unwrap();
-    let state = NetState { phase: Some(Phase::Train as i32), ..Default::default() };
+    let state = NetState {
+        phase: Some(Phase::Train as i32),
+        ..Default::default()
+    };
     let mut rng = CaffeRng::new(1);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions { verbose: false }).unwrap();
     assert_eq!(net.blob_by_name("y").unwrap().shape(), vec![3, 2]);
@@ -547,13 +793,20 @@ fn embed_rejects_bad_indices() {
 fn reduction_values() {
     let text = "name: \"t\"\nlayer { name: \"in\" type: \"Input\" top: \"x\" input_param { shape { dim: 2 dim: 3 } } }\nlayer { name: \"L\" type: \"Reduction\" bottom: \"x\" top: \"y\" reduction_param { operation: MEAN axis: 1 coeff: 2 } }\nlayer { name: \"M\" type: \"Reduction\" bottom: \"x\" top: \"z\" reduction_param { operation: SUMSQ } }\n";
     let param = parse_net_text(text, "<test>", TextOptions::default()).unwrap();
-    let state = NetState { phase: Some(Phase::Train as i32), ..Default::default() };
+    let state = NetState {
+        phase: Some(Phase::Train as i32),
+        ..Default::default()
+    };
     let mut rng = CaffeRng::new(1);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions { verbose: false }).unwrap();
-    net.set_input("x", &[1.0, 2.0, 3.0, -4.0, 5.0, 6.0]).unwrap();
+    net.set_input("x", &[1.0, 2.0, 3.0, -4.0, 5.0, 6.0])
+        .unwrap();
     net.forward(&mut rng).unwrap();
     let y = net.blob_by_name("y").unwrap().data_vec();
-    assert!((y[0] - 4.0).abs() < 1e-6 && (y[1] - 14.0 / 3.0).abs() < 1e-6, "{y:?}");
+    assert!(
+        (y[0] - 4.0).abs() < 1e-6 && (y[1] - 14.0 / 3.0).abs() < 1e-6,
+        "{y:?}"
+    );
     let z = net.blob_by_name("z").unwrap();
     assert_eq!(z.shape(), Vec::<usize>::new());
     assert_eq!(z.data_vec(), vec![91.0]);
@@ -562,5 +815,11 @@ fn reduction_values() {
 /// Split (inserted by the net, but a valid layer to write): backward sums its tops' diffs.
 #[test]
 fn split_gradient() {
-    check(&net(&[("x", &[2, 3, 4])], r#"type: "Split" bottom: "x" top: "a" top: "b" top: "c""#), &tight());
+    check(
+        &net(
+            &[("x", &[2, 3, 4])],
+            r#"type: "Split" bottom: "x" top: "a" top: "b" top: "c""#,
+        ),
+        &tight(),
+    );
 }

@@ -21,7 +21,9 @@ fn fixtures_dir() -> PathBuf {
         Ok(p) => PathBuf::from(p),
         Err(_) => match std::env::var_os("CREMA_SHARED") {
             Some(shared) => PathBuf::from(shared).join("fixtures/caffe/imagedata"),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe/imagedata"),
+            None => {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe/imagedata")
+            }
         },
     }
 }
@@ -38,7 +40,11 @@ fn jpeg_flags(root: &Path, net_text: &str) -> Result<Vec<bool>> {
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            let p = l.rsplit_once(' ').map(|(p, _)| p).unwrap_or(l).to_ascii_lowercase();
+            let p = l
+                .rsplit_once(' ')
+                .map(|(p, _)| p)
+                .unwrap_or(l)
+                .to_ascii_lowercase();
             p.ends_with(".jpg") || p.ends_with(".jpeg")
         })
         .collect())
@@ -79,7 +85,11 @@ fn compare_pass(
                     bail!("{what}: item {b} (list entry {item}, JPEG) differs by {levels} grey levels at {i}");
                 }
             } else if got[i].to_bits() != want[i].to_bits() && diff != 0.0 {
-                bail!("{what}: item {b} (list entry {item}, PNG) at {i}: got {}, want {}", got[i], want[i]);
+                bail!(
+                    "{what}: item {b} (list entry {item}, PNG) at {i}: got {}, want {}",
+                    got[i],
+                    want[i]
+                );
             }
         }
     }
@@ -92,7 +102,10 @@ fn run_case(root: &Path, case: &str) -> Result<f32> {
     let jpeg = jpeg_flags(root, &text)?;
     let scale = scale_of(&text);
     let param = read_net_text(&rel, TextOptions::default())?;
-    let state = NetState { phase: Some(Phase::Test as i32), ..Default::default() };
+    let state = NetState {
+        phase: Some(Phase::Test as i32),
+        ..Default::default()
+    };
     let mut rng = CaffeRng::new(1);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions { verbose: false })?;
     let n = jpeg.len();
@@ -101,17 +114,37 @@ fn run_case(root: &Path, case: &str) -> Result<f32> {
         net.forward(&mut rng)?;
         let (dshape, want_data) = read_npy_f32(&root.join(case).join(format!("pass{k}_data.npy")))?;
         let (_, want_label) = read_npy_f32(&root.join(case).join(format!("pass{k}_label.npy")))?;
-        let data = net.blob_by_name("data").ok_or_else(|| anyhow!("no data blob"))?;
-        let label = net.blob_by_name("label").ok_or_else(|| anyhow!("no label blob"))?;
+        let data = net
+            .blob_by_name("data")
+            .ok_or_else(|| anyhow!("no data blob"))?;
+        let label = net
+            .blob_by_name("label")
+            .ok_or_else(|| anyhow!("no label blob"))?;
         if data.shape() != dshape {
-            bail!("pass {k}: data shape {:?}, reference {:?}", data.shape(), dshape);
+            bail!(
+                "pass {k}: data shape {:?}, reference {:?}",
+                data.shape(),
+                dshape
+            );
         }
         if label.data_vec() != want_label {
-            bail!("pass {k}: labels {:?}, reference {:?}", label.data_vec(), want_label);
+            bail!(
+                "pass {k}: labels {:?}, reference {:?}",
+                label.data_vec(),
+                want_label
+            );
         }
         let batch = dshape[0];
         let items: Vec<usize> = (0..batch).map(|b| (k * batch + b) % n).collect();
-        let w = compare_pass(&format!("pass {k} data"), &data.data_vec(), &want_data, &dshape, &items, &jpeg, scale)?;
+        let w = compare_pass(
+            &format!("pass {k} data"),
+            &data.data_vec(),
+            &want_data,
+            &dshape,
+            &items,
+            &jpeg,
+            scale,
+        )?;
         worst = worst.max(w);
     }
     Ok(worst)
@@ -122,7 +155,10 @@ fn imagedata_cases_match_caffe() {
     crema::util::glog::set_min_level(2);
     let root = fixtures_dir();
     if !root.exists() {
-        panic!("fixture folder {} not found (set CREMA_IMAGEDATA_FIXTURES)", root.display());
+        panic!(
+            "fixture folder {} not found (set CREMA_IMAGEDATA_FIXTURES)",
+            root.display()
+        );
     }
     let root = root.canonicalize().unwrap();
     // Caffe resolves the prototxts' relative paths against the current directory.

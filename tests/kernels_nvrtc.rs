@@ -18,7 +18,10 @@ fn nvrtc_dir() -> Option<PathBuf> {
     let from_path = std::env::var_os("LD_LIBRARY_PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
-    from_env.into_iter().chain(from_path).find(|d| d.join("libnvrtc.so.13").exists())
+    from_env
+        .into_iter()
+        .chain(from_path)
+        .find(|d| d.join("libnvrtc.so.13").exists())
 }
 
 fn crema(args: &[&str], nvrtc: Option<&PathBuf>) -> Output {
@@ -29,7 +32,8 @@ fn crema(args: &[&str], nvrtc: Option<&PathBuf>) -> Output {
             cmd.env("CREMA_NVRTC_LIB_DIR", dir);
         }
         None => {
-            cmd.env_remove("CREMA_NVRTC_LIB_DIR").env_remove("LD_LIBRARY_PATH");
+            cmd.env_remove("CREMA_NVRTC_LIB_DIR")
+                .env_remove("LD_LIBRARY_PATH");
         }
     }
     cmd.output().expect("running crema")
@@ -39,7 +43,10 @@ fn check_arch(dir: &PathBuf, arch: &str) {
     let out = crema(&["kernels", "--check", "--arch", arch], Some(dir));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "crema kernels --check --arch {arch} failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "crema kernels --check --arch {arch} failed:\n{stdout}\n{stderr}"
+    );
     let mut count = 0;
     for f in compile::KERNEL_FILES {
         for name in compile::entry_points(f.source) {
@@ -53,11 +60,20 @@ fn check_arch(dir: &PathBuf, arch: &str) {
                 .nth(2)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("{arch}: no register count for {name}: '{line}'"));
-            assert!(regs > 0 && regs <= 255, "{arch}: {name} uses {regs} registers");
+            assert!(
+                regs > 0 && regs <= 255,
+                "{arch}: {name} uses {regs} registers"
+            );
         }
     }
-    assert!(count >= 80, "only {count} entry points found in the sources");
-    assert!(stdout.contains(&format!("{count} entry points in")), "summary line missing:\n{stdout}");
+    assert!(
+        count >= 80,
+        "only {count} entry points found in the sources"
+    );
+    assert!(
+        stdout.contains(&format!("{count} entry points in")),
+        "summary line missing:\n{stdout}"
+    );
     assert!(stdout.contains("0 compile errors"), "{stdout}");
     println!("{arch}: {count} entry points compiled and reported");
 }
@@ -77,7 +93,9 @@ fn a_missing_nvrtc_is_reported_not_a_panic() {
     let out = crema(&["kernels", "--check", "--arch", "sm_90"], None);
     if out.status.success() {
         // NVRTC is installed system-wide (found without any variable): nothing to check.
-        println!("NVRTC is on the default library path; the missing-NVRTC message is not exercised");
+        println!(
+            "NVRTC is on the default library path; the missing-NVRTC message is not exercised"
+        );
         return;
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -91,11 +109,18 @@ fn device_query_without_a_driver_fails_cleanly() {
         println!("a CUDA driver is present: device_query is exercised by scripts/gpu-check.sh");
         return;
     }
-    for args in [&["device_query"][..], &["device_query", "-gpu", "0"][..], &["device_query", "--gpu=all"][..]] {
+    for args in [
+        &["device_query"][..],
+        &["device_query", "-gpu", "0"][..],
+        &["device_query", "--gpu=all"][..],
+    ] {
         let out = crema(args, nvrtc_dir().as_ref());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains("no CUDA driver found"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no CUDA driver found"),
+            "{args:?}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
@@ -105,5 +130,8 @@ fn listing_needs_no_nvrtc() {
     let out = crema(&["kernels"], None);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("kernels/gemm.cu") && stdout.contains("gemm_sgemm_128x128_f32"), "{stdout}");
+    assert!(
+        stdout.contains("kernels/gemm.cu") && stdout.contains("gemm_sgemm_128x128_f32"),
+        "{stdout}"
+    );
 }

@@ -10,8 +10,16 @@ use crema::rng::CaffeRng;
 
 fn build(text: &str) -> Result<Net> {
     let p = parse_net_text(text, "<test>", TextOptions::default())?;
-    let state = NetState { phase: Some(Phase::Train as i32), ..Default::default() };
-    Net::new(&p, &state, &mut CaffeRng::new(1), BuildOptions { verbose: false })
+    let state = NetState {
+        phase: Some(Phase::Train as i32),
+        ..Default::default()
+    };
+    Net::new(
+        &p,
+        &state,
+        &mut CaffeRng::new(1),
+        BuildOptions { verbose: false },
+    )
 }
 
 fn input(name: &str, shape: &[usize]) -> String {
@@ -36,7 +44,11 @@ fn argmax_shapes_and_ties() {
         ("out_max_val: true", vec![2, 2, 1], vec![1., 9., 3., 8.]),
         ("top_k: 3", vec![2, 1, 3], vec![1., 5., 2., 3., 2., 1.]),
         ("axis: 1", vec![2, 1, 2], vec![1., 0., 1., 1.]),
-        ("axis: 1 out_max_val: true top_k: 2", vec![2, 2, 2], vec![3., 9., 2., 4., 7., 8., 7., 7.]),
+        (
+            "axis: 1 out_max_val: true top_k: 2",
+            vec![2, 2, 2],
+            vec![3., 9., 2., 4., 7., 8., 7., 7.],
+        ),
         ("axis: -1", vec![2, 3, 1], vec![1., 0., 1., 1., 1., 0.]),
     ];
     for (p, shape, want) in cases {
@@ -69,7 +81,10 @@ fn accuracy_on_axis_2_with_ignore() {
     net.set_input("l", &[1., 7.]).unwrap();
     net.forward(&mut CaffeRng::new(1)).unwrap();
     assert_eq!(net.blob_by_name("a").unwrap().data_vec(), vec![1.0]);
-    assert_eq!(net.blob_by_name("pc").unwrap().data_vec(), vec![0.0, 1.0, 0.0]);
+    assert_eq!(
+        net.blob_by_name("pc").unwrap().data_vec(),
+        vec![0.0, 1.0, 0.0]
+    );
     // A tie with the true class counts against it.
     net.set_input("s", &[0.7, 0.7, 0.2, 0.3, 0.3, 0.4]).unwrap();
     net.forward(&mut CaffeRng::new(1)).unwrap();
@@ -120,7 +135,10 @@ fn softmax_with_loss_second_top_and_all_ignored() {
     assert!((p[0] - 1.0 / 3.0).abs() < 1e-7 && (p[3] + p[4] + p[5] - 1.0).abs() < 1e-6);
     net.set_input("l", &[0., 3.]).unwrap();
     let e = err_of(net.forward(&mut CaffeRng::new(1)));
-    assert!(e.contains("'L'") && e.contains("label 3") && e.contains("[0, 3)"), "{e}");
+    assert!(
+        e.contains("'L'") && e.contains("label 3") && e.contains("[0, 3)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -144,7 +162,10 @@ fn sigmoid_cross_entropy_values() {
         })
         .sum::<f64>()
         / 2.0;
-    assert!((loss as f64 - want).abs() < 1e-5 * want.max(1.0), "{loss} vs {want}");
+    assert!(
+        (loss as f64 - want).abs() < 1e-5 * want.max(1.0),
+        "{loss} vs {want}"
+    );
 }
 
 #[test]
@@ -159,7 +180,10 @@ fn configuration_errors() {
     assert!(err_of(pool(&[1, 1, 4, 4], "kernel_size: 2 kernel_h: 3")).contains("not both"));
     assert!(err_of(pool(&[1, 1, 4, 4], "kernel_h: 3")).contains("both kernel_h and kernel_w"));
     assert!(err_of(pool(&[1, 1, 4, 4], "pad_h: 1 kernel_size: 3")).contains("pad_h and pad_w"));
-    assert!(err_of(pool(&[1, 1, 4, 4], "global_pooling: true kernel_size: 2")).contains("cannot be specified"));
+    assert!(
+        err_of(pool(&[1, 1, 4, 4], "global_pooling: true kernel_size: 2"))
+            .contains("cannot be specified")
+    );
     assert!(err_of(pool(&[1, 1, 4, 4], "global_pooling: true stride: 2")).contains("stride = 1"));
     assert!(err_of(pool(&[1, 1, 2, 2], "kernel_size: 4")).contains("no output window"));
     let two_tops = input("x", &[1, 1, 4, 4])
@@ -179,9 +203,13 @@ fn configuration_errors() {
     net.forward(&mut CaffeRng::new(1)).unwrap();
     let e = err_of(net.backward(&mut CaffeRng::new(1)));
     assert!(e.contains("'S'") && e.contains("label"), "{e}");
-    let sizes = input("s", &[2, 3]) + &input("l", &[3]) + "layer { name: \"S\" type: \"SoftmaxWithLoss\" bottom: \"s\" bottom: \"l\" }";
+    let sizes = input("s", &[2, 3])
+        + &input("l", &[3])
+        + "layer { name: \"S\" type: \"SoftmaxWithLoss\" bottom: \"s\" bottom: \"l\" }";
     assert!(err_of(build(&sizes)).contains("same first dimension"));
-    let sizes = input("s", &[2, 3, 2]) + &input("l", &[2]) + "layer { name: \"S\" type: \"SoftmaxWithLoss\" bottom: \"s\" bottom: \"l\" }";
+    let sizes = input("s", &[2, 3, 2])
+        + &input("l", &[2])
+        + "layer { name: \"S\" type: \"SoftmaxWithLoss\" bottom: \"s\" bottom: \"l\" }";
     assert!(err_of(build(&sizes)).contains("number of labels"));
 
     // Accuracy has no backward: force_backward makes the net ask for one.

@@ -8,15 +8,37 @@ const END: &str = "<!-- supported:end -->";
 
 fn table() -> String {
     let mut s = String::from("| kind | supported |\n|---|---|\n");
-    let layers: Vec<String> = crema::layers::KNOWN_TYPES.iter().map(|t| format!("`{t}`")).collect();
+    let layers: Vec<String> = crema::layers::KNOWN_TYPES
+        .iter()
+        .map(|t| format!("`{t}`"))
+        .collect();
     s += &format!("| layers ({}) | {} |\n", layers.len(), layers.join(", "));
     let solvers = ["SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"];
     for name in solvers {
-        let p = crema::proto::caffe::SolverParameter { r#type: Some(name.into()), ..Default::default() };
-        assert_eq!(crema::solver::update::SolverKind::from_param(&p).unwrap().name(), name);
+        let p = crema::proto::caffe::SolverParameter {
+            r#type: Some(name.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            crema::solver::update::SolverKind::from_param(&p)
+                .unwrap()
+                .name(),
+            name
+        );
     }
-    s += &format!("| solvers | {} |\n", solvers.map(|n| format!("`{n}`")).join(", "));
-    let policies = ["fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid"];
+    s += &format!(
+        "| solvers | {} |\n",
+        solvers.map(|n| format!("`{n}`")).join(", ")
+    );
+    let policies = [
+        "fixed",
+        "step",
+        "exp",
+        "inv",
+        "multistep",
+        "poly",
+        "sigmoid",
+    ];
     for pol in policies {
         let p = crema::proto::caffe::SolverParameter {
             lr_policy: Some(pol.into()),
@@ -24,9 +46,15 @@ fn table() -> String {
             max_iter: Some(10),
             ..Default::default()
         };
-        assert!(crema::solver::lr_policy::learning_rate(&p, 1, &mut 0).is_ok(), "{pol}");
+        assert!(
+            crema::solver::lr_policy::learning_rate(&p, 1, &mut 0).is_ok(),
+            "{pol}"
+        );
     }
-    s += &format!("| lr policies | {} |\n", policies.map(|n| format!("`{n}`")).join(", "));
+    s += &format!(
+        "| lr policies | {} |\n",
+        policies.map(|n| format!("`{n}`")).join(", ")
+    );
     s
 }
 
@@ -34,16 +62,35 @@ fn table() -> String {
 fn readme_table_matches_the_code() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
     let readme = std::fs::read_to_string(&path).unwrap();
-    let (a, b) = (readme.find(BEGIN).expect("README lacks the table markers"), readme.find(END).unwrap());
+    let (a, b) = (
+        readme.find(BEGIN).expect("README lacks the table markers"),
+        readme.find(END).unwrap(),
+    );
     let current = &readme[a + BEGIN.len()..b];
     let want = format!("\n{}", table());
     if std::env::var("CREMA_BLESS").is_ok() {
-        let new = format!("{}{}{}{}", &readme[..a + BEGIN.len()], want, "", &readme[b..]);
+        let new = format!(
+            "{}{}{}{}",
+            &readme[..a + BEGIN.len()],
+            want,
+            "",
+            &readme[b..]
+        );
         std::fs::write(&path, new).unwrap();
         return;
     }
-    assert_eq!(current, want, "README's supported table is out of date: run CREMA_BLESS=1 cargo test --test readme");
+    assert_eq!(
+        current, want,
+        "README's supported table is out of date: run CREMA_BLESS=1 cargo test --test readme"
+    );
     // An unknown layer type is reported with this same list.
-    let err = crema::layers::create_layer(&crema::proto::caffe::LayerParameter { r#type: Some("Nope".into()), ..Default::default() }).err().unwrap();
-    assert!(err.to_string().contains(crema::layers::KNOWN_TYPES.join(", ").as_str()));
+    let err = crema::layers::create_layer(&crema::proto::caffe::LayerParameter {
+        r#type: Some("Nope".into()),
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
+    assert!(err
+        .to_string()
+        .contains(crema::layers::KNOWN_TYPES.join(", ").as_str()));
 }

@@ -54,20 +54,66 @@ fn resuming_from_a_snapshot_continues_exactly() {
     // 400 records at batch 20: iteration 20 ends an epoch, so the data order of the resumed
     // run (whose cursor restarts, as in Caffe) equals the continuous run's.
     let (_t1, straight) = workdir(&solver(40, ""));
-    let out = crema(&straight).args(["train", "--solver", "solver.prototxt", "--weights", "init.caffemodel"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = crema(&straight)
+        .args([
+            "train",
+            "--solver",
+            "solver.prototxt",
+            "--weights",
+            "init.caffemodel",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let (_t2, split) = workdir(&solver(20, ""));
-    let out = crema(&split).args(["train", "--solver", "solver.prototxt", "--weights", "init.caffemodel"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = crema(&split)
+        .args([
+            "train",
+            "--solver",
+            "solver.prototxt",
+            "--weights",
+            "init.caffemodel",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(split.join("solver.prototxt"), solver(40, "")).unwrap();
-    let out = crema(&split).args(["train", "--solver", "solver.prototxt", "--snapshot", "snap/r_iter_20.solverstate"]).output().unwrap();
+    let out = crema(&split)
+        .args([
+            "train",
+            "--solver",
+            "solver.prototxt",
+            "--snapshot",
+            "snap/r_iter_20.solverstate",
+        ])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("Restoring previous solver status from snap/r_iter_20.solverstate"), "{err}");
+    assert!(
+        err.contains("Restoring previous solver status from snap/r_iter_20.solverstate"),
+        "{err}"
+    );
     // --weights and --snapshot together are refused, as by caffe.
     let both = crema(&split)
-        .args(["train", "--solver", "solver.prototxt", "--snapshot", "snap/r_iter_20.solverstate", "--weights", "init.caffemodel"])
+        .args([
+            "train",
+            "--solver",
+            "solver.prototxt",
+            "--snapshot",
+            "snap/r_iter_20.solverstate",
+            "--weights",
+            "init.caffemodel",
+        ])
         .output()
         .unwrap();
     assert!(!both.status.success());
@@ -84,13 +130,30 @@ fn resuming_from_a_snapshot_continues_exactly() {
 
 #[test]
 fn non_finite_loss_stops_with_the_iteration_and_keeps_snapshots() {
-    let (_t, work) = workdir(&solver(200, "snapshot: 1\n").replace("base_lr: 0.01", "base_lr: 1e6"));
-    let out = crema(&work).args(["train", "--solver", "solver.prototxt", "--weights", "init.caffemodel"]).output().unwrap();
+    let (_t, work) =
+        workdir(&solver(200, "snapshot: 1\n").replace("base_lr: 0.01", "base_lr: 1e6"));
+    let out = crema(&work)
+        .args([
+            "train",
+            "--solver",
+            "solver.prototxt",
+            "--weights",
+            "init.caffemodel",
+        ])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "training must fail");
-    assert!(err.contains("at iteration") && err.contains("Training stopped"), "{err}");
+    assert!(
+        err.contains("at iteration") && err.contains("Training stopped"),
+        "{err}"
+    );
     assert!(err.contains("first non-finite output is blob"), "{err}");
-    let snaps: Vec<PathBuf> = std::fs::read_dir(work.join("snap")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "caffemodel")).collect();
+    let snaps: Vec<PathBuf> = std::fs::read_dir(work.join("snap"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "caffemodel"))
+        .collect();
     assert!(!snaps.is_empty(), "earlier snapshots were written");
     for s in snaps {
         crema::proto::read_net_binary(&s).unwrap_or_else(|e| panic!("{}: {e:#}", s.display()));
@@ -100,7 +163,10 @@ fn non_finite_loss_stops_with_the_iteration_and_keeps_snapshots() {
 fn wait_for(child_err: &Path, needle: &str, timeout: Duration) -> bool {
     let t = Instant::now();
     while t.elapsed() < timeout {
-        if std::fs::read_to_string(child_err).unwrap_or_default().contains(needle) {
+        if std::fs::read_to_string(child_err)
+            .unwrap_or_default()
+            .contains(needle)
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -113,28 +179,60 @@ fn sigint_snapshots_and_sighup_stops_between_iterations() {
     let (_t, work) = workdir(&solver(1_000_000, ""));
     let log = work.join("train.log");
     let mut child = crema(&work)
-        .args(["train", "--solver", "solver.prototxt", "--weights", "init.caffemodel", "--sigint_effect", "snapshot", "--sighup_effect", "stop"])
+        .args([
+            "train",
+            "--solver",
+            "solver.prototxt",
+            "--weights",
+            "init.caffemodel",
+            "--sigint_effect",
+            "snapshot",
+            "--sighup_effect",
+            "stop",
+        ])
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
         .unwrap();
-    assert!(wait_for(&log, "Iteration 3 ", Duration::from_secs(120)), "training did not start");
+    assert!(
+        wait_for(&log, "Iteration 3 ", Duration::from_secs(120)),
+        "training did not start"
+    );
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert!(wait_for(&log, "Snapshotting solver state", Duration::from_secs(60)), "SIGINT did not snapshot");
+    assert!(
+        wait_for(&log, "Snapshotting solver state", Duration::from_secs(60)),
+        "SIGINT did not snapshot"
+    );
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{text}");
     assert!(text.contains("Optimization stopped early."), "{text}");
-    let snaps = std::fs::read_dir(work.join("snap")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "solverstate")).count();
+    let snaps = std::fs::read_dir(work.join("snap"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "solverstate")
+        })
+        .count();
     assert!(snaps >= 2, "one snapshot for SIGINT, one at the early stop");
 }
 
 #[test]
 fn killing_a_run_never_leaves_a_truncated_snapshot() {
-    let (_t, work) = workdir(&solver(1_000_000, "snapshot: 1\n").replace("display: 1", "display: 0"));
+    let (_t, work) =
+        workdir(&solver(1_000_000, "snapshot: 1\n").replace("display: 1", "display: 0"));
     for round in 0..4u64 {
         let mut child = crema(&work)
-            .args(["train", "--solver", "solver.prototxt", "--weights", "init.caffemodel"])
+            .args([
+                "train",
+                "--solver",
+                "solver.prototxt",
+                "--weights",
+                "init.caffemodel",
+            ])
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -146,10 +244,12 @@ fn killing_a_run_never_leaves_a_truncated_snapshot() {
             let p = e.unwrap().path();
             match p.extension().and_then(|x| x.to_str()) {
                 Some("caffemodel") => {
-                    crema::proto::read_net_binary(&p).unwrap_or_else(|e| panic!("round {round}: {}: {e:#}", p.display()));
+                    crema::proto::read_net_binary(&p)
+                        .unwrap_or_else(|e| panic!("round {round}: {}: {e:#}", p.display()));
                 }
                 Some("solverstate") => {
-                    crema::proto::read_solverstate(&p).unwrap_or_else(|e| panic!("round {round}: {}: {e:#}", p.display()));
+                    crema::proto::read_solverstate(&p)
+                        .unwrap_or_else(|e| panic!("round {round}: {}: {e:#}", p.display()));
                 }
                 _ => {}
             }

@@ -34,13 +34,39 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 /// Parameter blobs a layer of this type creates (so ParamSpecs can be written for each).
 fn param_blob_count(l: &LayerParameter) -> usize {
     match l.r#type() {
-        "Convolution" | "Deconvolution" => 1 + l.convolution_param.as_ref().map(|c| c.bias_term()).unwrap_or(true) as usize,
-        "InnerProduct" => 1 + l.inner_product_param.as_ref().map(|c| c.bias_term()).unwrap_or(true) as usize,
-        "Embed" => 1 + l.embed_param.as_ref().map(|c| c.bias_term()).unwrap_or(true) as usize,
+        "Convolution" | "Deconvolution" => {
+            1 + l
+                .convolution_param
+                .as_ref()
+                .map(|c| c.bias_term())
+                .unwrap_or(true) as usize
+        }
+        "InnerProduct" => {
+            1 + l
+                .inner_product_param
+                .as_ref()
+                .map(|c| c.bias_term())
+                .unwrap_or(true) as usize
+        }
+        "Embed" => {
+            1 + l
+                .embed_param
+                .as_ref()
+                .map(|c| c.bias_term())
+                .unwrap_or(true) as usize
+        }
         "BatchNorm" => 3,
         "Scale" => {
-            let bias = l.scale_param.as_ref().map(|c| c.bias_term()).unwrap_or(false) as usize;
-            if l.bottom.len() > 1 { bias } else { 1 + bias }
+            let bias = l
+                .scale_param
+                .as_ref()
+                .map(|c| c.bias_term())
+                .unwrap_or(false) as usize;
+            if l.bottom.len() > 1 {
+                bias
+            } else {
+                1 + bias
+            }
         }
         "Bias" => (l.bottom.len() < 2) as usize,
         "PReLU" => 1,
@@ -51,7 +77,11 @@ fn param_blob_count(l: &LayerParameter) -> usize {
 /// Freezes every layer matching a pattern; returns what changed, one line per layer. With
 /// `require_match`, a pattern that matches nothing is an error (a typo would otherwise freeze
 /// nothing silently); test nets, which may lack train-only layers, pass false.
-pub fn apply_freeze(net: &mut NetParameter, patterns: &[String], require_match: bool) -> Result<Vec<String>> {
+pub fn apply_freeze(
+    net: &mut NetParameter,
+    patterns: &[String],
+    require_match: bool,
+) -> Result<Vec<String>> {
     let mut changes = Vec::new();
     for pat in patterns {
         if require_match && !net.layer.iter().any(|l| glob_match(pat, l.name())) {
@@ -79,7 +109,9 @@ pub fn apply_freeze(net: &mut NetParameter, patterns: &[String], require_match: 
             p.decay_mult = Some(0.0);
         }
         if l.r#type() == "BatchNorm" {
-            let bn = l.batch_norm_param.get_or_insert_with(BatchNormParameter::default);
+            let bn = l
+                .batch_norm_param
+                .get_or_insert_with(BatchNormParameter::default);
             if bn.use_global_stats != Some(true) {
                 what.push(format!(
                     "use_global_stats {} -> true",
@@ -94,7 +126,12 @@ pub fn apply_freeze(net: &mut NetParameter, patterns: &[String], require_match: 
         if what.is_empty() {
             changes.push(format!("{} ({}): already frozen", l.name(), l.r#type()));
         } else {
-            changes.push(format!("{} ({}): {}", l.name(), l.r#type(), what.join("; ")));
+            changes.push(format!(
+                "{} ({}): {}",
+                l.name(),
+                l.r#type(),
+                what.join("; ")
+            ));
         }
     }
     Ok(changes)

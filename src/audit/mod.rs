@@ -21,10 +21,16 @@ pub struct Answer {
 
 impl Answer {
     fn yes(why: impl Into<String>) -> Self {
-        Answer { yes: true, why: why.into() }
+        Answer {
+            yes: true,
+            why: why.into(),
+        }
     }
     fn no(why: impl Into<String>) -> Self {
-        Answer { yes: false, why: why.into() }
+        Answer {
+            yes: false,
+            why: why.into(),
+        }
     }
     fn text(&self) -> String {
         format!("{} ({})", if self.yes { "yes" } else { "no" }, self.why)
@@ -128,7 +134,13 @@ fn audit_test_net(a: &mut Audit, label: &str, net: &Net, train: &Net) {
     audit_net_filtered(a, label, net, None, Some(train))
 }
 
-fn audit_net_filtered(a: &mut Audit, label: &str, net: &Net, solver: Option<&SolverFacts>, train: Option<&Net>) {
+fn audit_net_filtered(
+    a: &mut Audit,
+    label: &str,
+    net: &Net,
+    solver: Option<&SolverFacts>,
+    train: Option<&Net>,
+) {
     let start = a.rows.len();
     for p in &net.params {
         let e = &net.layers[p.layer];
@@ -141,33 +153,52 @@ fn audit_net_filtered(a: &mut Audit, label: &str, net: &Net, solver: Option<&Sol
         let ty = e.layer.type_name().to_string();
         let learn = &net.learnable[p.learnable_id];
         let spec = e.param.param.get(p.index);
-        let frozen_by_user = spec.map(|s| s.lr_mult.is_some() && s.lr_mult() == 0.0).unwrap_or(false);
+        let frozen_by_user = spec
+            .map(|s| s.lr_mult.is_some() && s.lr_mult() == 0.0)
+            .unwrap_or(false);
         let shared_from = p.owner.map(|o| {
             let op = &net.params[o];
             (net.layers[op.layer].param.name().to_string(), op.index)
         });
         let lr = learn.lr_mult;
         let solver_answer = match solver {
-            None => Answer::no(format!("{} net: the solver updates only the train net", phase_word(net))),
+            None => Answer::no(format!(
+                "{} net: the solver updates only the train net",
+                phase_word(net)
+            )),
             Some(s) => {
-                let hist = s.history_nonzero.get(p.learnable_id).copied().unwrap_or(false);
-                let momentum_moves = matches!(s.kind, SolverKind::Sgd | SolverKind::Nesterov) && hist && s.momentum != 0.0;
+                let hist = s
+                    .history_nonzero
+                    .get(p.learnable_id)
+                    .copied()
+                    .unwrap_or(false);
+                let momentum_moves = matches!(s.kind, SolverKind::Sgd | SolverKind::Nesterov)
+                    && hist
+                    && s.momentum != 0.0;
                 if p.owner.is_some() {
                     let (ol, oi) = shared_from.clone().unwrap();
                     if lr != 0.0 && s.base_lr != 0.0 || momentum_moves {
-                        Answer::yes(format!("shared with {ol} param {oi}, which the solver updates"))
+                        Answer::yes(format!(
+                            "shared with {ol} param {oi}, which the solver updates"
+                        ))
                     } else {
                         Answer::no(format!("shared with {ol} param {oi}, which is frozen"))
                     }
                 } else if lr == 0.0 {
                     if momentum_moves {
-                        Answer::yes(format!("lr_mult 0, but restored {} momentum history keeps moving it", s.kind.name()))
+                        Answer::yes(format!(
+                            "lr_mult 0, but restored {} momentum history keeps moving it",
+                            s.kind.name()
+                        ))
                     } else {
                         Answer::no("lr_mult 0")
                     }
                 } else if s.base_lr == 0.0 {
                     if momentum_moves {
-                        Answer::yes(format!("base_lr 0, but restored {} momentum history keeps moving it", s.kind.name()))
+                        Answer::yes(format!(
+                            "base_lr 0, but restored {} momentum history keeps moving it",
+                            s.kind.name()
+                        ))
                     } else {
                         Answer::no("base_lr 0")
                     }
@@ -219,10 +250,17 @@ fn audit_net_filtered(a: &mut Audit, label: &str, net: &Net, solver: Option<&Sol
 
 fn warnings_for_train_net(a: &mut Audit, net: &Net, start: usize, s: &SolverFacts) {
     let rows: Vec<Row> = a.rows[start..].to_vec();
-    let layer_rows = |name: &str| rows.iter().filter(|r| r.layer == name).cloned().collect::<Vec<_>>();
+    let layer_rows = |name: &str| {
+        rows.iter()
+            .filter(|r| r.layer == name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     // Which layer produced each blob (for "right after" relations).
     let producer = |blob: usize, before: usize| -> Option<usize> {
-        (0..before).rev().find(|&li| net.layers[li].tops.contains(&blob))
+        (0..before)
+            .rev()
+            .find(|&li| net.layers[li].tops.contains(&blob))
     };
     let mut frozen_bn: Vec<String> = Vec::new();
     for (li, e) in net.layers.iter().enumerate() {
@@ -236,7 +274,8 @@ fn warnings_for_train_net(a: &mut Audit, net: &Net, start: usize, s: &SolverFact
                 })
             });
             let user_froze = layer_rows(name).iter().any(|r| r.frozen_by_user);
-            let looks_frozen = !e.need_backward || upstream_frozen || user_froze || s.base_lr == 0.0;
+            let looks_frozen =
+                !e.need_backward || upstream_frozen || user_froze || s.base_lr == 0.0;
             if writes && looks_frozen {
                 let mut why = Vec::new();
                 if layer_rows(name).iter().all(|r| r.lr_mult == 0.0) {
@@ -259,14 +298,25 @@ fn warnings_for_train_net(a: &mut Audit, net: &Net, start: usize, s: &SolverFact
         }
         if matches!(e.layer.type_name(), "Scale" | "Bias") {
             let after_frozen_bn = e.bottoms.iter().find_map(|&b| {
-                producer(b, li).filter(|&p| frozen_bn.contains(&net.layers[p].param.name().to_string()))
+                producer(b, li)
+                    .filter(|&p| frozen_bn.contains(&net.layers[p].param.name().to_string()))
             });
             if let Some(p) = after_frozen_bn {
                 // lr_mult, not the current base_lr, decides: base_lr 0 today is often a test.
-                let trains: Vec<Row> = layer_rows(name).into_iter().filter(|r| r.lr_mult != 0.0).collect();
+                let trains: Vec<Row> = layer_rows(name)
+                    .into_iter()
+                    .filter(|r| r.lr_mult != 0.0)
+                    .collect();
                 if !trains.is_empty() {
-                    let list: Vec<String> = trains.iter().map(|r| format!("{} (lr_mult {})", r.role, fmt_g(r.lr_mult as f64))).collect();
-                    let when = if s.base_lr == 0.0 { " as soon as base_lr is above 0" } else { "" };
+                    let list: Vec<String> = trains
+                        .iter()
+                        .map(|r| format!("{} (lr_mult {})", r.role, fmt_g(r.lr_mult as f64)))
+                        .collect();
+                    let when = if s.base_lr == 0.0 {
+                        " as soon as base_lr is above 0"
+                    } else {
+                        ""
+                    };
                     a.warnings.push(format!(
                         "{name} ({}) comes right after frozen BatchNorm {} but its {} will train{when}. To freeze it too, give each of its params param {{ lr_mult: 0 decay_mult: 0 }}.",
                         e.layer.type_name(),
@@ -283,7 +333,11 @@ fn warnings_for_train_net(a: &mut Audit, net: &Net, start: usize, s: &SolverFact
             let owner_row = rows.iter().find(|o| &o.layer == owner && o.index == *oi);
             if let Some(o) = owner_row {
                 if r.frozen_by_user != o.frozen_by_user {
-                    let (frozen, other) = if r.frozen_by_user { (&r.layer, owner) } else { (owner, &r.layer) };
+                    let (frozen, other) = if r.frozen_by_user {
+                        (&r.layer, owner)
+                    } else {
+                        (owner, &r.layer)
+                    };
                     a.warnings.push(format!(
                         "{} param {} is shared between {frozen} (frozen) and {other} (trainable as written): one blob cannot be both; it is {} for both.",
                         owner,
@@ -297,7 +351,8 @@ fn warnings_for_train_net(a: &mut Audit, net: &Net, start: usize, s: &SolverFact
     // Weight decay without a gradient shrinks the blob toward zero.
     if s.weight_decay != 0.0 {
         for r in rows.iter().filter(|r| r.shared_from.is_none()) {
-            if r.solver.yes && r.decay_mult != 0.0 && !r.gradient.yes && r.layer_type != "BatchNorm" {
+            if r.solver.yes && r.decay_mult != 0.0 && !r.gradient.yes && r.layer_type != "BatchNorm"
+            {
                 a.warnings.push(format!(
                     "{} param {} ({}): weight decay {} applies but no gradient reaches it ({}): every iteration shrinks it toward 0. Set decay_mult: 0 (and lr_mult: 0 to freeze it).",
                     r.layer,
@@ -316,7 +371,10 @@ impl Audit {
     /// net's, when auditing a single non-train net).
     pub fn counts(&self) -> (usize, usize, usize) {
         let owners = |train_only: bool| -> Vec<&Row> {
-            self.rows.iter().filter(|r| r.shared_from.is_none() && (!train_only || r.net == "train")).collect()
+            self.rows
+                .iter()
+                .filter(|r| r.shared_from.is_none() && (!train_only || r.net == "train"))
+                .collect()
         };
         let mut set = owners(true);
         if set.is_empty() {
@@ -347,10 +405,25 @@ impl Audit {
         let _ = writeln!(
             out,
             "{:<7} {:<18} {:<16} {:>2} {:<24} {:<16} {:>5} {:>5}  {:<40}  {:<40}  {}",
-            "net", "layer", "type", "#", "role", "shape", "lr", "decay", "changed by solver?", "changed by forward?", "gradient reaches it?"
+            "net",
+            "layer",
+            "type",
+            "#",
+            "role",
+            "shape",
+            "lr",
+            "decay",
+            "changed by solver?",
+            "changed by forward?",
+            "gradient reaches it?"
         );
         for r in &self.rows {
-            let shape = r.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+            let shape = r
+                .shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x");
             let mut solver = r.solver.text();
             if let Some((o, i)) = &r.shared_from {
                 if !solver.contains("shared") {
@@ -380,7 +453,10 @@ impl Audit {
             }
         }
         let (t, f, fc) = self.counts();
-        let _ = writeln!(out, "Summary: {t} blobs trainable, {f} frozen, {fc} frozen-but-changing.");
+        let _ = writeln!(
+            out,
+            "Summary: {t} blobs trainable, {f} frozen, {fc} frozen-but-changing."
+        );
         out
     }
 }

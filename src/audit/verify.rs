@@ -11,12 +11,21 @@ use crate::util::hash::hash_f32;
 pub fn hash_params(net: &Net) -> Vec<((String, usize), String)> {
     net.params
         .iter()
-        .map(|p| ((net.layers[p.layer].param.name().to_string(), p.index), hash_f32(&p.blob.data_vec())))
+        .map(|p| {
+            (
+                (net.layers[p.layer].param.name().to_string(), p.index),
+                hash_f32(&p.blob.data_vec()),
+            )
+        })
         .collect()
 }
 
 /// One line per train-net blob: predicted vs observed; an error when they disagree.
-pub fn verify(audit: &Audit, before: &[((String, usize), String)], after: &[((String, usize), String)]) -> Result<Vec<String>> {
+pub fn verify(
+    audit: &Audit,
+    before: &[((String, usize), String)],
+    after: &[((String, usize), String)],
+) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     let mut mismatches = Vec::new();
     for (((layer, idx), h0), (_, h1)) in before.iter().zip(after) {

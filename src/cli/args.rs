@@ -15,8 +15,14 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
             let name = body.split('=').next().unwrap_or("");
             let is_flag_name = name.len() >= 2
                 && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if is_flag_name { format!("-{a}") } else { a }
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if is_flag_name {
+                format!("-{a}")
+            } else {
+                a
+            }
         })
         .collect()
 }
@@ -29,8 +35,28 @@ mod tests {
     fn gflags_spellings_become_clap_spellings() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            normalize_args(v(&["crema", "train", "-solver", "s.prototxt", "-gpu=0", "-o", "-1.5", "--weights", "w"])),
-            v(&["crema", "train", "--solver", "s.prototxt", "--gpu=0", "-o", "-1.5", "--weights", "w"])
+            normalize_args(v(&[
+                "crema",
+                "train",
+                "-solver",
+                "s.prototxt",
+                "-gpu=0",
+                "-o",
+                "-1.5",
+                "--weights",
+                "w"
+            ])),
+            v(&[
+                "crema",
+                "train",
+                "--solver",
+                "s.prototxt",
+                "--gpu=0",
+                "-o",
+                "-1.5",
+                "--weights",
+                "w"
+            ])
         );
     }
 }

@@ -26,7 +26,12 @@ pub fn run_audit(args: &AuditArgs) -> Result<Audit> {
     let weights: Vec<String> = args
         .weights
         .as_deref()
-        .map(|w| w.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .map(|w| {
+            w.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     match (&args.solver, &args.model) {
         (Some(s), None) => {

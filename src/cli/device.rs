@@ -7,7 +7,9 @@ use crate::backend::cuda::device::{self, DeviceInfo};
 
 /// Parses `--gpu`: `0`, `0,1` or `all` (Caffe's spellings). None means device 0.
 pub fn parse_gpus(spec: Option<&str>) -> Result<Option<Vec<usize>>> {
-    let Some(spec) = spec else { return Ok(Some(vec![0])) };
+    let Some(spec) = spec else {
+        return Ok(Some(vec![0]));
+    };
     if spec.trim() == "all" {
         return Ok(None);
     }
@@ -32,7 +34,13 @@ pub fn device_query(spec: Option<&str>) -> Result<String> {
         None => (0..device::device_count()?).collect(),
     };
     let mut out = String::new();
-    out.push_str(&format!("Querying GPUs {}\n", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")));
+    out.push_str(&format!(
+        "Querying GPUs {}\n",
+        ids.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     for id in ids {
         let info = DeviceInfo::query(id)?;
         out.push_str(&info.render());

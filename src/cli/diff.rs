@@ -22,7 +22,9 @@ fn blobs(path: &Path) -> Result<BTreeMap<(String, usize), (Vec<usize>, Vec<f32>)
     let mut out = BTreeMap::new();
     for l in &net.layer {
         for (i, b) in l.blobs.iter().enumerate() {
-            let v = read_blob(b).map_err(|e| anyhow::anyhow!("{}: layer {} blob {i}: {e}", path.display(), l.name()))?;
+            let v = read_blob(b).map_err(|e| {
+                anyhow::anyhow!("{}: layer {} blob {i}: {e}", path.display(), l.name())
+            })?;
             out.insert((l.name().to_string(), i), (v.shape, v.data));
         }
     }
@@ -40,7 +42,12 @@ pub fn diff(a: &Path, b: &Path, tolerance: f64) -> Result<DiffResult> {
             (Some((sa, da)), Some((sb, db))) => {
                 if sa != sb {
                     same = false;
-                    let _ = writeln!(out, "{layer} blob {i}: shapes differ: {} vs {}", shape_string(sa), shape_string(sb));
+                    let _ = writeln!(
+                        out,
+                        "{layer} blob {i}: shapes differ: {} vs {}",
+                        shape_string(sa),
+                        shape_string(sb)
+                    );
                     continue;
                 }
                 let bits_equal = da.iter().zip(db).all(|(x, y)| x.to_bits() == y.to_bits());
@@ -52,10 +59,18 @@ pub fn diff(a: &Path, b: &Path, tolerance: f64) -> Result<DiffResult> {
                 let mut max_ref = 0f64;
                 for (x, y) in da.iter().zip(db) {
                     let d = (*x as f64 - *y as f64).abs();
-                    max_abs = if d.is_nan() { f64::INFINITY } else { max_abs.max(d) };
+                    max_abs = if d.is_nan() {
+                        f64::INFINITY
+                    } else {
+                        max_abs.max(d)
+                    };
                     max_ref = max_ref.max((*x as f64).abs()).max((*y as f64).abs());
                 }
-                let rel = if max_ref > 0.0 { max_abs / max_ref } else { max_abs };
+                let rel = if max_ref > 0.0 {
+                    max_abs / max_ref
+                } else {
+                    max_abs
+                };
                 let within = rel <= tolerance && tolerance > 0.0;
                 if !within {
                     same = false;
@@ -63,7 +78,11 @@ pub fn diff(a: &Path, b: &Path, tolerance: f64) -> Result<DiffResult> {
                 let _ = writeln!(
                     out,
                     "{layer} blob {i}: {} ({}): max abs difference {}, max relative {}",
-                    if within { "within tolerance" } else { "DIFFERS" },
+                    if within {
+                        "within tolerance"
+                    } else {
+                        "DIFFERS"
+                    },
                     shape_string(sa),
                     fmt_g(max_abs),
                     fmt_g(rel)
@@ -80,6 +99,14 @@ pub fn diff(a: &Path, b: &Path, tolerance: f64) -> Result<DiffResult> {
             (None, None) => unreachable!(),
         }
     }
-    let _ = writeln!(out, "{}", if same { "Models are the same." } else { "Models differ." });
+    let _ = writeln!(
+        out,
+        "{}",
+        if same {
+            "Models are the same."
+        } else {
+            "Models differ."
+        }
+    );
     Ok(DiffResult { report: out, same })
 }

@@ -33,16 +33,22 @@ pub fn inspect_file(path: &Path, opts: TextOptions) -> Result<String> {
             let text = proto::text::ensure_text(&bytes, &file)?;
             // Try the likelier message first; report its error if neither parses.
             let solver_first = kind == FileKind::SolverText;
-            let as_net = || proto::parse_net_text(text, &file, opts).map(|n| describe_net_text(&file, &n));
-            let as_solver =
-                || proto::parse_solver_text(text, &file, opts).map(|s| describe_solver(&file, path, &s));
+            let as_net =
+                || proto::parse_net_text(text, &file, opts).map(|n| describe_net_text(&file, &n));
+            let as_solver = || {
+                proto::parse_solver_text(text, &file, opts)
+                    .map(|s| describe_solver(&file, path, &s))
+            };
             if solver_first {
                 as_solver().or_else(|e| as_net().map_err(|_| e))
             } else {
                 as_net().or_else(|e| as_solver().map_err(|_| e))
             }
         }
-        FileKind::NetBinary => Ok(describe_model(&file, &proto::decode_net_binary(&bytes, &file)?)),
+        FileKind::NetBinary => Ok(describe_model(
+            &file,
+            &proto::decode_net_binary(&bytes, &file)?,
+        )),
         FileKind::SolverState => {
             let s: SolverState = proto::binary::decode(&bytes, &file, "solverstate")?;
             describe_solverstate(&file, &s)
@@ -75,7 +81,11 @@ fn rule_text(l: &LayerParameter) -> String {
         for r in rules.iter() {
             let mut s = Vec::new();
             if let Some(p) = r.phase {
-                s.push(if p == 0 { "TRAIN".to_string() } else { "TEST".to_string() });
+                s.push(if p == 0 {
+                    "TRAIN".to_string()
+                } else {
+                    "TEST".to_string()
+                });
             }
             if let Some(v) = r.min_level {
                 s.push(format!("level>={v}"));
@@ -97,7 +107,12 @@ fn rule_text(l: &LayerParameter) -> String {
 
 fn describe_net_text(file: &str, net: &NetParameter) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{file}: net '{}' (prototxt), {} layer(s)", net.name(), net.layer.len());
+    let _ = writeln!(
+        out,
+        "{file}: net '{}' (prototxt), {} layer(s)",
+        net.name(),
+        net.layer.len()
+    );
     if net.force_backward() {
         out.push_str("  force_backward: true\n");
     }
@@ -115,7 +130,11 @@ fn describe_net_text(file: &str, net: &NetParameter) -> String {
                 .param
                 .iter()
                 .map(|p| {
-                    let mut s = format!("lr_mult {} decay_mult {}", fmt_g(p.lr_mult() as f64), fmt_g(p.decay_mult() as f64));
+                    let mut s = format!(
+                        "lr_mult {} decay_mult {}",
+                        fmt_g(p.lr_mult() as f64),
+                        fmt_g(p.decay_mult() as f64)
+                    );
                     if let Some(n) = &p.name {
                         s = format!("'{n}' {s}");
                     }
@@ -148,7 +167,10 @@ fn describe_net_text(file: &str, net: &NetParameter) -> String {
 pub fn default_snapshot_prefix(solver_path: &Path) -> String {
     let stem = solver_path.with_extension("");
     if stem.is_dir() {
-        let name = solver_path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let name = solver_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
         stem.join(name).display().to_string()
     } else {
         stem.display().to_string()
@@ -159,7 +181,11 @@ fn describe_solver(file: &str, path: &Path, s: &SolverParameter) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{file}: solver (prototxt)");
     let mut row = |k: &str, v: String, set: bool| {
-        let _ = writeln!(out, "  {k:<22} {v}{}", if set { "" } else { "   (default)" });
+        let _ = writeln!(
+            out,
+            "  {k:<22} {v}{}",
+            if set { "" } else { "   (default)" }
+        );
     };
     let net_source = if let Some(n) = &s.net {
         format!("net: {n}")
@@ -177,14 +203,25 @@ fn describe_solver(file: &str, path: &Path, s: &SolverParameter) -> String {
             v.push(format!("test_net: {t}"));
         }
         if !s.test_net_param.is_empty() {
-            v.push(format!("{} test_net_param (inline)", s.test_net_param.len()));
+            v.push(format!(
+                "{} test_net_param (inline)",
+                s.test_net_param.len()
+            ));
         }
-        if v.is_empty() { "(none given)".into() } else { v.join(", ") }
+        if v.is_empty() {
+            "(none given)".into()
+        } else {
+            v.join(", ")
+        }
     };
     row("nets", net_source, true);
     row("type", s.r#type().to_string(), s.r#type.is_some());
     row("base_lr", fmt_g(s.base_lr() as f64), s.base_lr.is_some());
-    row("lr_policy", s.lr_policy().to_string(), s.lr_policy.is_some());
+    row(
+        "lr_policy",
+        s.lr_policy().to_string(),
+        s.lr_policy.is_some(),
+    );
     match s.lr_policy() {
         "step" => {
             row("gamma", fmt_g(s.gamma() as f64), s.gamma.is_some());
@@ -203,40 +240,100 @@ fn describe_solver(file: &str, path: &Path, s: &SolverParameter) -> String {
         }
         "multistep" => {
             row("gamma", fmt_g(s.gamma() as f64), s.gamma.is_some());
-            row("stepvalue", format!("{:?}", s.stepvalue), !s.stepvalue.is_empty());
+            row(
+                "stepvalue",
+                format!("{:?}", s.stepvalue),
+                !s.stepvalue.is_empty(),
+            );
         }
         _ => {}
     }
     row("momentum", fmt_g(s.momentum() as f64), s.momentum.is_some());
     if s.r#type() == "Adam" {
-        row("momentum2", fmt_g(s.momentum2() as f64), s.momentum2.is_some());
+        row(
+            "momentum2",
+            fmt_g(s.momentum2() as f64),
+            s.momentum2.is_some(),
+        );
     }
     if s.r#type() == "RMSProp" {
-        row("rms_decay", fmt_g(s.rms_decay() as f64), s.rms_decay.is_some());
+        row(
+            "rms_decay",
+            fmt_g(s.rms_decay() as f64),
+            s.rms_decay.is_some(),
+        );
     }
     if matches!(s.r#type(), "AdaGrad" | "RMSProp" | "AdaDelta" | "Adam") {
         row("delta", fmt_g(s.delta() as f64), s.delta.is_some());
     }
-    row("weight_decay", fmt_g(s.weight_decay() as f64), s.weight_decay.is_some());
-    row("regularization_type", s.regularization_type().to_string(), s.regularization_type.is_some());
-    row("clip_gradients", fmt_g(s.clip_gradients() as f64), s.clip_gradients.is_some());
+    row(
+        "weight_decay",
+        fmt_g(s.weight_decay() as f64),
+        s.weight_decay.is_some(),
+    );
+    row(
+        "regularization_type",
+        s.regularization_type().to_string(),
+        s.regularization_type.is_some(),
+    );
+    row(
+        "clip_gradients",
+        fmt_g(s.clip_gradients() as f64),
+        s.clip_gradients.is_some(),
+    );
     row("max_iter", s.max_iter().to_string(), s.max_iter.is_some());
-    row("iter_size", s.iter_size().to_string(), s.iter_size.is_some());
+    row(
+        "iter_size",
+        s.iter_size().to_string(),
+        s.iter_size.is_some(),
+    );
     row("display", s.display().to_string(), s.display.is_some());
-    row("average_loss", s.average_loss().to_string(), s.average_loss.is_some());
-    row("test_iter", format!("{:?}", s.test_iter), !s.test_iter.is_empty());
-    row("test_interval", s.test_interval().to_string(), s.test_interval.is_some());
-    row("test_initialization", s.test_initialization().to_string(), s.test_initialization.is_some());
-    row("test_compute_loss", s.test_compute_loss().to_string(), s.test_compute_loss.is_some());
+    row(
+        "average_loss",
+        s.average_loss().to_string(),
+        s.average_loss.is_some(),
+    );
+    row(
+        "test_iter",
+        format!("{:?}", s.test_iter),
+        !s.test_iter.is_empty(),
+    );
+    row(
+        "test_interval",
+        s.test_interval().to_string(),
+        s.test_interval.is_some(),
+    );
+    row(
+        "test_initialization",
+        s.test_initialization().to_string(),
+        s.test_initialization.is_some(),
+    );
+    row(
+        "test_compute_loss",
+        s.test_compute_loss().to_string(),
+        s.test_compute_loss.is_some(),
+    );
     row("snapshot", s.snapshot().to_string(), s.snapshot.is_some());
     let prefix = match &s.snapshot_prefix {
         Some(p) => p.clone(),
         None => default_snapshot_prefix(path),
     };
     row("snapshot_prefix", prefix, s.snapshot_prefix.is_some());
-    row("snapshot_format", format!("{:?}", s.snapshot_format()).to_uppercase(), s.snapshot_format.is_some());
-    row("snapshot_diff", s.snapshot_diff().to_string(), s.snapshot_diff.is_some());
-    row("snapshot_after_train", s.snapshot_after_train().to_string(), s.snapshot_after_train.is_some());
+    row(
+        "snapshot_format",
+        format!("{:?}", s.snapshot_format()).to_uppercase(),
+        s.snapshot_format.is_some(),
+    );
+    row(
+        "snapshot_diff",
+        s.snapshot_diff().to_string(),
+        s.snapshot_diff.is_some(),
+    );
+    row(
+        "snapshot_after_train",
+        s.snapshot_after_train().to_string(),
+        s.snapshot_after_train.is_some(),
+    );
     // `caffe train` uses the GPU only when solver_mode is written (or --gpu is given).
     let mode = if s.solver_mode.is_some() {
         format!("{:?}", s.solver_mode()).to_uppercase()
@@ -244,8 +341,16 @@ fn describe_solver(file: &str, path: &Path, s: &SolverParameter) -> String {
         "CPU (unset: caffe train runs on the CPU unless --gpu is given)".into()
     };
     row("solver_mode", mode, s.solver_mode.is_some());
-    row("device_id", s.device_id().to_string(), s.device_id.is_some());
-    row("random_seed", s.random_seed().to_string(), s.random_seed.is_some());
+    row(
+        "device_id",
+        s.device_id().to_string(),
+        s.device_id.is_some(),
+    );
+    row(
+        "random_seed",
+        s.random_seed().to_string(),
+        s.random_seed.is_some(),
+    );
     if !s.weights.is_empty() {
         row("weights", s.weights.join(", "), true);
     }
@@ -268,7 +373,11 @@ fn stats(data: &[f32]) -> String {
         sum += v as f64;
     }
     let finite = data.len() - nonfinite;
-    let mean = if finite > 0 { sum / finite as f64 } else { f64::NAN };
+    let mean = if finite > 0 {
+        sum / finite as f64
+    } else {
+        f64::NAN
+    };
     let mut s = format!(
         "min {} max {} mean {}",
         fmt_g(lo as f64),
@@ -283,8 +392,17 @@ fn stats(data: &[f32]) -> String {
 
 fn blob_summary(b: &BlobProto) -> Result<String> {
     let v = read_blob(b)?;
-    let legacy = if has_legacy_dims(b) { " (legacy 4-D)" } else { "" };
-    let mut s = format!("shape {}{legacy}  {}  hash {}", shape_string(&v.shape), stats(&v.data), hash_f32(&v.data));
+    let legacy = if has_legacy_dims(b) {
+        " (legacy 4-D)"
+    } else {
+        ""
+    };
+    let mut s = format!(
+        "shape {}{legacy}  {}  hash {}",
+        shape_string(&v.shape),
+        stats(&v.data),
+        hash_f32(&v.data)
+    );
     if v.diff.is_some() {
         s.push_str("  +diff");
     }
@@ -324,7 +442,12 @@ fn describe_solverstate(file: &str, s: &SolverState) -> Result<String> {
     for (i, h) in s.history.iter().enumerate() {
         let shape = proto_shape(h)?;
         let v = read_blob(h)?;
-        let _ = writeln!(out, "    #{i}: shape {}  {}", shape_string(&shape), stats(&v.data));
+        let _ = writeln!(
+            out,
+            "    #{i}: shape {}  {}",
+            shape_string(&shape),
+            stats(&v.data)
+        );
     }
     Ok(out)
 }

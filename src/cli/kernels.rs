@@ -37,10 +37,17 @@ pub fn run_kernels(args: &KernelsArgs) -> Result<u8> {
     if !supported.contains(&arch) {
         bail!(
             "NVRTC {major}.{minor} cannot compile for sm_{arch}; it supports {}",
-            supported.iter().map(|a| format!("sm_{a}")).collect::<Vec<_>>().join(", ")
+            supported
+                .iter()
+                .map(|a| format!("sm_{a}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
-    println!("Compiling {} kernel files for sm_{arch} with NVRTC {major}.{minor} (ptxas -v)", compile::KERNEL_FILES.len());
+    println!(
+        "Compiling {} kernel files for sm_{arch} with NVRTC {major}.{minor} (ptxas -v)",
+        compile::KERNEL_FILES.len()
+    );
     let mut rows: Vec<(&str, Resources)> = Vec::new();
     let mut failures = Vec::new();
     let mut missing = Vec::new();
@@ -71,7 +78,10 @@ pub fn run_kernels(args: &KernelsArgs) -> Result<u8> {
     for m in &missing {
         eprintln!("error: entry point missing from ptxas's report: {m}");
     }
-    let spilling = rows.iter().filter(|(_, r)| r.spill_stores > 0 || r.spill_loads > 0).count();
+    let spilling = rows
+        .iter()
+        .filter(|(_, r)| r.spill_stores > 0 || r.spill_loads > 0)
+        .count();
     let max_regs = rows.iter().map(|(_, r)| r.registers).max().unwrap_or(0);
     println!(
         "{} entry points in {} files for sm_{arch}: {} compile errors, {} missing from the report, {} with spills, \
@@ -84,7 +94,11 @@ pub fn run_kernels(args: &KernelsArgs) -> Result<u8> {
         max_regs,
         elapsed.as_secs_f64()
     );
-    Ok(if failures.is_empty() && missing.is_empty() { 0 } else { 1 })
+    Ok(if failures.is_empty() && missing.is_empty() {
+        0
+    } else {
+        1
+    })
 }
 
 /// Builds every kernel file for device `gpu` (its exact architecture, through the disk cache)
@@ -104,7 +118,9 @@ fn load_on_device(gpu: usize) -> Result<u8> {
             Target::Cubin => format!("sm_{build_arch} machine code"),
             Target::Ptx => format!("compute_{build_arch} PTX"),
         },
-        compile::cache_dir().map(|d| d.display().to_string()).unwrap_or_else(|| "(none)".into())
+        compile::cache_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "(none)".into())
     );
     let start = std::time::Instant::now();
     let mut count = 0;
@@ -116,22 +132,45 @@ fn load_on_device(gpu: usize) -> Result<u8> {
             kernels.function(name)?;
             count += 1;
         }
-        println!("{:<24} {:>3} entry points loaded in {:.0} ms", f.path, names.len(), t.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "{:<24} {:>3} entry points loaded in {:.0} ms",
+            f.path,
+            names.len(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
     }
-    println!("{count} entry points loaded on device {gpu} in {:.2} s", start.elapsed().as_secs_f64());
+    println!(
+        "{count} entry points loaded on device {gpu} in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
     Ok(0)
 }
 
 /// The table: one row per entry point.
 pub fn render_table(rows: &[(&str, Resources)]) -> String {
-    let name_w = rows.iter().map(|(_, r)| r.name.len()).max().unwrap_or(11).max(11);
+    let name_w = rows
+        .iter()
+        .map(|(_, r)| r.name.len())
+        .max()
+        .unwrap_or(11)
+        .max(11);
     let file_w = rows.iter().map(|(f, _)| f.len()).max().unwrap_or(4).max(4);
     let mut out = format!(
         "{:<file_w$}  {:<name_w$}  {:>9}  {:>10}  {:>11}  {:>12}  {:>11}\n",
-        "file", "entry point", "registers", "smem bytes", "stack bytes", "spill stores", "spill loads"
+        "file",
+        "entry point",
+        "registers",
+        "smem bytes",
+        "stack bytes",
+        "spill stores",
+        "spill loads"
     );
     for (f, r) in rows {
-        let flag = if r.spill_stores > 0 || r.spill_loads > 0 { "  <- spills" } else { "" };
+        let flag = if r.spill_stores > 0 || r.spill_loads > 0 {
+            "  <- spills"
+        } else {
+            ""
+        };
         out.push_str(&format!(
             "{:<file_w$}  {:<name_w$}  {:>9}  {:>10}  {:>11}  {:>12}  {:>11}{flag}\n",
             f, r.name, r.registers, r.shared_bytes, r.stack_bytes, r.spill_stores, r.spill_loads
@@ -152,6 +191,9 @@ pub fn list() -> String {
             out.push_str(&format!("  {n}\n"));
         }
     }
-    out.push_str(&format!("{total} entry points in {} files; `crema kernels --check [--arch sm_90]` compiles them\n", compile::KERNEL_FILES.len()));
+    out.push_str(&format!(
+        "{total} entry points in {} files; `crema kernels --check [--arch sm_90]` compiles them\n",
+        compile::KERNEL_FILES.len()
+    ));
     out
 }

@@ -97,7 +97,9 @@ impl ParsedLog {
 
     /// The test output `name` of test net `net`.
     pub fn test_output(&self, net: usize, name: &str) -> Option<&Series> {
-        self.test_outputs.iter().find(|s| s.net == net && s.name == name)
+        self.test_outputs
+            .iter()
+            .find(|s| s.net == net && s.name == name)
     }
 
     /// The train output `name`.
@@ -107,7 +109,10 @@ impl ParsedLog {
 
     /// The training loss shown at iteration `iter` (the first, if the log shows it twice).
     pub fn train_loss_at(&self, iter: u64) -> Option<f64> {
-        self.train_loss.iter().find(|p| p.iter == iter).map(|p| p.value)
+        self.train_loss
+            .iter()
+            .find(|p| p.iter == iter)
+            .map(|p| p.value)
     }
 }
 
@@ -136,10 +141,15 @@ pub fn parse_log_text(text: &str) -> ParsedLog {
     for line in text.lines() {
         let msg = glog_message(line).unwrap_or(line).trim();
         if let Some(rest) = msg.strip_prefix("Iteration ") {
-            let Some((iter, rest)) = leading_u64(rest) else { continue };
+            let Some((iter, rest)) = leading_u64(rest) else {
+                continue;
+            };
             if let Some(rest) = rest.strip_prefix(" (") {
                 // `Iteration N (... iter/s, ...s/d iters), loss = L`
-                if let Some(v) = rest.rsplit_once("), loss = ").and_then(|(_, v)| parse_value(v)) {
+                if let Some(v) = rest
+                    .rsplit_once("), loss = ")
+                    .and_then(|(_, v)| parse_value(v))
+                {
                     log.train_loss.push(Point { iter, value: v });
                     train_iter = Some(iter);
                 }
@@ -186,7 +196,10 @@ fn push(series: &mut Vec<Series>, net: usize, name: &str, p: Point) {
 /// or None when the line has no such header.
 pub fn glog_message(line: &str) -> Option<&str> {
     let b = line.as_bytes();
-    if b.len() < 6 || !matches!(b[0], b'I' | b'W' | b'E' | b'F') || !b[1..5].iter().all(u8::is_ascii_digit) {
+    if b.len() < 6
+        || !matches!(b[0], b'I' | b'W' | b'E' | b'F')
+        || !b[1..5].iter().all(u8::is_ascii_digit)
+    {
         return None;
     }
     let mut parts = line[5..].splitn(2, ' ');
@@ -195,7 +208,11 @@ pub fn glog_message(line: &str) -> Option<&str> {
     }
     let rest = parts.next()?.trim_start();
     let (time, rest) = rest.split_once(' ')?;
-    if !time.contains(':') || !time.bytes().all(|c| c.is_ascii_digit() || c == b':' || c == b'.') {
+    if !time.contains(':')
+        || !time
+            .bytes()
+            .all(|c| c.is_ascii_digit() || c == b':' || c == b'.')
+    {
         return None;
     }
     let rest = rest.trim_start();
@@ -203,7 +220,9 @@ pub fn glog_message(line: &str) -> Option<&str> {
     if tid.is_empty() || !tid.bytes().all(|c| c.is_ascii_digit()) {
         return None;
     }
-    let (loc, msg) = rest.split_once("] ").or_else(|| rest.strip_suffix(']').map(|l| (l, "")))?;
+    let (loc, msg) = rest
+        .split_once("] ")
+        .or_else(|| rest.strip_suffix(']').map(|l| (l, "")))?;
     if loc.contains(' ') || !loc.contains(':') {
         return None;
     }
@@ -212,7 +231,10 @@ pub fn glog_message(line: &str) -> Option<&str> {
 
 /// `123rest` → (123, "rest").
 fn leading_u64(s: &str) -> Option<(u64, &str)> {
-    let end = s.bytes().position(|c| !c.is_ascii_digit()).unwrap_or(s.len());
+    let end = s
+        .bytes()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(s.len());
     if end == 0 {
         return None;
     }
@@ -273,17 +295,56 @@ Iteration 3, loss = -inf
         // The prototxt line quoting a display line is text inside a dump, but it has no header
         // and does not start with "Iteration": skipped.
         assert_eq!(log.train_loss.len(), 3);
-        assert_eq!(log.train_loss[0], Point { iter: 0, value: 2.83709 });
+        assert_eq!(
+            log.train_loss[0],
+            Point {
+                iter: 0,
+                value: 2.83709
+            }
+        );
         assert!(log.train_loss[1].value.is_nan());
         assert_eq!(log.train_loss[2].value, f64::NEG_INFINITY);
-        assert_eq!(log.lr, vec![Point { iter: 0, value: 0.01 }]);
-        assert_eq!(log.train_output("accuracy").unwrap().points, vec![Point { iter: 0, value: 0.15 }]);
+        assert_eq!(
+            log.lr,
+            vec![Point {
+                iter: 0,
+                value: 0.01
+            }]
+        );
+        assert_eq!(
+            log.train_output("accuracy").unwrap().points,
+            vec![Point {
+                iter: 0,
+                value: 0.15
+            }]
+        );
         let acc = log.test_output(0, "accuracy").unwrap();
-        assert_eq!((acc.kind, acc.points.clone()), (MetricKind::Accuracy, vec![Point { iter: 0, value: 0.11 }]));
+        assert_eq!(
+            (acc.kind, acc.points.clone()),
+            (
+                MetricKind::Accuracy,
+                vec![Point {
+                    iter: 0,
+                    value: 0.11
+                }]
+            )
+        );
         let loss = log.test_output(0, "loss").unwrap();
-        assert_eq!((loss.kind, loss.points[0].value), (MetricKind::Loss, 76.3531));
+        assert_eq!(
+            (loss.kind, loss.points[0].value),
+            (MetricKind::Loss, 76.3531)
+        );
         let top5 = log.test_output(1, "top5_acc").unwrap();
-        assert_eq!((top5.kind, top5.points.clone()), (MetricKind::Accuracy, vec![Point { iter: 2, value: 1e-5 }]));
+        assert_eq!(
+            (top5.kind, top5.points.clone()),
+            (
+                MetricKind::Accuracy,
+                vec![Point {
+                    iter: 2,
+                    value: 1e-5
+                }]
+            )
+        );
     }
 
     #[test]
@@ -311,8 +372,14 @@ Iteration 3, loss = -inf
 
     #[test]
     fn glog_headers() {
-        assert_eq!(glog_message("I1127 17:22:10.435340 24862 solver.cpp:218] hello"), Some("hello"));
-        assert_eq!(glog_message("E0101 00:00:00.000000     7 a.cpp:1] x ] y"), Some("x ] y"));
+        assert_eq!(
+            glog_message("I1127 17:22:10.435340 24862 solver.cpp:218] hello"),
+            Some("hello")
+        );
+        assert_eq!(
+            glog_message("E0101 00:00:00.000000     7 a.cpp:1] x ] y"),
+            Some("x ] y")
+        );
         assert_eq!(glog_message("  name: \"x\""), None);
         assert_eq!(glog_message("I1127 hello"), None);
         assert_eq!(glog_message("Iteration 5"), None);

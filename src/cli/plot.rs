@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use anyhow::{anyhow, bail, Result};
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::logparse::{parse_log_file, MetricKind, ParsedLog, Point};
 use crate::util::glog::fmt_g_prec;
@@ -115,7 +115,10 @@ pub fn run_plot(args: &PlotArgs) -> Result<Rendered> {
     }
     let names = display_names(&args.logs);
     let named: Vec<(String, ParsedLog)> = names.into_iter().zip(logs).collect();
-    let title = args.title.clone().unwrap_or_else(|| "Training curves".to_string());
+    let title = args
+        .title
+        .clone()
+        .unwrap_or_else(|| "Training curves".to_string());
     render(&named, &args.output, &title, args.loss_scale)
 }
 
@@ -123,7 +126,9 @@ pub fn run_plot(args: &PlotArgs) -> Result<Rendered> {
 /// file name.
 pub fn display_names(paths: &[PathBuf]) -> Vec<String> {
     let file_name = |p: &PathBuf| {
-        p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| p.display().to_string())
     };
     paths
         .iter()
@@ -140,8 +145,13 @@ pub fn display_names(paths: &[PathBuf]) -> Vec<String> {
 
 fn register_font() -> Result<()> {
     static DONE: OnceLock<bool> = OnceLock::new();
-    let ok = *DONE.get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
-    if ok { Ok(()) } else { Err(anyhow!("the embedded font could not be loaded")) }
+    let ok = *DONE
+        .get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow!("the embedded font could not be loaded"))
+    }
 }
 
 fn draw_err<E: std::fmt::Display>(output: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
@@ -162,8 +172,11 @@ struct Curve {
 /// beyond 1e300 (Caffe's floats stop at 3.4e38; such a number is garbage, and would overflow
 /// the axis arithmetic).
 fn finite_sorted(points: &[Point]) -> Vec<(f64, f64)> {
-    let mut v: Vec<(f64, f64)> =
-        points.iter().filter(|p| p.value.abs() <= 1e300).map(|p| (p.iter as f64, p.value)).collect();
+    let mut v: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.value.abs() <= 1e300)
+        .map(|p| (p.iter as f64, p.value))
+        .collect();
     v.sort_by(|a, b| a.0.total_cmp(&b.0));
     v
 }
@@ -184,7 +197,11 @@ fn curves(logs: &[(String, ParsedLog)], kind: MetricKind) -> Vec<Curve> {
         }
         let several_nets = log.test_outputs.iter().any(|s| s.net != 0);
         for (k, s) in log.test_series(kind).enumerate() {
-            let net = if several_nets { format!(" (test net #{})", s.net) } else { String::new() };
+            let net = if several_nets {
+                format!(" (test net #{})", s.net)
+            } else {
+                String::new()
+            };
             out.push(Curve {
                 label: format!("{name}: test {}{net}", s.name),
                 colour,
@@ -217,17 +234,32 @@ fn min_max<'a>(values: impl Iterator<Item = &'a f64>) -> Option<(f64, f64)> {
 }
 
 /// Draws the two panels into `output` (PNG or JPEG, by its extension).
-pub fn render(logs: &[(String, ParsedLog)], output: &Path, title: &str, scale: LossScale) -> Result<Rendered> {
-    let ext = output.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+pub fn render(
+    logs: &[(String, ParsedLog)],
+    output: &Path,
+    title: &str,
+    scale: LossScale,
+) -> Result<Rendered> {
+    let ext = output
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
     if !matches!(ext.as_str(), "png" | "jpg" | "jpeg") {
-        bail!("{}: the output must be a .png (or .jpg) file", output.display());
+        bail!(
+            "{}: the output must be a .png (or .jpg) file",
+            output.display()
+        );
     }
     register_font()?;
     let loss = curves(logs, MetricKind::Loss);
     let acc = curves(logs, MetricKind::Accuracy);
 
     // One iteration axis for both panels, so that they line up.
-    let all_x: Vec<f64> = loss.iter().chain(&acc).flat_map(|c| c.points.iter().map(|p| p.0)).collect();
+    let all_x: Vec<f64> = loss
+        .iter()
+        .chain(&acc)
+        .flat_map(|c| c.points.iter().map(|p| p.0))
+        .collect();
     let (x0, x1) = match min_max(all_x.iter()) {
         Some((lo, hi)) if hi > lo => (lo, hi),
         Some((lo, _)) => (lo - 1.0, lo + 1.0),
@@ -240,7 +272,10 @@ pub fn render(logs: &[(String, ParsedLog)], output: &Path, title: &str, scale: L
     let body = root.titled(title, (FAMILY, 28)).map_err(&err)?;
     let (top, bottom) = body.split_vertically(body.dim_in_pixel().1 / 2);
 
-    let loss_values: Vec<f64> = loss.iter().flat_map(|c| c.points.iter().map(|p| p.1)).collect();
+    let loss_values: Vec<f64> = loss
+        .iter()
+        .flat_map(|c| c.points.iter().map(|p| p.1))
+        .collect();
     let log_scale = match (scale, min_max(loss_values.iter())) {
         (LossScale::Log, Some((lo, _))) => lo > 0.0,
         (LossScale::Auto, Some((lo, hi))) => lo > 0.0 && hi / lo >= 20.0,
@@ -249,21 +284,59 @@ pub fn render(logs: &[(String, ParsedLog)], output: &Path, title: &str, scale: L
     let loss_panel = if log_scale {
         let (lo, hi) = min_max(loss_values.iter()).unwrap();
         // A margin of 5% of the range either way in log space (a factor of 2 for one value).
-        let f = if hi / lo > 1.0 + 1e-9 { (hi / lo).powf(0.05) } else { 2.0 };
+        let f = if hi / lo > 1.0 + 1e-9 {
+            (hi / lo).powf(0.05)
+        } else {
+            2.0
+        };
         let (lo, hi) = (lo / f, hi * f);
-        draw_panel(&top, "Loss", "loss (log scale)", (x0, x1), (lo..hi).log_scale(), true, &loss, SeriesLabelPosition::UpperRight, &err)?
+        draw_panel(
+            &top,
+            "Loss",
+            "loss (log scale)",
+            (x0, x1),
+            (lo..hi).log_scale(),
+            true,
+            &loss,
+            SeriesLabelPosition::UpperRight,
+            &err,
+        )?
     } else {
-        let (lo, hi) = min_max(loss_values.iter()).map(|(a, b)| padded(a, b)).unwrap_or((0.0, 1.0));
-        draw_panel(&top, "Loss", "loss", (x0, x1), lo..hi, false, &loss, SeriesLabelPosition::UpperRight, &err)?
+        let (lo, hi) = min_max(loss_values.iter())
+            .map(|(a, b)| padded(a, b))
+            .unwrap_or((0.0, 1.0));
+        draw_panel(
+            &top,
+            "Loss",
+            "loss",
+            (x0, x1),
+            lo..hi,
+            false,
+            &loss,
+            SeriesLabelPosition::UpperRight,
+            &err,
+        )?
     };
-    let acc_values: Vec<f64> = acc.iter().flat_map(|c| c.points.iter().map(|p| p.1)).collect();
+    let acc_values: Vec<f64> = acc
+        .iter()
+        .flat_map(|c| c.points.iter().map(|p| p.1))
+        .collect();
     let (lo, hi) = match min_max(acc_values.iter()) {
         Some((lo, hi)) if lo >= 0.0 && hi <= 1.0 => (0.0, 1.0),
         Some((lo, hi)) => padded(lo, hi),
         None => (0.0, 1.0),
     };
-    let acc_panel =
-        draw_panel(&bottom, "Test accuracy", "accuracy", (x0, x1), lo..hi, false, &acc, SeriesLabelPosition::LowerRight, &err)?;
+    let acc_panel = draw_panel(
+        &bottom,
+        "Test accuracy",
+        "accuracy",
+        (x0, x1),
+        lo..hi,
+        false,
+        &acc,
+        SeriesLabelPosition::LowerRight,
+        &err,
+    )?;
     root.present().map_err(&err)?;
     Ok(Rendered {
         width: WIDTH,
@@ -307,7 +380,11 @@ where
     let minor_labels = decades && hi / lo <= 1e4;
     let y_fmt = move |y: &f64| {
         let power_of_ten = (y.log10() - y.log10().round()).abs() < 1e-9;
-        if decades && !power_of_ten { String::new() } else { fmt_g_prec(*y, 4) }
+        if decades && !power_of_ten {
+            String::new()
+        } else {
+            fmt_g_prec(*y, 4)
+        }
     };
     chart
         .configure_mesh()
@@ -324,15 +401,20 @@ where
     let (xr, yr) = chart.plotting_area().get_pixel_range();
     let base = area.get_base_pixel();
     if minor_labels {
-        let style = TextStyle::from((FAMILY, 14).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
+        let style =
+            TextStyle::from((FAMILY, 14).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
         for k in (lo.log10().floor() as i32)..=(hi.log10().ceil() as i32) {
             for m in [2.0, 5.0] {
                 let v = m * 10f64.powi(k);
                 if v > lo && v < hi {
                     let (_, py) = chart.backend_coord(&(x0, v));
                     let at = (xr.start - 10 - base.0, py - base.1);
-                    area.draw(&Text::new(fmt_g_prec(v, 4), at, &style)).map_err(err)?;
-                    let tick = vec![(xr.start - 5 - base.0, py - base.1), (xr.start - base.0, py - base.1)];
+                    area.draw(&Text::new(fmt_g_prec(v, 4), at, &style))
+                        .map_err(err)?;
+                    let tick = vec![
+                        (xr.start - 5 - base.0, py - base.1),
+                        (xr.start - base.0, py - base.1),
+                    ];
                     area.draw(&PathElement::new(tick, BLACK)).map_err(err)?;
                 }
             }
@@ -345,29 +427,51 @@ where
         series: Vec::new(),
     };
     if curves.iter().all(|c| c.points.is_empty()) {
-        let what = if caption == "Loss" { "no loss values" } else { "no accuracy outputs" };
-        let centre = ((xr.start + xr.end) / 2 - base.0, (yr.start + yr.end) / 2 - base.1);
+        let what = if caption == "Loss" {
+            "no loss values"
+        } else {
+            "no accuracy outputs"
+        };
+        let centre = (
+            (xr.start + xr.end) / 2 - base.0,
+            (yr.start + yr.end) / 2 - base.1,
+        );
         let style = TextStyle::from((FAMILY, 18).into_font())
             .color(&RGBColor(120, 120, 120))
             .pos(Pos::new(HPos::Center, VPos::Center));
-        area.draw(&Text::new(format!("({what} in these logs)"), centre, &style)).map_err(err)?;
+        area.draw(&Text::new(
+            format!("({what} in these logs)"),
+            centre,
+            &style,
+        ))
+        .map_err(err)?;
         return Ok(panel);
     }
     for c in curves {
         let colour = RGBColor(c.colour.0, c.colour.1, c.colour.2);
         let pts = c.points.clone();
-        let anno = if c.test_index == 0 {
-            chart.draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2))).map_err(err)?
-        } else {
-            chart
-                .draw_series(DashedLineSeries::new(pts.clone(), 8, 5, colour.stroke_width(2)))
-                .map_err(err)?;
-            // Markers tell a log's test curves apart: circles, triangles, squares, diamonds.
-            let shape = marker_shape((c.test_index - 1) % 4);
-            chart
-                .draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Polygon::new(shape.clone(), colour.filled())))
-                .map_err(err)?
-        };
+        let anno =
+            if c.test_index == 0 {
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+                    .map_err(err)?
+            } else {
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        pts.clone(),
+                        8,
+                        5,
+                        colour.stroke_width(2),
+                    ))
+                    .map_err(err)?;
+                // Markers tell a log's test curves apart: circles, triangles, squares, diamonds.
+                let shape = marker_shape((c.test_index - 1) % 4);
+                chart
+                    .draw_series(pts.iter().map(|&p| {
+                        EmptyElement::at(p) + Polygon::new(shape.clone(), colour.filled())
+                    }))
+                    .map_err(err)?
+            };
         let test = c.test_index > 0;
         let marker = c.test_index.saturating_sub(1) % 4;
         // The legend's sample: a solid line for training, a dashed line with the curve's
@@ -375,10 +479,21 @@ where
         // elements would need a 'static backend).
         let line = colour.stroke_width(2);
         let (first, second, shape): (Vec<(i32, i32)>, Vec<(i32, i32)>, Vec<(i32, i32)>) = if test {
-            (vec![(0, 0), (6, 0)], vec![(14, 0), (20, 0)], marker_shape(marker).into_iter().map(|(a, b)| (a + 10, b)).collect())
+            (
+                vec![(0, 0), (6, 0)],
+                vec![(14, 0), (20, 0)],
+                marker_shape(marker)
+                    .into_iter()
+                    .map(|(a, b)| (a + 10, b))
+                    .collect(),
+            )
         } else {
             // A training curve's "marker" is a dot on its own line.
-            (vec![(0, 0), (20, 0)], vec![(0, 0), (20, 0)], vec![(9, -1), (11, -1), (11, 1), (9, 1)])
+            (
+                vec![(0, 0), (20, 0)],
+                vec![(0, 0), (20, 0)],
+                vec![(9, -1), (11, -1), (11, 1), (9, 1)],
+            )
         };
         anno.label(c.label.clone()).legend(move |p| {
             EmptyElement::at(p)
@@ -410,7 +525,10 @@ fn marker_shape(kind: usize) -> Vec<(i32, i32)> {
         0 => (0..16)
             .map(|i| {
                 let a = i as f64 * std::f64::consts::TAU / 16.0;
-                ((4.5 * a.cos()).round() as i32, (4.5 * a.sin()).round() as i32)
+                (
+                    (4.5 * a.cos()).round() as i32,
+                    (4.5 * a.sin()).round() as i32,
+                )
             })
             .collect(),
         1 => vec![(0, -5), (5, 4), (-5, 4)],

@@ -49,7 +49,11 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
     }
     crate::info!("Use CPU.");
     let param = read_net_text(&args.model, args.text)?;
-    let state = NetState { phase: Some(args.phase as i32), level: Some(args.level), stage: args.stages.clone() };
+    let state = NetState {
+        phase: Some(args.phase as i32),
+        level: Some(args.level),
+        stage: args.stages.clone(),
+    };
     let mut rng = CaffeRng::new(1701);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions::default())
         .with_context(|| format!("building {}", args.model.display()))?;
@@ -82,7 +86,10 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
             bwd[li] += ms(lt);
         }
         bwd_total += ms(t);
-        crate::info!("Iteration: {it} forward-backward time: {} ms.", fmt_g(ms(iter_t)));
+        crate::info!(
+            "Iteration: {it} forward-backward time: {} ms.",
+            fmt_g(ms(iter_t))
+        );
     }
     let total_ms = ms(total);
     let k = args.iterations as f64;
@@ -99,7 +106,13 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
     crate::info!("Average Forward-Backward: {} ms.", fmt_g(total_ms / k));
     crate::info!("Total Time: {} ms.", fmt_g(total_ms));
     crate::info!("*** Benchmark ends ***");
-    Ok(TimeReport { layers, forward_ms: fwd_total / k, backward_ms: bwd_total / k, total_ms, iterations: args.iterations })
+    Ok(TimeReport {
+        layers,
+        forward_ms: fwd_total / k,
+        backward_ms: bwd_total / k,
+        total_ms,
+        iterations: args.iterations,
+    })
 }
 
 /// `caffe time` calls every layer's Backward, whether or not the net needs it there.

@@ -65,9 +65,18 @@ pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
 
     // --weights replaces the solver's `weights`; --snapshot clears them.
     let weights: Vec<String> = match (&args.weights, &args.snapshot) {
-        (Some(w), _) => w.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        (Some(w), _) => w
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
         (None, Some(_)) => Vec::new(),
-        (None, None) => param.weights.iter().flat_map(|w| w.split(',').map(|s| s.trim().to_string())).filter(|s| !s.is_empty()).collect(),
+        (None, None) => param
+            .weights
+            .iter()
+            .flat_map(|w| w.split(',').map(|s| s.trim().to_string()))
+            .filter(|s| !s.is_empty())
+            .collect(),
     };
     param.weights.clear();
 
@@ -93,12 +102,17 @@ pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
 
     // The audit is printed before anything trains, from the nets as built and restored.
     let audit = solver.audit();
-    crate::info!("Freeze audit (what training will change, and why):\n{}", audit.render());
+    crate::info!(
+        "Freeze audit (what training will change, and why):\n{}",
+        audit.render()
+    );
     if args.strict_freeze {
         let offenders: Vec<String> = audit
             .rows
             .iter()
-            .filter(|r| r.net == "train" && r.shared_from.is_none() && r.frozen_by_user && r.changes())
+            .filter(|r| {
+                r.net == "train" && r.shared_from.is_none() && r.frozen_by_user && r.changes()
+            })
             .map(|r| format!("{} param {} ({})", r.layer, r.index, r.role))
             .collect();
         if !offenders.is_empty() {
@@ -156,11 +170,21 @@ pub fn run_test(args: &TestArgs) -> Result<Vec<(String, f32)>> {
     }
     choose_device(args.gpu.as_deref(), false)?;
     let param = read_net_text(&args.model, args.text)?;
-    let state = NetState { phase: Some(Phase::Test as i32), level: Some(args.level), stage: args.stages.clone() };
+    let state = NetState {
+        phase: Some(Phase::Test as i32),
+        level: Some(args.level),
+        stage: args.stages.clone(),
+    };
     let mut rng = CaffeRng::new(1701);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions::default())?;
-    for w in args.weights.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let model = read_net_binary(Path::new(w)).with_context(|| format!("loading weights {w}"))?;
+    for w in args
+        .weights
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let model =
+            read_net_binary(Path::new(w)).with_context(|| format!("loading weights {w}"))?;
         net.copy_trained_layers_from(&model)?;
     }
     crate::info!("Running for {} iterations.", args.iterations);
@@ -193,7 +217,15 @@ pub fn run_test(args: &TestArgs) -> Result<Vec<(String, f32)>> {
         let name = net.blob_names[o].clone();
         let w = net.blob_loss_weight(o);
         let mean = s / args.iterations.max(1) as f32;
-        let suffix = if w != 0.0 { format!(" (* {} = {} loss)", fmt_g(w as f64), fmt_g((w * mean) as f64)) } else { String::new() };
+        let suffix = if w != 0.0 {
+            format!(
+                " (* {} = {} loss)",
+                fmt_g(w as f64),
+                fmt_g((w * mean) as f64)
+            )
+        } else {
+            String::new()
+        };
         crate::info!("{name} = {}{suffix}", fmt_g(mean as f64));
         out.push((name, mean));
     }

@@ -17,7 +17,8 @@ pub struct Dataset {
 pub fn load_datasets(path: &Path, names: &[String]) -> Result<Vec<Dataset>> {
     // The library's own error printing would duplicate (and garble) our messages.
     hdf5::silence_errors(true);
-    let file = hdf5::File::open(path).map_err(|e| anyhow!("cannot open HDF5 file {}: {e}", path.display()))?;
+    let file = hdf5::File::open(path)
+        .map_err(|e| anyhow!("cannot open HDF5 file {}: {e}", path.display()))?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         if !file.link_exists(name) {
@@ -29,14 +30,23 @@ pub fn load_datasets(path: &Path, names: &[String]) -> Result<Vec<Dataset>> {
                 if have.is_empty() { "nothing".to_string() } else { have.join(", ") }
             );
         }
-        let ds = file
-            .dataset(name)
-            .map_err(|e| anyhow!("HDF5 file {}: '{name}' is not a dataset: {e}", path.display()))?;
+        let ds = file.dataset(name).map_err(|e| {
+            anyhow!(
+                "HDF5 file {}: '{name}' is not a dataset: {e}",
+                path.display()
+            )
+        })?;
         let dtype = ds.dtype().and_then(|t| t.to_descriptor()).map_err(|e| {
-            anyhow!("HDF5 file {}: dataset '{name}' has an unreadable type: {e}", path.display())
+            anyhow!(
+                "HDF5 file {}: dataset '{name}' has an unreadable type: {e}",
+                path.display()
+            )
         })?;
         match dtype {
-            TypeDescriptor::Float(_) | TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) | TypeDescriptor::Boolean => {}
+            TypeDescriptor::Float(_)
+            | TypeDescriptor::Integer(_)
+            | TypeDescriptor::Unsigned(_)
+            | TypeDescriptor::Boolean => {}
             other => bail!(
                 "HDF5 file {}: dataset '{name}' holds {other} values; HDF5Data needs numbers",
                 path.display()
@@ -46,9 +56,12 @@ pub fn load_datasets(path: &Path, names: &[String]) -> Result<Vec<Dataset>> {
         if shape.is_empty() {
             bail!("HDF5 file {}: dataset '{name}' is a scalar; HDF5Data needs at least one axis (rows)", path.display());
         }
-        let data: Vec<f32> = ds
-            .read_raw::<f32>()
-            .map_err(|e| anyhow!("HDF5 file {}: cannot read dataset '{name}' as float: {e}", path.display()))?;
+        let data: Vec<f32> = ds.read_raw::<f32>().map_err(|e| {
+            anyhow!(
+                "HDF5 file {}: cannot read dataset '{name}' as float: {e}",
+                path.display()
+            )
+        })?;
         out.push(Dataset { shape, data });
     }
     Ok(out)

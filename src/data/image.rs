@@ -36,7 +36,12 @@ pub enum ColorMode {
 impl Image {
     pub fn new(height: usize, width: usize, channels: usize, data: Vec<u8>) -> Image {
         debug_assert_eq!(data.len(), height * width * channels);
-        Image { height, width, channels, data }
+        Image {
+            height,
+            width,
+            channels,
+            data,
+        }
     }
 
     /// The image as CHW planes (a raw Datum's layout).
@@ -87,8 +92,12 @@ pub fn decode_image(bytes: &[u8], mode: ColorMode, what: &str) -> Result<Image> 
     let format = image::guess_format(bytes)
         .map_err(|_| anyhow!("{what}: not a PNG or JPEG image (unrecognised file signature)"))?;
     let img = match format {
-        ImageFormat::Jpeg => decode_jpeg(bytes, mode).with_context(|| format!("{what}: cannot decode JPEG"))?,
-        ImageFormat::Png => decode_png(bytes, mode).with_context(|| format!("{what}: cannot decode PNG"))?,
+        ImageFormat::Jpeg => {
+            decode_jpeg(bytes, mode).with_context(|| format!("{what}: cannot decode JPEG"))?
+        }
+        ImageFormat::Png => {
+            decode_png(bytes, mode).with_context(|| format!("{what}: cannot decode PNG"))?
+        }
         other => bail!("{what}: {other:?} images are not supported (crema reads PNG and JPEG)"),
     };
     if img.height == 0 || img.width == 0 {
@@ -99,13 +108,15 @@ pub fn decode_image(bytes: &[u8], mode: ColorMode, what: &str) -> Result<Image> 
 
 /// Reads an image file (`cv::imread`).
 pub fn read_image(path: &Path, mode: ColorMode) -> Result<Image> {
-    let bytes = std::fs::read(path).with_context(|| format!("could not open or find file {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("could not open or find file {}", path.display()))?;
     decode_image(&bytes, mode, &path.display().to_string())
 }
 
 fn decode_jpeg(bytes: &[u8], mode: ColorMode) -> Result<Image> {
     let is_gray_file = || -> Result<bool> {
-        let mut probe = zune_jpeg::JpegDecoder::new_with_options(Cursor::new(bytes), zune_options());
+        let mut probe =
+            zune_jpeg::JpegDecoder::new_with_options(Cursor::new(bytes), zune_options());
         probe.decode_headers().map_err(|e| anyhow!("{e:?}"))?;
         Ok(matches!(probe.input_colorspace(), Some(ColorSpace::Luma)))
     };
@@ -135,13 +146,18 @@ fn decode_jpeg(bytes: &[u8], mode: ColorMode) -> Result<Image> {
 }
 
 fn zune_options() -> DecoderOptions {
-    DecoderOptions::default().set_strict_mode(false).set_max_width(usize::MAX).set_max_height(usize::MAX)
+    DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX)
 }
 
 fn decode_jpeg_zune(bytes: &[u8], want_gray: bool) -> Result<(Image, Option<Vec<u8>>)> {
     let mut probe = zune_jpeg::JpegDecoder::new_with_options(Cursor::new(bytes), zune_options());
     probe.decode_headers().map_err(|e| anyhow!("{e:?}"))?;
-    let input = probe.input_colorspace().ok_or_else(|| anyhow!("no colour space in the JPEG header"))?;
+    let input = probe
+        .input_colorspace()
+        .ok_or_else(|| anyhow!("no colour space in the JPEG header"))?;
     let exif = probe.exif().cloned();
     let out_space = match input {
         ColorSpace::Luma => ColorSpace::Luma,
@@ -150,9 +166,14 @@ fn decode_jpeg_zune(bytes: &[u8], want_gray: bool) -> Result<(Image, Option<Vec<
         ColorSpace::RGB | ColorSpace::CMYK | ColorSpace::YCCK => ColorSpace::RGB,
         other => bail!("unsupported JPEG colour space {other:?}"),
     };
-    let mut dec = zune_jpeg::JpegDecoder::new_with_options(Cursor::new(bytes), zune_options().jpeg_set_out_colorspace(out_space));
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(
+        Cursor::new(bytes),
+        zune_options().jpeg_set_out_colorspace(out_space),
+    );
     let pixels = dec.decode().map_err(|e| anyhow!("{e:?}"))?;
-    let (w, h) = dec.dimensions().ok_or_else(|| anyhow!("JPEG without dimensions"))?;
+    let (w, h) = dec
+        .dimensions()
+        .ok_or_else(|| anyhow!("JPEG without dimensions"))?;
     let n = w * h;
     let img = match out_space {
         ColorSpace::Luma => {
@@ -170,9 +191,25 @@ fn decode_jpeg_zune(bytes: &[u8], want_gray: bool) -> Result<(Image, Option<Vec<
         _ => {
             check_len(&pixels, 3 * n)?;
             if want_gray {
-                Image::new(h, w, 1, pixels.chunks_exact(3).map(|p| jpeg_gray(p[0], p[1], p[2])).collect())
+                Image::new(
+                    h,
+                    w,
+                    1,
+                    pixels
+                        .chunks_exact(3)
+                        .map(|p| jpeg_gray(p[0], p[1], p[2]))
+                        .collect(),
+                )
             } else {
-                Image::new(h, w, 3, pixels.chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]).collect())
+                Image::new(
+                    h,
+                    w,
+                    3,
+                    pixels
+                        .chunks_exact(3)
+                        .flat_map(|p| [p[2], p[1], p[0]])
+                        .collect(),
+                )
             }
         }
     };
@@ -196,29 +233,75 @@ fn decode_png(bytes: &[u8], mode: ColorMode) -> Result<Image> {
     // byte (libpng's strip_16), after the gray conversion as in libpng's transform order.
     let (src_gray, samples): (bool, Vec<u8>) = match (&img, mode) {
         (DynamicImage::ImageLuma8(b), _) => (true, b.as_raw().clone()),
-        (DynamicImage::ImageLumaA8(b), _) => (true, b.as_raw().chunks_exact(2).map(|p| p[0]).collect()),
-        (DynamicImage::ImageLuma16(b), _) => (true, b.as_raw().iter().map(|&v| (v >> 8) as u8).collect()),
-        (DynamicImage::ImageLumaA16(b), _) => (true, b.as_raw().chunks_exact(2).map(|p| (p[0] >> 8) as u8).collect()),
-        (DynamicImage::ImageRgb8(b), ColorMode::Gray) => {
-            (true, b.as_raw().chunks_exact(3).map(|p| png_gray8(p[0], p[1], p[2])).collect())
+        (DynamicImage::ImageLumaA8(b), _) => {
+            (true, b.as_raw().chunks_exact(2).map(|p| p[0]).collect())
         }
-        (DynamicImage::ImageRgba8(b), ColorMode::Gray) => {
-            (true, b.as_raw().chunks_exact(4).map(|p| png_gray8(p[0], p[1], p[2])).collect())
+        (DynamicImage::ImageLuma16(b), _) => {
+            (true, b.as_raw().iter().map(|&v| (v >> 8) as u8).collect())
         }
-        (DynamicImage::ImageRgb16(b), ColorMode::Gray) => {
-            (true, b.as_raw().chunks_exact(3).map(|p| (png_gray16(p[0], p[1], p[2]) >> 8) as u8).collect())
-        }
-        (DynamicImage::ImageRgba16(b), ColorMode::Gray) => {
-            (true, b.as_raw().chunks_exact(4).map(|p| (png_gray16(p[0], p[1], p[2]) >> 8) as u8).collect())
-        }
-        (DynamicImage::ImageRgb8(b), _) => (false, b.as_raw().chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]).collect()),
-        (DynamicImage::ImageRgba8(b), _) => (false, b.as_raw().chunks_exact(4).flat_map(|p| [p[2], p[1], p[0]]).collect()),
-        (DynamicImage::ImageRgb16(b), _) => {
-            (false, b.as_raw().chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]].map(|v| (v >> 8) as u8)).collect())
-        }
-        (DynamicImage::ImageRgba16(b), _) => {
-            (false, b.as_raw().chunks_exact(4).flat_map(|p| [p[2], p[1], p[0]].map(|v| (v >> 8) as u8)).collect())
-        }
+        (DynamicImage::ImageLumaA16(b), _) => (
+            true,
+            b.as_raw()
+                .chunks_exact(2)
+                .map(|p| (p[0] >> 8) as u8)
+                .collect(),
+        ),
+        (DynamicImage::ImageRgb8(b), ColorMode::Gray) => (
+            true,
+            b.as_raw()
+                .chunks_exact(3)
+                .map(|p| png_gray8(p[0], p[1], p[2]))
+                .collect(),
+        ),
+        (DynamicImage::ImageRgba8(b), ColorMode::Gray) => (
+            true,
+            b.as_raw()
+                .chunks_exact(4)
+                .map(|p| png_gray8(p[0], p[1], p[2]))
+                .collect(),
+        ),
+        (DynamicImage::ImageRgb16(b), ColorMode::Gray) => (
+            true,
+            b.as_raw()
+                .chunks_exact(3)
+                .map(|p| (png_gray16(p[0], p[1], p[2]) >> 8) as u8)
+                .collect(),
+        ),
+        (DynamicImage::ImageRgba16(b), ColorMode::Gray) => (
+            true,
+            b.as_raw()
+                .chunks_exact(4)
+                .map(|p| (png_gray16(p[0], p[1], p[2]) >> 8) as u8)
+                .collect(),
+        ),
+        (DynamicImage::ImageRgb8(b), _) => (
+            false,
+            b.as_raw()
+                .chunks_exact(3)
+                .flat_map(|p| [p[2], p[1], p[0]])
+                .collect(),
+        ),
+        (DynamicImage::ImageRgba8(b), _) => (
+            false,
+            b.as_raw()
+                .chunks_exact(4)
+                .flat_map(|p| [p[2], p[1], p[0]])
+                .collect(),
+        ),
+        (DynamicImage::ImageRgb16(b), _) => (
+            false,
+            b.as_raw()
+                .chunks_exact(3)
+                .flat_map(|p| [p[2], p[1], p[0]].map(|v| (v >> 8) as u8))
+                .collect(),
+        ),
+        (DynamicImage::ImageRgba16(b), _) => (
+            false,
+            b.as_raw()
+                .chunks_exact(4)
+                .flat_map(|p| [p[2], p[1], p[0]].map(|v| (v >> 8) as u8))
+                .collect(),
+        ),
         (other, _) => bail!("unsupported PNG sample type {:?}", other.color()),
     };
     let img = if src_gray && mode == ColorMode::Color {
@@ -226,14 +309,24 @@ fn decode_png(bytes: &[u8], mode: ColorMode) -> Result<Image> {
     } else {
         Image::new(h, w, if src_gray { 1 } else { 3 }, samples)
     };
-    Ok(if orientation != Orientation::NoTransforms { orient(img, orientation) } else { img })
+    Ok(if orientation != Orientation::NoTransforms {
+        orient(img, orientation)
+    } else {
+        img
+    })
 }
 
 /// Applies an EXIF orientation (OpenCV's imread does unless told not to).
 fn orient(img: Image, o: Orientation) -> Image {
     let (h, w, c) = (img.height, img.width, img.channels);
     // (source row, source col) for each destination pixel; transposing orientations swap sizes.
-    let transpose = matches!(o, Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH);
+    let transpose = matches!(
+        o,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
     let (oh, ow) = if transpose { (w, h) } else { (h, w) };
     let mut out = vec![0u8; img.data.len()];
     for y in 0..oh {
@@ -291,7 +384,10 @@ pub fn resize_linear(src: &Image, new_h: usize, new_w: usize) -> Image {
             fx = 0.0;
         }
         xofs.push(sx as usize);
-        xalpha.push((round_even((1.0 - fx) * COEF_SCALE), round_even(fx * COEF_SCALE)));
+        xalpha.push((
+            round_even((1.0 - fx) * COEF_SCALE),
+            round_even(fx * COEF_SCALE),
+        ));
     }
 
     let row_len = new_w * cn;
@@ -411,7 +507,11 @@ pub fn parse_image_list(text: &str, list_name: &str) -> Result<Vec<ListEntry>> {
         if p.is_empty() {
             bail!("{list_name}:{lineno}: the line has a label but no image path");
         }
-        entries.push(ListEntry { path: p.to_string(), label, line: lineno });
+        entries.push(ListEntry {
+            path: p.to_string(),
+            label,
+            line: lineno,
+        });
     }
     if entries.is_empty() {
         bail!("image list {list_name} is empty");
@@ -426,12 +526,33 @@ mod tests {
     #[test]
     fn list_splits_at_last_space_and_reports_missing_labels() {
         let e = parse_image_list("a b/c.png 3\n\nd.jpg -1\r\n", "l.txt").unwrap();
-        assert_eq!(e[0], ListEntry { path: "a b/c.png".into(), label: 3, line: 1 });
-        assert_eq!(e[1], ListEntry { path: "d.jpg".into(), label: -1, line: 3 });
-        let err = parse_image_list("x.png 1\ny.png\n", "l.txt").unwrap_err().to_string();
+        assert_eq!(
+            e[0],
+            ListEntry {
+                path: "a b/c.png".into(),
+                label: 3,
+                line: 1
+            }
+        );
+        assert_eq!(
+            e[1],
+            ListEntry {
+                path: "d.jpg".into(),
+                label: -1,
+                line: 3
+            }
+        );
+        let err = parse_image_list("x.png 1\ny.png\n", "l.txt")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("l.txt:2") && err.contains("no label"), "{err}");
-        let err = parse_image_list("x.png one\n", "l.txt").unwrap_err().to_string();
-        assert!(err.contains("l.txt:1") && err.contains("not an integer"), "{err}");
+        let err = parse_image_list("x.png one\n", "l.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("l.txt:1") && err.contains("not an integer"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -37,9 +37,9 @@ pub struct Decoded {
 }
 
 const ZIGZAG: [usize; 64] = [
-    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,
-    28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61,
-    54, 47, 55, 62, 63,
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
 ];
 
 #[derive(Clone)]
@@ -89,7 +89,13 @@ impl Huffman {
             code <<= 1;
         }
         maxcode[17] = i32::MAX;
-        Ok(Huffman { fast, maxcode, valptr, mincode, values })
+        Ok(Huffman {
+            fast,
+            maxcode,
+            valptr,
+            mincode,
+            values,
+        })
     }
 }
 
@@ -104,7 +110,13 @@ struct BitReader<'a> {
 
 impl<'a> BitReader<'a> {
     fn new(data: &'a [u8], pos: usize) -> Self {
-        BitReader { data, pos, acc: 0, bits: 0, hit_marker: false }
+        BitReader {
+            data,
+            pos,
+            acc: 0,
+            bits: 0,
+            hit_marker: false,
+        }
     }
 
     fn fill(&mut self) {
@@ -180,7 +192,11 @@ impl<'a> BitReader<'a> {
             if code <= h.maxcode[len] {
                 self.consume(len as u32);
                 let idx = h.valptr[len] + code - h.mincode[len];
-                return h.values.get(idx as usize).copied().ok_or_else(|| anyhow!("corrupt Huffman data"));
+                return h
+                    .values
+                    .get(idx as usize)
+                    .copied()
+                    .ok_or_else(|| anyhow!("corrupt Huffman data"));
             }
         }
         bail!("corrupt JPEG data: bad Huffman code")
@@ -197,7 +213,10 @@ impl<'a> BitReader<'a> {
                 self.pos += 2;
                 return;
             }
-            if self.data[self.pos] == 0xFF && self.data[self.pos + 1] != 0 && self.data[self.pos + 1] != 0xFF {
+            if self.data[self.pos] == 0xFF
+                && self.data[self.pos + 1] != 0
+                && self.data[self.pos + 1] != 0xFF
+            {
                 // Another marker: leave it for the caller.
                 return;
             }
@@ -209,7 +228,10 @@ impl<'a> BitReader<'a> {
     fn end_pos(&self) -> usize {
         let mut p = self.pos;
         while p + 1 < self.data.len() {
-            if self.data[p] == 0xFF && self.data[p + 1] != 0 && !(0xD0..=0xD7).contains(&self.data[p + 1]) {
+            if self.data[p] == 0xFF
+                && self.data[p + 1] != 0
+                && !(0xD0..=0xD7).contains(&self.data[p + 1])
+            {
                 return p;
             }
             p += 1;
@@ -301,9 +323,11 @@ pub fn decode(bytes: &[u8], want_gray: bool) -> Result<Decoded> {
                         let v = if pq == 0 {
                             seg.get(p + k).copied().map(|b| b as u16)
                         } else {
-                            seg.get(p + 2 * k..p + 2 * k + 2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+                            seg.get(p + 2 * k..p + 2 * k + 2)
+                                .map(|b| u16::from_be_bytes([b[0], b[1]]))
                         };
-                        qt[tq][ZIGZAG[k]] = v.ok_or_else(|| anyhow!("truncated quantization table"))?;
+                        qt[tq][ZIGZAG[k]] =
+                            v.ok_or_else(|| anyhow!("truncated quantization table"))?;
                     }
                     p += if pq == 0 { 64 } else { 128 };
                 }
@@ -316,10 +340,16 @@ pub fn decode(bytes: &[u8], want_gray: bool) -> Result<Decoded> {
                     if th > 3 || tc > 1 {
                         bail!("corrupt JPEG: Huffman table class {tc} id {th}");
                     }
-                    let counts: [u8; 16] =
-                        seg.get(p + 1..p + 17).ok_or_else(|| anyhow!("truncated Huffman table"))?.try_into().unwrap();
+                    let counts: [u8; 16] = seg
+                        .get(p + 1..p + 17)
+                        .ok_or_else(|| anyhow!("truncated Huffman table"))?
+                        .try_into()
+                        .unwrap();
                     let n: usize = counts.iter().map(|&c| c as usize).sum();
-                    let vals = seg.get(p + 17..p + 17 + n).ok_or_else(|| anyhow!("truncated Huffman table"))?.to_vec();
+                    let vals = seg
+                        .get(p + 17..p + 17 + n)
+                        .ok_or_else(|| anyhow!("truncated Huffman table"))?
+                        .to_vec();
                     let t = Huffman::new(&counts, vals)?;
                     if tc == 0 {
                         dc_tabs[th] = Some(t);
@@ -411,7 +441,10 @@ pub fn decode(bytes: &[u8], want_gray: bool) -> Result<Decoded> {
                         c.bw = width.div_ceil(8);
                         c.bh = height.div_ceil(8);
                     }
-                    let n = c.bw.checked_mul(c.bh).and_then(|n| n.checked_mul(64)).ok_or_else(|| anyhow!("JPEG too large"))?;
+                    let n =
+                        c.bw.checked_mul(c.bh)
+                            .and_then(|n| n.checked_mul(64))
+                            .ok_or_else(|| anyhow!("JPEG too large"))?;
                     // A corrupt header must not turn into a huge allocation.
                     if n > (1 << 28) {
                         bail!("JPEG too large ({width}x{height}) for crema's decoder");
@@ -431,10 +464,15 @@ pub fn decode(bytes: &[u8], want_gray: bool) -> Result<Decoded> {
                 });
             }
             0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
-                return Err(unsupported(format!("SOF{} (lossless, hierarchical or arithmetic coding)", marker - 0xC0)));
+                return Err(unsupported(format!(
+                    "SOF{} (lossless, hierarchical or arithmetic coding)",
+                    marker - 0xC0
+                )));
             }
             0xDA => {
-                let f = frame.as_mut().ok_or_else(|| anyhow!("corrupt JPEG: scan before frame header"))?;
+                let f = frame
+                    .as_mut()
+                    .ok_or_else(|| anyhow!("corrupt JPEG: scan before frame header"))?;
                 if seg.is_empty() {
                     bail!("corrupt JPEG: SOS segment");
                 }
@@ -446,7 +484,9 @@ pub fn decode(bytes: &[u8], want_gray: bool) -> Result<Decoded> {
                 for i in 0..ns {
                     let id = seg[1 + 2 * i];
                     let t = seg[2 + 2 * i];
-                    let ci = f.comps.iter().position(|c| c.id == id).ok_or_else(|| anyhow!("corrupt JPEG: scan names unknown component {id}"))?;
+                    let ci = f.comps.iter().position(|c| c.id == id).ok_or_else(|| {
+                        anyhow!("corrupt JPEG: scan names unknown component {id}")
+                    })?;
                     f.comps[ci].dc_table = (t >> 4) as usize & 3;
                     f.comps[ci].ac_table = (t & 15) as usize & 3;
                     scomps.push(ci);
@@ -459,7 +499,16 @@ pub fn decode(bytes: &[u8], want_gray: bool) -> Result<Decoded> {
                     bail!("corrupt JPEG: spectral selection {ss}..{se}");
                 }
                 let mut br = BitReader::new(bytes, seg_end);
-                decode_scan(f, &scomps, &dc_tabs, &ac_tabs, restart_interval, (ss, se, ah, al), &mut br, &mut eobrun)?;
+                decode_scan(
+                    f,
+                    &scomps,
+                    &dc_tabs,
+                    &ac_tabs,
+                    restart_interval,
+                    (ss, se, ah, al),
+                    &mut br,
+                    &mut eobrun,
+                )?;
                 pos = br.end_pos();
                 continue;
             }
@@ -481,7 +530,11 @@ pub fn decode(bytes: &[u8], want_gray: bool) -> Result<Decoded> {
     } else {
         false
     };
-    let planes: Vec<Plane> = f.comps.iter().map(|c| idct_component(c, &qt[c.tq])).collect();
+    let planes: Vec<Plane> = f
+        .comps
+        .iter()
+        .map(|c| idct_component(c, &qt[c.tq]))
+        .collect();
     let (w, h) = (f.width, f.height);
     if f.comps.len() == 1 {
         let p = &planes[0];
@@ -489,8 +542,18 @@ pub fn decode(bytes: &[u8], want_gray: bool) -> Result<Decoded> {
         for y in 0..h {
             gray.extend_from_slice(&p.data[y * p.stride..y * p.stride + w]);
         }
-        let (channels, data) = if want_gray { (1, gray) } else { (3, gray.iter().flat_map(|&v| [v, v, v]).collect()) };
-        return Ok(Decoded { width: w, height: h, channels, data, exif });
+        let (channels, data) = if want_gray {
+            (1, gray)
+        } else {
+            (3, gray.iter().flat_map(|&v| [v, v, v]).collect())
+        };
+        return Ok(Decoded {
+            width: w,
+            height: h,
+            channels,
+            data,
+            exif,
+        });
     }
     let full: Vec<Plane> = f
         .comps
@@ -505,22 +568,40 @@ pub fn decode(bytes: &[u8], want_gray: bool) -> Result<Decoded> {
         for y in 0..h {
             out.extend_from_slice(&full[0].data[y * full[0].stride..y * full[0].stride + w]);
         }
-        return Ok(Decoded { width: w, height: h, channels: 1, data: out, exif });
+        return Ok(Decoded {
+            width: w,
+            height: h,
+            channels: 1,
+            data: out,
+            exif,
+        });
     }
     let tabs = ColorTables::new();
     let mut out = Vec::with_capacity(w * h * if want_gray { 1 } else { 3 });
     for y in 0..h {
         for x in 0..w {
             let (a, b, c) = (px(0, y, x), px(1, y, x), px(2, y, x));
-            let (r, g, bl) = if rgb { (a, b, c) } else { tabs.ycc_to_rgb(a, b, c) };
+            let (r, g, bl) = if rgb {
+                (a, b, c)
+            } else {
+                tabs.ycc_to_rgb(a, b, c)
+            };
             if want_gray {
-                out.push(((19595 * r as u32 + 38470 * g as u32 + 7471 * bl as u32 + 32768) >> 16) as u8);
+                out.push(
+                    ((19595 * r as u32 + 38470 * g as u32 + 7471 * bl as u32 + 32768) >> 16) as u8,
+                );
             } else {
                 out.extend_from_slice(&[bl, g, r]);
             }
         }
     }
-    Ok(Decoded { width: w, height: h, channels: if want_gray { 1 } else { 3 }, data: out, exif })
+    Ok(Decoded {
+        width: w,
+        height: h,
+        channels: if want_gray { 1 } else { 3 },
+        data: out,
+        exif,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -587,7 +668,11 @@ fn decode_scan(
         }
         u
     };
-    let blocks_per_mcu = if scomps.len() == 1 { 1 } else { scomps.iter().map(|&ci| f.comps[ci].h * f.comps[ci].v).sum() };
+    let blocks_per_mcu = if scomps.len() == 1 {
+        1
+    } else {
+        scomps.iter().map(|&ci| f.comps[ci].h * f.comps[ci].v).sum()
+    };
     let mut mcu_count = 0usize;
     for (i, &(ci, by, bx)) in units.iter().enumerate() {
         if i % blocks_per_mcu == 0 {
@@ -645,16 +730,44 @@ fn decode_scan(
                 blk[0] |= 1 << al;
             }
         } else if ah == 0 {
-            ac_first(br, ac_tabs[ac_t].as_ref().ok_or_else(|| anyhow!("corrupt JPEG: missing AC table"))?, blk, ss, se, al, eobrun)?;
+            ac_first(
+                br,
+                ac_tabs[ac_t]
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("corrupt JPEG: missing AC table"))?,
+                blk,
+                ss,
+                se,
+                al,
+                eobrun,
+            )?;
         } else {
-            ac_refine(br, ac_tabs[ac_t].as_ref().ok_or_else(|| anyhow!("corrupt JPEG: missing AC table"))?, blk, ss, se, al, eobrun)?;
+            ac_refine(
+                br,
+                ac_tabs[ac_t]
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("corrupt JPEG: missing AC table"))?,
+                blk,
+                ss,
+                se,
+                al,
+                eobrun,
+            )?;
         }
         f.comps[ci].dc_pred = pred;
     }
     Ok(())
 }
 
-fn ac_first(br: &mut BitReader, ac: &Huffman, blk: &mut [i32], ss: usize, se: usize, al: u32, eobrun: &mut u32) -> Result<()> {
+fn ac_first(
+    br: &mut BitReader,
+    ac: &Huffman,
+    blk: &mut [i32],
+    ss: usize,
+    se: usize,
+    al: u32,
+    eobrun: &mut u32,
+) -> Result<()> {
     if *eobrun > 0 {
         *eobrun -= 1;
         return Ok(());
@@ -684,7 +797,15 @@ fn ac_first(br: &mut BitReader, ac: &Huffman, blk: &mut [i32], ss: usize, se: us
     Ok(())
 }
 
-fn ac_refine(br: &mut BitReader, ac: &Huffman, blk: &mut [i32], ss: usize, se: usize, al: u32, eobrun: &mut u32) -> Result<()> {
+fn ac_refine(
+    br: &mut BitReader,
+    ac: &Huffman,
+    blk: &mut [i32],
+    ss: usize,
+    se: usize,
+    al: u32,
+    eobrun: &mut u32,
+) -> Result<()> {
     let p1 = 1i32 << al;
     let m1 = -1i32 << al;
     let mut k = ss;
@@ -812,7 +933,16 @@ fn idct_1d(i: [i64; 8]) -> [i64; 8] {
     t1 += z2 + z4;
     t2 += z2 + z3;
     t3 += z1 + z4;
-    [tmp10 + t3, tmp11 + t2, tmp12 + t1, tmp13 + t0, tmp13 - t0, tmp12 - t1, tmp11 - t2, tmp10 - t3]
+    [
+        tmp10 + t3,
+        tmp11 + t2,
+        tmp12 + t1,
+        tmp13 + t0,
+        tmp13 - t0,
+        tmp12 - t1,
+        tmp11 - t2,
+        tmp10 - t3,
+    ]
 }
 
 /// Dequantizes and inverse-transforms every block of a component into its sample plane.
@@ -826,7 +956,8 @@ fn idct_component(c: &Component, q: &[u16; 64]) -> Plane {
             let blk = &c.coefs[(by * c.bw + bx) * 64..(by * c.bw + bx + 1) * 64];
             // Pass 1: columns.
             for col in 0..8 {
-                let inp: [i64; 8] = std::array::from_fn(|r| blk[r * 8 + col] as i64 * q[r * 8 + col] as i64);
+                let inp: [i64; 8] =
+                    std::array::from_fn(|r| blk[r * 8 + col] as i64 * q[r * 8 + col] as i64);
                 let out = idct_1d(inp);
                 for r in 0..8 {
                     ws[r * 8 + col] = descale(out[r], CONST_BITS - PASS1_BITS);
@@ -836,7 +967,8 @@ fn idct_component(c: &Component, q: &[u16; 64]) -> Plane {
             for r in 0..8 {
                 let inp: [i64; 8] = std::array::from_fn(|k| ws[r * 8 + k]);
                 let out = idct_1d(inp);
-                let dst = &mut data[(by * 8 + r) * stride + bx * 8..(by * 8 + r) * stride + bx * 8 + 8];
+                let dst =
+                    &mut data[(by * 8 + r) * stride + bx * 8..(by * 8 + r) * stride + bx * 8 + 8];
                 for k in 0..8 {
                     dst[k] = range_limit(descale(out[k], CONST_BITS + PASS1_BITS + 3) as i32);
                 }
@@ -850,7 +982,10 @@ fn idct_component(c: &Component, q: &[u16; 64]) -> Plane {
 fn upsample(p: Plane, c: &Component, f: &Frame) -> Result<Plane> {
     let (hf, vf) = (f.hmax / c.h, f.vmax / c.v);
     if f.hmax % c.h != 0 || f.vmax % c.v != 0 {
-        return Err(unsupported(format!("fractional sampling factors {}x{} of {}x{}", c.h, c.v, f.hmax, f.vmax)));
+        return Err(unsupported(format!(
+            "fractional sampling factors {}x{} of {}x{}",
+            c.h, c.v, f.hmax, f.vmax
+        )));
     }
     if hf == 1 && vf == 1 {
         return Ok(p);
@@ -904,7 +1039,10 @@ fn upsample(p: Plane, c: &Component, f: &Frame) -> Result<Plane> {
             }
         }
     }
-    Ok(Plane { stride: ow, data: out })
+    Ok(Plane {
+        stride: ow,
+        data: out,
+    })
 }
 
 fn h2v1_fancy(src: &[u8], dst: &mut [u8]) {
@@ -954,7 +1092,12 @@ impl ColorTables {
         const SCALEBITS: i64 = 16;
         const ONE_HALF: i64 = 1 << (SCALEBITS - 1);
         let fix = |x: f64| (x * (1i64 << SCALEBITS) as f64 + 0.5) as i64;
-        let mut t = ColorTables { cr_r: [0; 256], cb_b: [0; 256], cr_g: [0; 256], cb_g: [0; 256] };
+        let mut t = ColorTables {
+            cr_r: [0; 256],
+            cb_b: [0; 256],
+            cr_g: [0; 256],
+            cb_g: [0; 256],
+        };
         for i in 0..256 {
             let x = i as i64 - 128;
             t.cr_r[i] = ((fix(1.40200) * x + ONE_HALF) >> SCALEBITS) as i32;
@@ -991,7 +1134,10 @@ pub fn component_count(bytes: &[u8]) -> Result<usize> {
         }
         let len = u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]) as usize;
         if matches!(marker, 0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF) {
-            return bytes.get(pos + 9).map(|&n| n as usize).ok_or_else(|| anyhow!("truncated JPEG frame header"));
+            return bytes
+                .get(pos + 9)
+                .map(|&n| n as usize)
+                .ok_or_else(|| anyhow!("truncated JPEG frame header"));
         }
         if marker == 0xDA || marker == 0xD9 {
             break;

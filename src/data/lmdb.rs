@@ -39,18 +39,34 @@ impl LmdbCursor {
             );
         }
         if !path.join("data.mdb").is_file() {
-            bail!("LMDB source {} has no data.mdb: it is not an LMDB database", path.display());
+            bail!(
+                "LMDB source {} has no data.mdb: it is not an LMDB database",
+                path.display()
+            );
         }
         let env = Environment::new()
-            .set_flags(EnvironmentFlags::READ_ONLY | EnvironmentFlags::NO_LOCK | EnvironmentFlags::NO_TLS)
+            .set_flags(
+                EnvironmentFlags::READ_ONLY | EnvironmentFlags::NO_LOCK | EnvironmentFlags::NO_TLS,
+            )
             .open(path)
             .map_err(|e| lmdb_err(path, "cannot open the database", e))?;
-        let db = env.open_db(None).map_err(|e| lmdb_err(path, "cannot open the main database", e))?;
-        let entries = env.stat().map_err(|e| lmdb_err(path, "cannot read its statistics", e))?.entries();
+        let db = env
+            .open_db(None)
+            .map_err(|e| lmdb_err(path, "cannot open the main database", e))?;
+        let entries = env
+            .stat()
+            .map_err(|e| lmdb_err(path, "cannot read its statistics", e))?
+            .entries();
         if entries == 0 {
             bail!("LMDB {} holds no records", path.display());
         }
-        Ok(LmdbCursor { env, db, path: path.to_path_buf(), next_key: None, entries })
+        Ok(LmdbCursor {
+            env,
+            db,
+            path: path.to_path_buf(),
+            next_key: None,
+            entries,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -68,8 +84,13 @@ impl LmdbCursor {
 
     /// Calls `f(key, value)` for the current record without consuming it (shape inference).
     pub fn peek<T>(&self, f: impl FnOnce(&[u8], &[u8]) -> Result<T>) -> Result<T> {
-        let txn = self.env.begin_ro_txn().map_err(|e| lmdb_err(&self.path, "cannot begin a read", e))?;
-        let mut cur = txn.open_ro_cursor(self.db).map_err(|e| lmdb_err(&self.path, "cannot open a cursor", e))?;
+        let txn = self
+            .env
+            .begin_ro_txn()
+            .map_err(|e| lmdb_err(&self.path, "cannot begin a read", e))?;
+        let mut cur = txn
+            .open_ro_cursor(self.db)
+            .map_err(|e| lmdb_err(&self.path, "cannot open a cursor", e))?;
         let mut it = match &self.next_key {
             Some(k) => cur.iter_from(k),
             None => cur.iter_start(),
@@ -83,10 +104,19 @@ impl LmdbCursor {
 
     /// Consumes `n` records in key order, calling `f(index_in_call, key, value)` for each and
     /// wrapping to the first record after the last (logging Caffe's restart line).
-    pub fn read(&mut self, n: usize, mut f: impl FnMut(usize, &[u8], &[u8]) -> Result<()>) -> Result<()> {
+    pub fn read(
+        &mut self,
+        n: usize,
+        mut f: impl FnMut(usize, &[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
         let path = self.path.clone();
-        let txn = self.env.begin_ro_txn().map_err(|e| lmdb_err(&path, "cannot begin a read", e))?;
-        let mut cur = txn.open_ro_cursor(self.db).map_err(|e| lmdb_err(&path, "cannot open a cursor", e))?;
+        let txn = self
+            .env
+            .begin_ro_txn()
+            .map_err(|e| lmdb_err(&path, "cannot begin a read", e))?;
+        let mut cur = txn
+            .open_ro_cursor(self.db)
+            .map_err(|e| lmdb_err(&path, "cannot open a cursor", e))?;
         let mut it = match &self.next_key {
             Some(k) => cur.iter_from(k),
             None => cur.iter_start(),
@@ -123,8 +153,13 @@ impl LmdbCursor {
 /// Every (key, value) of an LMDB in key order (tools and tests).
 pub fn read_all(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let c = LmdbCursor::open(path)?;
-    let txn = c.env.begin_ro_txn().map_err(|e| lmdb_err(path, "cannot begin a read", e))?;
-    let mut cur = txn.open_ro_cursor(c.db).map_err(|e| lmdb_err(path, "cannot open a cursor", e))?;
+    let txn = c
+        .env
+        .begin_ro_txn()
+        .map_err(|e| lmdb_err(path, "cannot begin a read", e))?;
+    let mut cur = txn
+        .open_ro_cursor(c.db)
+        .map_err(|e| lmdb_err(path, "cannot open a cursor", e))?;
     let mut out = Vec::with_capacity(c.entries);
     for item in cur.iter_start() {
         let (k, v) = item.map_err(|e| lmdb_err(path, "read failed", e))?;

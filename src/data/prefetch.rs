@@ -45,7 +45,13 @@ impl Prefetcher {
                 }
             })
             .map_err(|e| anyhow!("layer '{layer}': cannot start the prefetch thread: {e}"))?;
-        Ok(Prefetcher { layer: layer.to_string(), rx: Some(rx), handle: Some(handle), waited: Duration::ZERO, failed: None })
+        Ok(Prefetcher {
+            layer: layer.to_string(),
+            rx: Some(rx),
+            handle: Some(handle),
+            waited: Duration::ZERO,
+            failed: None,
+        })
     }
 
     /// The next batch, waiting for the thread if it is not ready.
@@ -64,7 +70,10 @@ impl Prefetcher {
                 Err(e)
             }
             Err(RecvError) => {
-                let msg = format!("layer '{}': the prefetch thread stopped unexpectedly (it panicked)", self.layer);
+                let msg = format!(
+                    "layer '{}': the prefetch thread stopped unexpectedly (it panicked)",
+                    self.layer
+                );
                 self.failed = Some(msg.clone());
                 bail!("{msg}")
             }

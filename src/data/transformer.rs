@@ -13,9 +13,19 @@ use crate::rng::CaffeRng;
 /// Source pixels of one record, in their native layout.
 pub enum Pixels<'a> {
     /// Raw Datum bytes, CHW.
-    U8Chw { channels: usize, height: usize, width: usize, data: &'a [u8] },
+    U8Chw {
+        channels: usize,
+        height: usize,
+        width: usize,
+        data: &'a [u8],
+    },
     /// Datum float_data, CHW.
-    F32Chw { channels: usize, height: usize, width: usize, data: &'a [f32] },
+    F32Chw {
+        channels: usize,
+        height: usize,
+        width: usize,
+        data: &'a [f32],
+    },
     /// A decoded image, HWC (OpenCV's Mat).
     Hwc(&'a Image),
 }
@@ -24,9 +34,18 @@ impl Pixels<'_> {
     /// (channels, height, width).
     pub fn dims(&self) -> (usize, usize, usize) {
         match self {
-            Pixels::U8Chw { channels, height, width, .. } | Pixels::F32Chw { channels, height, width, .. } => {
-                (*channels, *height, *width)
+            Pixels::U8Chw {
+                channels,
+                height,
+                width,
+                ..
             }
+            | Pixels::F32Chw {
+                channels,
+                height,
+                width,
+                ..
+            } => (*channels, *height, *width),
             Pixels::Hwc(img) => (img.channels, img.height, img.width),
         }
     }
@@ -41,12 +60,28 @@ pub enum DatumPixels<'a> {
 impl DatumPixels<'_> {
     pub fn pixels(&self) -> Pixels<'_> {
         match self {
-            DatumPixels::Raw(Pixels::U8Chw { channels, height, width, data }) => {
-                Pixels::U8Chw { channels: *channels, height: *height, width: *width, data }
-            }
-            DatumPixels::Raw(Pixels::F32Chw { channels, height, width, data }) => {
-                Pixels::F32Chw { channels: *channels, height: *height, width: *width, data }
-            }
+            DatumPixels::Raw(Pixels::U8Chw {
+                channels,
+                height,
+                width,
+                data,
+            }) => Pixels::U8Chw {
+                channels: *channels,
+                height: *height,
+                width: *width,
+                data,
+            },
+            DatumPixels::Raw(Pixels::F32Chw {
+                channels,
+                height,
+                width,
+                data,
+            }) => Pixels::F32Chw {
+                channels: *channels,
+                height: *height,
+                width: *width,
+                data,
+            },
             DatumPixels::Raw(Pixels::Hwc(img)) => Pixels::Hwc(img),
             DatumPixels::Decoded(img) => Pixels::Hwc(img),
         }
@@ -56,7 +91,11 @@ impl DatumPixels<'_> {
 enum Mean {
     None,
     /// From mean_file: (channels, height, width) and values, indexed at the uncropped position.
-    File { dims: (usize, usize, usize), data: Vec<f32>, path: String },
+    File {
+        dims: (usize, usize, usize),
+        data: Vec<f32>,
+        path: String,
+    },
     /// mean_value: one value (all channels) or one per channel.
     Values(Vec<f32>),
 }
@@ -76,7 +115,11 @@ pub struct DataTransformer {
 
 impl DataTransformer {
     /// Reads the parameters (and the mean file) for layer `layer` in `phase`.
-    pub fn new(param: &TransformationParameter, phase: Phase, layer: &str) -> Result<DataTransformer> {
+    pub fn new(
+        param: &TransformationParameter,
+        phase: Phase,
+        layer: &str,
+    ) -> Result<DataTransformer> {
         let mean = if let Some(file) = &param.mean_file {
             if !param.mean_value.is_empty() {
                 bail!("layer '{layer}': cannot specify mean_file and mean_value at the same time");
@@ -96,7 +139,11 @@ impl DataTransformer {
                     crate::proto::blob::shape_string(s)
                 ),
             };
-            Mean::File { dims, data: blob.data, path: file.clone() }
+            Mean::File {
+                dims,
+                data: blob.data,
+                path: file.clone(),
+            }
         } else if !param.mean_value.is_empty() {
             Mean::Values(param.mean_value.clone())
         } else {
@@ -153,7 +200,11 @@ impl DataTransformer {
     pub fn datum_pixels<'a>(&mut self, datum: &'a Datum, what: &str) -> Result<DatumPixels<'a>> {
         if datum.encoded() {
             let bytes = datum.data.as_deref().unwrap_or(&[]);
-            return Ok(DatumPixels::Decoded(decode_image(bytes, self.decode_mode(), what)?));
+            return Ok(DatumPixels::Decoded(decode_image(
+                bytes,
+                self.decode_mode(),
+                what,
+            )?));
         }
         if (self.force_color || self.force_gray) && !self.warned_force {
             self.warned_force = true;
@@ -166,7 +217,9 @@ impl DataTransformer {
         if dims.iter().any(|&d| d <= 0) {
             bail!(
                 "{what}: raw Datum has channels={} height={} width={}; all must be positive",
-                dims[0], dims[1], dims[2]
+                dims[0],
+                dims[1],
+                dims[2]
             );
         }
         let (channels, height, width) = (dims[0] as usize, dims[1] as usize, dims[2] as usize);
@@ -179,7 +232,12 @@ impl DataTransformer {
                     bytes.len()
                 );
             }
-            Ok(DatumPixels::Raw(Pixels::U8Chw { channels, height, width, data: bytes }))
+            Ok(DatumPixels::Raw(Pixels::U8Chw {
+                channels,
+                height,
+                width,
+                data: bytes,
+            }))
         } else {
             if datum.float_data.len() != count {
                 bail!(
@@ -187,7 +245,12 @@ impl DataTransformer {
                     datum.float_data.len()
                 );
             }
-            Ok(DatumPixels::Raw(Pixels::F32Chw { channels, height, width, data: &datum.float_data }))
+            Ok(DatumPixels::Raw(Pixels::F32Chw {
+                channels,
+                height,
+                width,
+                data: &datum.float_data,
+            }))
         }
     }
 
@@ -198,7 +261,8 @@ impl DataTransformer {
             if h < self.crop || w < self.crop {
                 bail!(
                     "layer '{}': crop_size {} is larger than the {h}x{w} input (height x width)",
-                    self.layer, self.crop
+                    self.layer,
+                    self.crop
                 );
             }
             Ok((c, self.crop, self.crop))
@@ -208,13 +272,21 @@ impl DataTransformer {
     }
 
     fn rand(&mut self, n: usize) -> usize {
-        let rng = self.rng.as_mut().expect("init_rand was called for a transformer that needs random numbers");
+        let rng = self
+            .rng
+            .as_mut()
+            .expect("init_rand was called for a transformer that needs random numbers");
         (rng.next_u32() % n as u32) as usize
     }
 
     /// Writes the transformed record into `out`, whose shape is `out_dims` (the batch's item
     /// shape). Records must have the batch's channels and, unless cropped, its size.
-    pub fn transform(&mut self, src: &Pixels, out_dims: (usize, usize, usize), out: &mut [f32]) -> Result<()> {
+    pub fn transform(
+        &mut self,
+        src: &Pixels,
+        out_dims: (usize, usize, usize),
+        out: &mut [f32],
+    ) -> Result<()> {
         let (c, h, w) = src.dims();
         let (oc, oh, ow) = out_dims;
         let expected = self.output_dims((c, h, w))?;
@@ -245,7 +317,11 @@ impl DataTransformer {
                         v.len()
                     );
                 }
-                Some(if v.len() == 1 { vec![v[0]; c] } else { v.clone() })
+                Some(if v.len() == 1 {
+                    vec![v[0]; c]
+                } else {
+                    v.clone()
+                })
             }
             Mean::None => None,
         };

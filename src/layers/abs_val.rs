@@ -16,7 +16,11 @@ pub struct AbsValLayer {
 
 impl AbsValLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        AbsValLayer { base: LayerBase::new(param), kept: Vec::new(), used_kept: false }
+        AbsValLayer {
+            base: LayerBase::new(param),
+            kept: Vec::new(),
+            used_kept: false,
+        }
     }
 }
 
@@ -46,15 +50,26 @@ impl Layer for AbsValLayer {
     }
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
-        self.used_kept = neuron::forward(&bottom[0], &top[0], Some(&mut self.kept), act::abs_forward);
+        self.used_kept =
+            neuron::forward(&bottom[0], &top[0], Some(&mut self.kept), act::abs_forward);
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
-        let kept = if self.used_kept { Some(&self.kept[..]) } else { None };
+        let kept = if self.used_kept {
+            Some(&self.kept[..])
+        } else {
+            None
+        };
         neuron::backward(&top[0], &bottom[0], kept, act::abs_backward);
         Ok(())
     }

@@ -74,8 +74,14 @@ impl Layer for AccuracyLayer {
                 labels.shape_string()
             );
         }
-        let axis = scores.canonical_axis(self.axis).with_context(|| format!("layer '{name}': accuracy axis"))?;
-        let (outer, classes, inner) = (scores.count_range(0, axis), scores.shape()[axis], scores.count_from(axis + 1));
+        let axis = scores
+            .canonical_axis(self.axis)
+            .with_context(|| format!("layer '{name}': accuracy axis"))?;
+        let (outer, classes, inner) = (
+            scores.count_range(0, axis),
+            scores.shape()[axis],
+            scores.count_from(axis + 1),
+        );
         if outer * inner != labels.count() {
             bail!(
                 "layer '{name}': number of labels must match number of predictions; e.g., if label axis == 1 and \
@@ -103,13 +109,31 @@ impl Layer for AccuracyLayer {
         let scores = read(&scores);
         let per_class = top.get(1).map(|t| t.data_buf());
         let mut per_class = per_class.as_ref().map(write);
-        let (correct, count) =
-            ops::accuracy_forward(&scores, &labels, outer, classes, inner, self.top_k, self.ignore, per_class.as_deref_mut().map(|v| v.as_mut_slice()));
-        write(&top[0].data_buf())[0] = if count == 0 { 0.0 } else { correct / count as f32 };
+        let (correct, count) = ops::accuracy_forward(
+            &scores,
+            &labels,
+            outer,
+            classes,
+            inner,
+            self.top_k,
+            self.ignore,
+            per_class.as_deref_mut().map(|v| v.as_mut_slice()),
+        );
+        write(&top[0].data_buf())[0] = if count == 0 {
+            0.0
+        } else {
+            correct / count as f32
+        };
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &mut Ctx, _top: &[BlobRef], propagate_down: &[bool], _bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _ctx: &mut Ctx,
+        _top: &[BlobRef],
+        propagate_down: &[bool],
+        _bottom: &[BlobRef],
+    ) -> Result<()> {
         if let Some(i) = propagate_down.iter().position(|&p| p) {
             bail!("layer '{}': Accuracy has no gradient (asked to propagate to bottom {i}); it cannot be used as a loss", self.name());
         }

@@ -72,7 +72,9 @@ impl Layer for ArgMaxLayer {
         let in_shape = b.shape();
         let shape = match self.axis {
             Some(axis) => {
-                let a = b.canonical_axis(axis).with_context(|| format!("layer '{name}': argmax axis"))?;
+                let a = b
+                    .canonical_axis(axis)
+                    .with_context(|| format!("layer '{name}': argmax axis"))?;
                 let dim = in_shape[a];
                 if self.top_k > dim {
                     bail!(
@@ -125,7 +127,13 @@ impl Layer for ArgMaxLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &mut Ctx, _top: &[BlobRef], propagate_down: &[bool], _bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _ctx: &mut Ctx,
+        _top: &[BlobRef],
+        propagate_down: &[bool],
+        _bottom: &[BlobRef],
+    ) -> Result<()> {
         if propagate_down.iter().any(|&p| p) {
             bail!("layer '{}': ArgMax has no gradient", self.name());
         }

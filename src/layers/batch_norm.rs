@@ -81,13 +81,27 @@ impl BatchNormLayer {
     fn forward_global_stats(&mut self, x: &[f32]) {
         let b = &self.base.blobs;
         let (b0, b1, b2) = (b[0].data_buf(), b[1].data_buf(), b[2].data_buf());
-        k::bn_global_stats(&read(&b0), &read(&b1), read(&b2)[0], &mut self.mean, &mut self.var);
+        k::bn_global_stats(
+            &read(&b0),
+            &read(&b1),
+            read(&b2)[0],
+            &mut self.mean,
+            &mut self.var,
+        );
         self.normalize(x);
     }
 
     fn normalize(&mut self, x: &[f32]) {
         k::bn_std(&self.var, self.eps, &mut self.std);
-        k::bn_normalize(x, self.num, self.channels, self.spatial, &self.mean, &self.std, &mut self.x_norm);
+        k::bn_normalize(
+            x,
+            self.num,
+            self.channels,
+            self.spatial,
+            &self.mean,
+            &self.std,
+            &mut self.x_norm,
+        );
     }
 }
 
@@ -118,14 +132,20 @@ impl Layer for BatchNormLayer {
     fn setup(&mut self, _rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let x = &bottom[0];
         if x.num_axes() == 0 {
-            bail!("layer '{}': BatchNorm needs an input with at least one axis, got a scalar", self.name());
+            bail!(
+                "layer '{}': BatchNorm needs an input with at least one axis, got a scalar",
+                self.name()
+            );
         }
         self.channels = if x.num_axes() == 1 { 1 } else { x.shape()[1] };
         let c = self.channels;
         let expected = [vec![c], vec![c], vec![1]];
         if self.base.blobs.is_empty() {
             // Statistics start at zero: an untrained layer in global mode gives x / sqrt(eps).
-            self.base.blobs = expected.iter().map(|s| Blob::with_shape(s)).collect::<Result<_>>()?;
+            self.base.blobs = expected
+                .iter()
+                .map(|s| Blob::with_shape(s))
+                .collect::<Result<_>>()?;
         } else {
             if self.base.blobs.len() == 5 {
                 bail!(
@@ -139,7 +159,10 @@ impl Layer for BatchNormLayer {
         // has no ParamSpec, and an explicit non-zero lr_mult is refused.
         for i in 0..self.base.blobs.len() {
             if self.base.param.param.len() == i {
-                self.base.param.param.push(ParamSpec { lr_mult: Some(0.0), ..Default::default() });
+                self.base.param.param.push(ParamSpec {
+                    lr_mult: Some(0.0),
+                    ..Default::default()
+                });
             } else if self.base.param.param[i].lr_mult() != 0.0 {
                 bail!("layer '{}': Cannot configure batch normalization statistics as layer parameters.", self.name());
             }
@@ -150,7 +173,11 @@ impl Layer for BatchNormLayer {
     fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let x = &bottom[0];
         let shape = x.shape();
-        let c = if shape.len() == 1 { 1 } else { shape.get(1).copied().unwrap_or(0) };
+        let c = if shape.len() == 1 {
+            1
+        } else {
+            shape.get(1).copied().unwrap_or(0)
+        };
         if shape.is_empty() || c != self.channels {
             bail!(
                 "layer '{}': BatchNorm was set up for {} channels, input shape is {}",
@@ -161,7 +188,11 @@ impl Layer for BatchNormLayer {
         }
         let num = shape[0];
         if num == 0 || c == 0 {
-            bail!("layer '{}': BatchNorm needs a non-empty input, got shape {}", self.name(), x.shape_string());
+            bail!(
+                "layer '{}': BatchNorm needs a non-empty input, got shape {}",
+                self.name(),
+                x.shape_string()
+            );
         }
         self.num = num;
         self.spatial = x.count() / (num * c);
@@ -188,7 +219,13 @@ impl Layer for BatchNormLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], _pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        _pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         // Caffe writes the bottom diff whatever propagate_down says.
         let (c, sp) = (self.channels, self.spatial);
         let (num, global) = (self.num, self.use_global_stats);

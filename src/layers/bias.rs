@@ -13,14 +13,20 @@ use crate::rng::CaffeRng;
 /// Shape of a learned scale/bias blob: `x.shape[axis .. axis+num_axes]`, `num_axes == -1`
 /// meaning to the end.
 pub(crate) fn param_shape(layer: &str, x: &Blob, axis: i32, num_axes: i32) -> Result<Vec<usize>> {
-    let a = x.canonical_axis(axis).map_err(|e| anyhow::anyhow!("layer '{layer}': {e}"))?;
+    let a = x
+        .canonical_axis(axis)
+        .map_err(|e| anyhow::anyhow!("layer '{layer}': {e}"))?;
     if num_axes < -1 {
         bail!(
             "layer '{layer}': num_axes must be non-negative, or -1 to extend to the end of bottom[0] (got {num_axes})"
         );
     }
     let shape = x.shape();
-    let end = if num_axes == -1 { shape.len() } else { a + num_axes as usize };
+    let end = if num_axes == -1 {
+        shape.len()
+    } else {
+        a + num_axes as usize
+    };
     if end > shape.len() {
         bail!(
             "layer '{layer}': parameter blob's shape extends past bottom[0]'s shape {} when applied starting with bottom[0] axis = {a} (num_axes {num_axes})",
@@ -32,9 +38,18 @@ pub(crate) fn param_shape(layer: &str, x: &Blob, axis: i32, num_axes: i32) -> Re
 
 /// (outer, dim, inner) of `x` for a broadcast operand of shape `p`. A 0-axis operand uses
 /// axis 0 whatever `axis` says (the result is the same and the loops are simplest).
-pub(crate) fn broadcast_dims(layer: &str, x: &Blob, axis: i32, p: &[usize]) -> Result<(usize, usize, usize)> {
-    let a =
-        if p.is_empty() { 0 } else { x.canonical_axis(axis).map_err(|e| anyhow::anyhow!("layer '{layer}': {e}"))? };
+pub(crate) fn broadcast_dims(
+    layer: &str,
+    x: &Blob,
+    axis: i32,
+    p: &[usize],
+) -> Result<(usize, usize, usize)> {
+    let a = if p.is_empty() {
+        0
+    } else {
+        x.canonical_axis(axis)
+            .map_err(|e| anyhow::anyhow!("layer '{layer}': {e}"))?
+    };
     let shape = x.shape();
     if a + p.len() > shape.len() || shape[a..a + p.len()] != *p {
         bail!(
@@ -43,7 +58,11 @@ pub(crate) fn broadcast_dims(layer: &str, x: &Blob, axis: i32, p: &[usize]) -> R
             x.shape_string()
         );
     }
-    Ok((x.count_range(0, a), p.iter().product(), x.count_from(a + p.len())))
+    Ok((
+        x.count_range(0, a),
+        p.iter().product(),
+        x.count_from(a + p.len()),
+    ))
 }
 
 pub struct BiasLayer {
@@ -55,11 +74,21 @@ pub struct BiasLayer {
 
 impl BiasLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        BiasLayer { base: LayerBase::new(param), outer: 0, dim: 0, inner: 0 }
+        BiasLayer {
+            base: LayerBase::new(param),
+            outer: 0,
+            dim: 0,
+            inner: 0,
+        }
     }
 
     fn axis(&self) -> i32 {
-        self.base.param.bias_param.as_ref().map(|p| p.axis()).unwrap_or(1)
+        self.base
+            .param
+            .bias_param
+            .as_ref()
+            .map(|p| p.axis())
+            .unwrap_or(1)
     }
 }
 
@@ -101,7 +130,11 @@ impl Layer for BiasLayer {
     }
 
     fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
-        let operand = if bottom.len() > 1 { bottom[1].shape() } else { self.base.blobs[0].shape() };
+        let operand = if bottom.len() > 1 {
+            bottom[1].shape()
+        } else {
+            self.base.blobs[0].shape()
+        };
         let (o, d, i) = broadcast_dims(self.name(), &bottom[0], self.axis(), &operand)?;
         (self.outer, self.dim, self.inner) = (o, d, i);
         top[0].reshape(&bottom[0].shape())?;
@@ -109,7 +142,11 @@ impl Layer for BiasLayer {
     }
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
-        let bias_buf = if bottom.len() > 1 { bottom[1].data_buf() } else { self.base.blobs[0].data_buf() };
+        let bias_buf = if bottom.len() > 1 {
+            bottom[1].data_buf()
+        } else {
+            self.base.blobs[0].data_buf()
+        };
         let bias = read(&bias_buf);
         let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
         if crate::blob::same(&xb, &yb) {
@@ -120,7 +157,13 @@ impl Layer for BiasLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         let dyb = top[0].diff_buf();
         let dxb = bottom[0].diff_buf();
         // In place, the bottom diff already is the top diff.
@@ -129,9 +172,21 @@ impl Layer for BiasLayer {
         }
         let learned = bottom.len() == 1;
         if (learned && self.base.param_needs_grad(0)) || (!learned && pd[1]) {
-            let gb = if learned { self.base.blobs[0].diff_buf() } else { bottom[1].diff_buf() };
+            let gb = if learned {
+                self.base.blobs[0].diff_buf()
+            } else {
+                bottom[1].diff_buf()
+            };
             // A learned bias accumulates its gradient; a bottom's gradient is overwritten.
-            k::broadcast_grad(&read(&dyb), None, self.outer, self.dim, self.inner, &mut write(&gb), learned);
+            k::broadcast_grad(
+                &read(&dyb),
+                None,
+                self.outer,
+                self.dim,
+                self.inner,
+                &mut write(&gb),
+                learned,
+            );
         }
         Ok(())
     }

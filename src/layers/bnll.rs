@@ -17,7 +17,11 @@ pub struct BnllLayer {
 
 impl BnllLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        BnllLayer { base: LayerBase::new(param), kept: Vec::new(), used_kept: false }
+        BnllLayer {
+            base: LayerBase::new(param),
+            kept: Vec::new(),
+            used_kept: false,
+        }
     }
 }
 
@@ -47,15 +51,26 @@ impl Layer for BnllLayer {
     }
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
-        self.used_kept = neuron::forward(&bottom[0], &top[0], Some(&mut self.kept), act::bnll_forward);
+        self.used_kept =
+            neuron::forward(&bottom[0], &top[0], Some(&mut self.kept), act::bnll_forward);
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
-        let kept = if self.used_kept { Some(&self.kept[..]) } else { None };
+        let kept = if self.used_kept {
+            Some(&self.kept[..])
+        } else {
+            None
+        };
         neuron::backward(&top[0], &bottom[0], kept, act::bnll_backward);
         Ok(())
     }

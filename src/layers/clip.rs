@@ -22,9 +22,18 @@ impl ClipLayer {
         // min and max are proto2 `required`: a missing one is refused by the parser.
         let (min, max) = match &param.clip_param {
             Some(p) => (p.min, p.max),
-            None => bail!("layer '{}': Clip needs clip_param with min and max", param.name()),
+            None => bail!(
+                "layer '{}': Clip needs clip_param with min and max",
+                param.name()
+            ),
         };
-        Ok(ClipLayer { base: LayerBase::new(param), min, max, kept: Vec::new(), used_kept: false })
+        Ok(ClipLayer {
+            base: LayerBase::new(param),
+            min,
+            max,
+            kept: Vec::new(),
+            used_kept: false,
+        })
     }
 }
 
@@ -55,17 +64,31 @@ impl Layer for ClipLayer {
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let (lo, hi) = (self.min, self.max);
-        self.used_kept = neuron::forward(&bottom[0], &top[0], Some(&mut self.kept), |io| act::clip_forward(io, lo, hi));
+        self.used_kept = neuron::forward(&bottom[0], &top[0], Some(&mut self.kept), |io| {
+            act::clip_forward(io, lo, hi)
+        });
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
         let (lo, hi) = (self.min, self.max);
-        let kept = if self.used_kept { Some(&self.kept[..]) } else { None };
-        neuron::backward(&top[0], &bottom[0], kept, |d, x| act::clip_backward(d, x, lo, hi));
+        let kept = if self.used_kept {
+            Some(&self.kept[..])
+        } else {
+            None
+        };
+        neuron::backward(&top[0], &bottom[0], kept, |d, x| {
+            act::clip_backward(d, x, lo, hi)
+        });
         Ok(())
     }
 }

@@ -19,10 +19,16 @@ impl ConcatLayer {
     pub fn new(param: &LayerParameter) -> Result<Self> {
         if let Some(p) = &param.concat_param {
             if p.axis.is_some() && p.concat_dim.is_some() {
-                bail!("layer '{}': Either axis or concat_dim should be specified; not both.", param.name());
+                bail!(
+                    "layer '{}': Either axis or concat_dim should be specified; not both.",
+                    param.name()
+                );
             }
         }
-        Ok(ConcatLayer { base: LayerBase::new(param), axis: 0 })
+        Ok(ConcatLayer {
+            base: LayerBase::new(param),
+            axis: 0,
+        })
     }
 
     fn resolve_axis(&self, b: &BlobRef) -> Result<usize> {
@@ -30,14 +36,22 @@ impl ConcatLayer {
         if p.concat_dim.is_some() {
             let d = p.concat_dim() as i64;
             if d > i32::MAX as i64 {
-                bail!("layer '{}': concat_dim {d} does not fit an int32 axis", self.name());
+                bail!(
+                    "layer '{}': concat_dim {d} does not fit an int32 axis",
+                    self.name()
+                );
             }
             if d as usize >= b.num_axes() {
-                bail!("layer '{}': concat_dim {d} out of range for bottom shape {}", self.name(), b.shape_string());
+                bail!(
+                    "layer '{}': concat_dim {d} out of range for bottom shape {}",
+                    self.name(),
+                    b.shape_string()
+                );
             }
             Ok(d as usize)
         } else {
-            b.canonical_axis(p.axis()).map_err(|e| anyhow::anyhow!("layer '{}': concat axis: {e}", self.name()))
+            b.canonical_axis(p.axis())
+                .map_err(|e| anyhow::anyhow!("layer '{}': concat axis: {e}", self.name()))
         }
     }
 }
@@ -61,7 +75,10 @@ impl Layer for ConcatLayer {
 
     fn setup(&mut self, _rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         if bottom.len() > 1 && std::rc::Rc::ptr_eq(&top[0], &bottom[0]) {
-            bail!("layer '{}': Concat of several bottoms does not work in place", self.name());
+            bail!(
+                "layer '{}': Concat of several bottoms does not work in place",
+                self.name()
+            );
         }
         self.reshape(bottom, top)
     }
@@ -119,7 +136,13 @@ impl Layer for ConcatLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if bottom.len() == 1 {
             return Ok(());
         }

@@ -40,7 +40,13 @@ pub(crate) struct ConvCore {
 
 /// One value per spatial axis from a repeated field (0 values: `default`, 1: all axes, or
 /// one per axis), with Caffe's wording when the count is wrong.
-fn per_axis(layer: &str, what: &str, values: &[u32], n: usize, default: Option<usize>) -> Result<Vec<usize>> {
+fn per_axis(
+    layer: &str,
+    what: &str,
+    values: &[u32],
+    n: usize,
+    default: Option<usize>,
+) -> Result<Vec<usize>> {
     match (values.len(), default) {
         (0, Some(d)) => Ok(vec![d; n]),
         (1, _) => Ok(vec![values[0] as usize; n]),
@@ -86,15 +92,28 @@ impl ConvCore {
     ) -> Result<ConvCore> {
         let name = base.name().to_string();
         if bottom.len() != top.len() {
-            bail!("layer '{name}': needs one top per bottom ({} bottoms, {} tops)", bottom.len(), top.len());
+            bail!(
+                "layer '{name}': needs one top per bottom ({} bottoms, {} tops)",
+                bottom.len(),
+                top.len()
+            );
         }
         let p: ConvolutionParameter = base.param.convolution_param.clone().unwrap_or_default();
         let b0 = &bottom[0];
-        let channel_axis = b0.canonical_axis(p.axis()).map_err(|e| anyhow::anyhow!("layer '{name}': {e}"))?;
+        let channel_axis = b0
+            .canonical_axis(p.axis())
+            .map_err(|e| anyhow::anyhow!("layer '{name}': {e}"))?;
         let num_axes = b0.num_axes();
         let n = num_axes - channel_axis - 1;
 
-        let kernel = match hw_form(&name, "kernel", p.kernel_h, p.kernel_w, p.kernel_size.len(), n)? {
+        let kernel = match hw_form(
+            &name,
+            "kernel",
+            p.kernel_h,
+            p.kernel_w,
+            p.kernel_size.len(),
+            n,
+        )? {
             Some(k) => k,
             None => {
                 if p.kernel_size.is_empty() && n > 0 {
@@ -137,7 +156,11 @@ impl ConvCore {
         }
         // Weights are (conv output channels, conv input channels / group, kernel...), where a
         // deconvolution's "conv" runs from its top to its bottom.
-        let (out_c, in_c) = if reverse { (channels, num_output) } else { (num_output, channels) };
+        let (out_c, in_c) = if reverse {
+            (channels, num_output)
+        } else {
+            (num_output, channels)
+        };
         let mut weight_shape = vec![out_c, in_c / group];
         weight_shape.extend_from_slice(&kernel);
         let bias_term = p.bias_term();
@@ -219,7 +242,12 @@ impl ConvCore {
         let spatial_in = &shape[self.channel_axis + 1..];
         let mut spatial_out = Vec::with_capacity(spatial_in.len());
         for (i, &input) in spatial_in.iter().enumerate() {
-            let (k, p, s, d) = (self.kernel[i], self.pad[i], self.stride[i], self.dilation[i]);
+            let (k, p, s, d) = (
+                self.kernel[i],
+                self.pad[i],
+                self.stride[i],
+                self.dilation[i],
+            );
             let out = if self.reverse {
                 cpu::deconv_out_size(input, k, p, s, d)
             } else {
@@ -247,9 +275,19 @@ impl ConvCore {
         }
         self.num = shape[..self.channel_axis].iter().product();
         let (im_channels, col_channels, im_shape, col_shape) = if self.reverse {
-            (self.num_output, self.channels, spatial_out, spatial_in.to_vec())
+            (
+                self.num_output,
+                self.channels,
+                spatial_out,
+                spatial_in.to_vec(),
+            )
         } else {
-            (self.channels, self.num_output, spatial_in.to_vec(), spatial_out)
+            (
+                self.channels,
+                self.num_output,
+                spatial_in.to_vec(),
+                spatial_out,
+            )
         };
         self.geom = ConvGeom {
             im_channels,
@@ -274,13 +312,17 @@ pub struct ConvolutionLayer {
 
 impl ConvolutionLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        ConvolutionLayer { base: LayerBase::new(param), core: None }
+        ConvolutionLayer {
+            base: LayerBase::new(param),
+            core: None,
+        }
     }
 }
 
 /// The core once set up (layers are always set up before reshape/forward/backward).
 pub(crate) fn core_of<'a>(core: &'a mut Option<ConvCore>, name: &str) -> Result<&'a mut ConvCore> {
-    core.as_mut().ok_or_else(|| anyhow::anyhow!("layer '{name}' used before setup"))
+    core.as_mut()
+        .ok_or_else(|| anyhow::anyhow!("layer '{name}' used before setup"))
 }
 
 impl Layer for ConvolutionLayer {
@@ -319,12 +361,25 @@ impl Layer for ConvolutionLayer {
         let bias = bbuf.as_ref().map(read);
         for (b, t) in bottom.iter().zip(top) {
             let (xb, yb) = (b.data_buf(), t.data_buf());
-            cpu::conv_forward(&core.geom, core.num, &read(&xb), &w, bias.as_deref().map(|v| &v[..]), &mut write(&yb));
+            cpu::conv_forward(
+                &core.geom,
+                core.num,
+                &read(&xb),
+                &w,
+                bias.as_deref().map(|v| &v[..]),
+                &mut write(&yb),
+            );
         }
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &mut Ctx, top: &[BlobRef], propagate_down: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _ctx: &mut Ctx,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         let name = self.base.name().to_string();
         let core = core_of(&mut self.core, &name)?;
         let g = &core.geom;
@@ -333,7 +388,13 @@ impl Layer for ConvolutionLayer {
             let mut db = write(&dbb);
             for t in top {
                 let dyb = t.diff_buf();
-                cpu::channel_bias_grad(core.num, g.col_channels, g.col_spatial(), &read(&dyb), &mut db);
+                cpu::channel_bias_grad(
+                    core.num,
+                    g.col_channels,
+                    g.col_spatial(),
+                    &read(&dyb),
+                    &mut db,
+                );
             }
         }
         let want_w = self.base.param_needs_grad(0);
@@ -344,7 +405,14 @@ impl Layer for ConvolutionLayer {
             let dy = read(&dyb);
             if want_w {
                 let xb = b.data_buf();
-                cpu::conv_weight_grad(g, core.num, &read(&xb), &dy, &mut write(&dwbuf), &mut core.partials);
+                cpu::conv_weight_grad(
+                    g,
+                    core.num,
+                    &read(&xb),
+                    &dy,
+                    &mut write(&dwbuf),
+                    &mut core.partials,
+                );
             }
             if propagate_down.get(i).copied().unwrap_or(false) {
                 let dxb = b.diff_buf();

@@ -17,7 +17,10 @@ pub struct CropLayer {
 
 impl CropLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        CropLayer { base: LayerBase::new(param), offsets: Vec::new() }
+        CropLayer {
+            base: LayerBase::new(param),
+            offsets: Vec::new(),
+        }
     }
 }
 
@@ -57,9 +60,16 @@ impl Layer for CropLayer {
                 b.shape_string()
             );
         }
-        let start = a.canonical_axis(p.axis()).map_err(|e| anyhow!("layer '{}': crop axis: {e}", self.name()))?;
+        let start = a
+            .canonical_axis(p.axis())
+            .map_err(|e| anyhow!("layer '{}': crop axis: {e}", self.name()))?;
         if start >= nd {
-            bail!("layer '{}': crop axis {} bigger than input dim ({})", self.name(), p.axis(), a.shape_string());
+            bail!(
+                "layer '{}': crop axis {} bigger than input dim ({})",
+                self.name(),
+                p.axis(),
+                a.shape_string()
+            );
         }
         if p.offset.len() > 1 && start + p.offset.len() != nd {
             bail!(
@@ -97,14 +107,32 @@ impl Layer for CropLayer {
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
-        tensor::crop_forward(&read(&xb), &bottom[0].shape(), &mut write(&yb), &top[0].shape(), &self.offsets);
+        tensor::crop_forward(
+            &read(&xb),
+            &bottom[0].shape(),
+            &mut write(&yb),
+            &top[0].shape(),
+            &self.offsets,
+        );
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if pd[0] {
             let (dyb, dxb) = (top[0].diff_buf(), bottom[0].diff_buf());
-            tensor::crop_backward(&read(&dyb), &top[0].shape(), &mut write(&dxb), &bottom[0].shape(), &self.offsets);
+            tensor::crop_backward(
+                &read(&dyb),
+                &top[0].shape(),
+                &mut write(&dxb),
+                &bottom[0].shape(),
+                &self.offsets,
+            );
         }
         if pd[1] {
             bottom[1].fill_diff(0.0);

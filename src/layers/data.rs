@@ -9,9 +9,9 @@ use rayon::prelude::*;
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::blob::BlobRef;
+use crate::data::image::{decode_image, Image};
 use crate::data::lmdb::LmdbCursor;
 use crate::data::prefetch::{Batch, BatchLoader, Prefetcher};
-use crate::data::image::{decode_image, Image};
 use crate::data::transformer::{decode_datum, DataTransformer, Pixels};
 use crate::proto::caffe::data_parameter::Db;
 use crate::proto::caffe::{Datum, LayerParameter};
@@ -24,7 +24,10 @@ pub struct DataLayer {
 
 impl DataLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        DataLayer { base: LayerBase::new(param), prefetch: None }
+        DataLayer {
+            base: LayerBase::new(param),
+            prefetch: None,
+        }
     }
 }
 
@@ -60,7 +63,11 @@ impl BatchLoader for DataLoader {
         let path = self.cursor.path().to_path_buf();
         let mut records: Vec<(String, Vec<u8>)> = Vec::with_capacity(n);
         self.cursor.read(n, |_, key, value| {
-            let what = format!("LMDB {}: record '{}'", path.display(), String::from_utf8_lossy(key));
+            let what = format!(
+                "LMDB {}: record '{}'",
+                path.display(),
+                String::from_utf8_lossy(key)
+            );
             records.push((what, value.to_vec()));
             Ok(())
         })?;
@@ -72,7 +79,11 @@ impl BatchLoader for DataLoader {
             .map(|(what, value)| {
                 let datum = decode_datum(value, what)?;
                 let image = if datum.encoded() {
-                    Some(decode_image(datum.data.as_deref().unwrap_or(&[]), mode, what)?)
+                    Some(decode_image(
+                        datum.data.as_deref().unwrap_or(&[]),
+                        mode,
+                        what,
+                    )?)
                 } else {
                     None
                 };
@@ -81,7 +92,11 @@ impl BatchLoader for DataLoader {
             .collect();
         let mut data: Vec<f32> = Vec::new();
         let mut dims = (0, 0, 0);
-        let mut label = if self.labels { vec![0f32; n] } else { Vec::new() };
+        let mut label = if self.labels {
+            vec![0f32; n]
+        } else {
+            Vec::new()
+        };
         for (i, ((what, _), rec)) in records.iter().zip(parsed).enumerate() {
             let (datum, image) = rec?;
             let raw;
@@ -94,7 +109,10 @@ impl BatchLoader for DataLoader {
             };
             if i == 0 {
                 // Each batch takes the shape of its first record, as Caffe's load_batch does.
-                dims = self.transformer.output_dims(pixels.dims()).with_context(|| what.clone())?;
+                dims = self
+                    .transformer
+                    .output_dims(pixels.dims())
+                    .with_context(|| what.clone())?;
                 data = vec![0f32; n * dims.0 * dims.1 * dims.2];
             }
             let item = dims.0 * dims.1 * dims.2;
@@ -105,7 +123,11 @@ impl BatchLoader for DataLoader {
                 label[i] = datum.label() as f32;
             }
         }
-        Ok(Batch { data_shape: vec![n, dims.0, dims.1, dims.2], data, label })
+        Ok(Batch {
+            data_shape: vec![n, dims.0, dims.1, dims.2],
+            data,
+            label,
+        })
     }
 }
 
@@ -150,7 +172,8 @@ impl Layer for DataLayer {
         }
         transformer.init_rand(rng);
 
-        let mut cursor = LmdbCursor::open(&PathBuf::from(&source)).with_context(|| format!("layer '{name}'"))?;
+        let mut cursor =
+            LmdbCursor::open(&PathBuf::from(&source)).with_context(|| format!("layer '{name}'"))?;
         crate::info!("Opened lmdb {source}");
         if p.rand_skip() > 0 {
             let skip = (rng.next_u32() % p.rand_skip()) as usize;
@@ -162,15 +185,28 @@ impl Layer for DataLayer {
             let what = format!("LMDB {source}: record '{}'", String::from_utf8_lossy(key));
             let datum = decode_datum(value, &what)?;
             let px = transformer.datum_pixels(&datum, &what)?;
-            transformer.output_dims(px.pixels().dims()).with_context(|| what.clone())
+            transformer
+                .output_dims(px.pixels().dims())
+                .with_context(|| what.clone())
         })?;
         let shape = [batch_size, dims.0, dims.1, dims.2];
         top[0].reshape(&shape)?;
-        crate::info!("output data size: {},{},{},{}", shape[0], shape[1], shape[2], shape[3]);
+        crate::info!(
+            "output data size: {},{},{},{}",
+            shape[0],
+            shape[1],
+            shape[2],
+            shape[3]
+        );
         if top.len() > 1 {
             top[1].reshape(&[batch_size])?;
         }
-        let loader = DataLoader { cursor, transformer, batch_size, labels: top.len() > 1 };
+        let loader = DataLoader {
+            cursor,
+            transformer,
+            batch_size,
+            labels: top.len() > 1,
+        };
         self.prefetch = Some(Prefetcher::start(&name, p.prefetch() as usize, loader)?);
         Ok(())
     }
@@ -180,7 +216,10 @@ impl Layer for DataLayer {
     }
 
     fn forward(&mut self, _ctx: &mut Ctx, _bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
-        let prefetch = self.prefetch.as_mut().expect("setup starts the prefetch thread");
+        let prefetch = self
+            .prefetch
+            .as_mut()
+            .expect("setup starts the prefetch thread");
         let batch = prefetch.next()?;
         top[0].reshape(&batch.data_shape)?;
         top[0].set_data(&batch.data)?;

@@ -19,7 +19,10 @@ pub struct DeconvolutionLayer {
 
 impl DeconvolutionLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        DeconvolutionLayer { base: LayerBase::new(param), core: None }
+        DeconvolutionLayer {
+            base: LayerBase::new(param),
+            core: None,
+        }
     }
 }
 
@@ -68,7 +71,13 @@ impl Layer for DeconvolutionLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &mut Ctx, top: &[BlobRef], propagate_down: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _ctx: &mut Ctx,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         let name = self.base.name().to_string();
         let core = core_of(&mut self.core, &name)?;
         let g = &core.geom;
@@ -77,7 +86,13 @@ impl Layer for DeconvolutionLayer {
             let mut db = write(&dbb);
             for t in top {
                 let dyb = t.diff_buf();
-                cpu::channel_bias_grad(core.num, g.im_channels, g.im_spatial(), &read(&dyb), &mut db);
+                cpu::channel_bias_grad(
+                    core.num,
+                    g.im_channels,
+                    g.im_spatial(),
+                    &read(&dyb),
+                    &mut db,
+                );
             }
         }
         let want_w = self.base.param_needs_grad(0);
@@ -89,7 +104,14 @@ impl Layer for DeconvolutionLayer {
             if want_w {
                 // The top gradient is the image side, the bottom data the column side.
                 let xb = b.data_buf();
-                cpu::conv_weight_grad(g, core.num, &dy, &read(&xb), &mut write(&dwbuf), &mut core.partials);
+                cpu::conv_weight_grad(
+                    g,
+                    core.num,
+                    &dy,
+                    &read(&xb),
+                    &mut write(&dwbuf),
+                    &mut core.partials,
+                );
             }
             if propagate_down.get(i).copied().unwrap_or(false) {
                 let dxb = b.diff_buf();

@@ -20,12 +20,24 @@ pub struct DropoutLayer {
 
 impl DropoutLayer {
     pub fn new(param: &LayerParameter) -> Result<Self> {
-        let ratio = param.dropout_param.as_ref().map(|p| p.dropout_ratio()).unwrap_or(0.5);
+        let ratio = param
+            .dropout_param
+            .as_ref()
+            .map(|p| p.dropout_ratio())
+            .unwrap_or(0.5);
         if !(0.0..1.0).contains(&ratio) {
-            bail!("layer '{}': dropout_ratio must be in [0, 1), got {ratio}", param.name());
+            bail!(
+                "layer '{}': dropout_ratio must be in [0, 1), got {ratio}",
+                param.name()
+            );
         }
         let scale = (1.0 / (1.0 - ratio as f64)) as f32;
-        Ok(DropoutLayer { base: LayerBase::new(param), ratio, scale, mask: Vec::new() })
+        Ok(DropoutLayer {
+            base: LayerBase::new(param),
+            ratio,
+            scale,
+            mask: Vec::new(),
+        })
     }
 
     fn train(&self) -> bool {
@@ -76,11 +88,19 @@ impl Layer for DropoutLayer {
             *m = if ctx.rng.bernoulli(keep) { 1.0 } else { 0.0 };
         }
         let (mask, scale) = (&self.mask, self.scale);
-        neuron::forward(&bottom[0], &top[0], None, |io| act::dropout_forward(io, mask, scale));
+        neuron::forward(&bottom[0], &top[0], None, |io| {
+            act::dropout_forward(io, mask, scale)
+        });
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
@@ -89,7 +109,9 @@ impl Layer for DropoutLayer {
             return Ok(());
         }
         let (mask, scale) = (&self.mask, self.scale);
-        neuron::backward(&top[0], &bottom[0], Some(&[]), |d, _| act::dropout_backward(d, mask, scale));
+        neuron::backward(&top[0], &bottom[0], Some(&[]), |d, _| {
+            act::dropout_backward(d, mask, scale)
+        });
         Ok(())
     }
 }

@@ -18,7 +18,10 @@ pub struct DummyDataLayer {
 
 impl DummyDataLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        DummyDataLayer { base: LayerBase::new(param), fillers: Vec::new() }
+        DummyDataLayer {
+            base: LayerBase::new(param),
+            fillers: Vec::new(),
+        }
     }
 
     fn filler_for(&self, top: usize) -> &FillerParameter {
@@ -62,11 +65,18 @@ impl Layer for DummyDataLayer {
             );
         }
         self.fillers = if nf == 0 {
-            vec![FillerParameter { r#type: Some("constant".into()), value: Some(0.0), ..Default::default() }]
+            vec![FillerParameter {
+                r#type: Some("constant".into()),
+                value: Some(0.0),
+                ..Default::default()
+            }]
         } else {
             p.data_filler.clone()
         };
-        let legacy = !p.num.is_empty() || !p.channels.is_empty() || !p.height.is_empty() || !p.width.is_empty();
+        let legacy = !p.num.is_empty()
+            || !p.channels.is_empty()
+            || !p.height.is_empty()
+            || !p.width.is_empty();
         let pick = |v: &[u32], what: &str, i: usize| -> Result<usize> {
             match v.len() {
                 1 => Ok(v[0] as usize),
@@ -102,12 +112,14 @@ impl Layer for DummyDataLayer {
                 }
                 dims
             };
-            t.reshape(&shape).with_context(|| format!("layer '{name}', top {i}"))?;
+            t.reshape(&shape)
+                .with_context(|| format!("layer '{name}', top {i}"))?;
             // Constant tops are filled now, once. The others are filled on every forward; a
             // trial fill here checks their filler against the shape so a bad one fails at
             // setup, then the top goes back to zeros as Caffe's would be until that forward.
             let f = self.filler_for(i);
-            fill(t, f, &mut CaffeRng::new(0)).with_context(|| format!("layer '{name}', top {i}"))?;
+            fill(t, f, &mut CaffeRng::new(0))
+                .with_context(|| format!("layer '{name}', top {i}"))?;
             if !is_constant(f) {
                 t.fill_data(0.0);
             }

@@ -49,8 +49,11 @@ impl EltwiseLayer {
 
 /// Borrows each bottom's data, or its kept copy where there is one.
 fn with_inputs<R>(bufs: &[Buf], kept: &[Option<Vec<f32>>], f: impl FnOnce(&[&[f32]]) -> R) -> R {
-    let guards: Vec<Option<std::cell::Ref<'_, Vec<f32>>>> =
-        bufs.iter().zip(kept).map(|(b, k)| if k.is_some() { None } else { Some(read(b)) }).collect();
+    let guards: Vec<Option<std::cell::Ref<'_, Vec<f32>>>> = bufs
+        .iter()
+        .zip(kept)
+        .map(|(b, k)| if k.is_some() { None } else { Some(read(b)) })
+        .collect();
     let xs: Vec<&[f32]> = guards
         .iter()
         .zip(kept)
@@ -120,7 +123,16 @@ impl Layer for EltwiseLayer {
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let ybuf = top[0].data_buf();
         let bufs: Vec<Buf> = bottom.iter().map(|b| b.data_buf()).collect();
-        self.kept = bufs.iter().map(|b| if same(b, &ybuf) { Some(read(b).clone()) } else { None }).collect();
+        self.kept = bufs
+            .iter()
+            .map(|b| {
+                if same(b, &ybuf) {
+                    Some(read(b).clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
         let (op, coeff, arg) = (self.op, &self.coeff, &mut self.arg);
         with_inputs(&bufs, &self.kept, |xs| {
             let mut y = write(&ybuf);
@@ -133,13 +145,26 @@ impl Layer for EltwiseLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         let dybuf = top[0].diff_buf();
         // A bottom diff that is the top diff (in place) would be overwritten while later
         // bottoms still read it.
-        let dy_copy: Option<Vec<f32>> =
-            if bottom.iter().any(|b| same(&b.diff_buf(), &dybuf)) { Some(read(&dybuf).clone()) } else { None };
-        let dy_guard = if dy_copy.is_none() { Some(read(&dybuf)) } else { None };
+        let dy_copy: Option<Vec<f32>> = if bottom.iter().any(|b| same(&b.diff_buf(), &dybuf)) {
+            Some(read(&dybuf).clone())
+        } else {
+            None
+        };
+        let dy_guard = if dy_copy.is_none() {
+            Some(read(&dybuf))
+        } else {
+            None
+        };
         let dy: &[f32] = match (&dy_copy, &dy_guard) {
             (Some(c), _) => c,
             (None, Some(g)) => g,

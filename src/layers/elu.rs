@@ -21,7 +21,12 @@ pub struct EluLayer {
 impl EluLayer {
     pub fn new(param: &LayerParameter) -> Self {
         let alpha = param.elu_param.as_ref().map(|p| p.alpha()).unwrap_or(1.0);
-        EluLayer { base: LayerBase::new(param), alpha, kept: Vec::new(), used_kept: false }
+        EluLayer {
+            base: LayerBase::new(param),
+            alpha,
+            kept: Vec::new(),
+            used_kept: false,
+        }
     }
 }
 
@@ -52,20 +57,37 @@ impl Layer for EluLayer {
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let alpha = self.alpha;
-        let keep = if alpha < 0.0 { Some(&mut self.kept) } else { None };
-        self.used_kept = neuron::forward(&bottom[0], &top[0], keep, |io| act::elu_forward(io, alpha));
+        let keep = if alpha < 0.0 {
+            Some(&mut self.kept)
+        } else {
+            None
+        };
+        self.used_kept =
+            neuron::forward(&bottom[0], &top[0], keep, |io| act::elu_forward(io, alpha));
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
         let alpha = self.alpha;
-        let kept = if self.used_kept { Some(&self.kept[..]) } else { None };
+        let kept = if self.used_kept {
+            Some(&self.kept[..])
+        } else {
+            None
+        };
         let yb = top[0].data_buf();
         let y = read(&yb);
-        neuron::backward(&top[0], &bottom[0], kept, |d, x| act::elu_backward(d, x, &y, alpha));
+        neuron::backward(&top[0], &bottom[0], kept, |d, x| {
+            act::elu_backward(d, x, &y, alpha)
+        });
         Ok(())
     }
 }

@@ -24,10 +24,16 @@ impl EmbedLayer {
     pub fn new(param: &LayerParameter) -> Result<Self> {
         let p = param.embed_param.clone().unwrap_or_default();
         if p.num_output() == 0 {
-            bail!("layer '{}': EmbedLayer num_output must be positive", param.name());
+            bail!(
+                "layer '{}': EmbedLayer num_output must be positive",
+                param.name()
+            );
         }
         if p.input_dim() == 0 {
-            bail!("layer '{}': EmbedLayer input_dim must be positive", param.name());
+            bail!(
+                "layer '{}': EmbedLayer input_dim must be positive",
+                param.name()
+            );
         }
         Ok(EmbedLayer {
             base: LayerBase::new(param),
@@ -116,16 +122,35 @@ impl Layer for EmbedLayer {
         let idx = read(&xb);
         self.check_indices(&idx)?;
         let wb = self.base.blobs[0].data_buf();
-        let bias_buf = if self.bias_term { Some(self.base.blobs[1].data_buf()) } else { None };
+        let bias_buf = if self.bias_term {
+            Some(self.base.blobs[1].data_buf())
+        } else {
+            None
+        };
         let bias = bias_buf.as_ref().map(read);
         let yb = top[0].data_buf();
-        embed::embed_forward(&idx, &read(&wb), bias.as_deref().map(|v| &v[..]), &mut write(&yb), self.num_output);
+        embed::embed_forward(
+            &idx,
+            &read(&wb),
+            bias.as_deref().map(|v| &v[..]),
+            &mut write(&yb),
+            self.num_output,
+        );
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if pd[0] {
-            bail!("layer '{}': Can't backpropagate to EmbedLayer input (the indices)", self.name());
+            bail!(
+                "layer '{}': Can't backpropagate to EmbedLayer input (the indices)",
+                self.name()
+            );
         }
         let xb = bottom[0].data_buf();
         let idx = read(&xb);

@@ -18,7 +18,10 @@ pub struct EuclideanLossLayer {
 
 impl EuclideanLossLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        EuclideanLossLayer { base: LayerBase::new(param), diff: Vec::new() }
+        EuclideanLossLayer {
+            base: LayerBase::new(param),
+            diff: Vec::new(),
+        }
     }
 }
 
@@ -62,13 +65,23 @@ impl Layer for EuclideanLossLayer {
     }
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
-        let dot = ops::euclidean_forward(&read(&bottom[0].data_buf()), &read(&bottom[1].data_buf()), &mut self.diff);
+        let dot = ops::euclidean_forward(
+            &read(&bottom[0].data_buf()),
+            &read(&bottom[1].data_buf()),
+            &mut self.diff,
+        );
         let num = bottom[0].shape()[0] as f32;
         write(&top[0].data_buf())[0] = dot / num / 2.0;
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &mut Ctx, top: &[BlobRef], propagate_down: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _ctx: &mut Ctx,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         let w = read(&top[0].diff_buf())[0];
         for (i, b) in bottom.iter().enumerate() {
             if !propagate_down[i] {

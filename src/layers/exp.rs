@@ -21,13 +21,23 @@ impl ExpLayer {
         let base = p.base();
         let valid = base == -1.0 || base > 0.0;
         if !valid {
-            bail!("layer '{}': exp_param base must be strictly positive (or -1 for e), got {base}", param.name());
+            bail!(
+                "layer '{}': exp_param base must be strictly positive (or -1 for e), got {base}",
+                param.name()
+            );
         }
         let (inner, outer) = act::exp_scales(base, p.scale(), p.shift());
         if !base.ln().is_finite() && base != -1.0 {
-            bail!("layer '{}': log(base) = log({base}) is not finite", param.name());
+            bail!(
+                "layer '{}': log(base) = log({base}) is not finite",
+                param.name()
+            );
         }
-        Ok(ExpLayer { base: LayerBase::new(param), inner, outer })
+        Ok(ExpLayer {
+            base: LayerBase::new(param),
+            inner,
+            outer,
+        })
     }
 }
 
@@ -58,18 +68,28 @@ impl Layer for ExpLayer {
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let (inner, outer) = (self.inner, self.outer);
-        neuron::forward(&bottom[0], &top[0], None, |io| act::exp_forward(io, inner, outer));
+        neuron::forward(&bottom[0], &top[0], None, |io| {
+            act::exp_forward(io, inner, outer)
+        });
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
         let inner = self.inner;
         let yb = top[0].data_buf();
         let y = read(&yb);
-        neuron::backward(&top[0], &bottom[0], Some(&[]), |d, _| act::exp_backward(d, &y, inner));
+        neuron::backward(&top[0], &bottom[0], Some(&[]), |d, _| {
+            act::exp_backward(d, &y, inner)
+        });
         Ok(())
     }
 }

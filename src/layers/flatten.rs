@@ -14,7 +14,9 @@ pub struct FlattenLayer {
 
 impl FlattenLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        FlattenLayer { base: LayerBase::new(param) }
+        FlattenLayer {
+            base: LayerBase::new(param),
+        }
     }
 }
 
@@ -37,7 +39,10 @@ impl Layer for FlattenLayer {
 
     fn setup(&mut self, _rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         if std::rc::Rc::ptr_eq(&top[0], &bottom[0]) {
-            bail!("layer '{}': Flatten layer does not allow in-place computation", self.name());
+            bail!(
+                "layer '{}': Flatten layer does not allow in-place computation",
+                self.name()
+            );
         }
         self.reshape(bottom, top)
     }
@@ -45,9 +50,12 @@ impl Layer for FlattenLayer {
     fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let p = self.base.param.flatten_param.unwrap_or_default();
         let b = &bottom[0];
-        let named = |what: &str, e: anyhow::Error| anyhow!("layer '{}': flatten {what}: {e}", self.name());
+        let named =
+            |what: &str, e: anyhow::Error| anyhow!("layer '{}': flatten {what}: {e}", self.name());
         let start = b.canonical_axis(p.axis()).map_err(|e| named("axis", e))?;
-        let end = b.canonical_axis(p.end_axis()).map_err(|e| named("end_axis", e))?;
+        let end = b
+            .canonical_axis(p.end_axis())
+            .map_err(|e| named("end_axis", e))?;
         if end < start {
             bail!(
                 "layer '{}': flatten end_axis ({}) comes before axis ({}) for bottom shape {}",
@@ -71,7 +79,13 @@ impl Layer for FlattenLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         let (dy, dx) = (top[0].diff_buf(), bottom[0].diff_buf());
         if pd[0] && !same(&dy, &dx) {
             write(&dx).copy_from_slice(&read(&dy));

@@ -96,7 +96,10 @@ mod imp {
                 }
             }
             if rows == 0 {
-                bail!("layer '{}': HDF5 file {file} has datasets with no rows", self.base.name());
+                bail!(
+                    "layer '{}': HDF5 file {file} has datasets with no rows",
+                    self.base.name()
+                );
             }
             if !self.row_shapes.is_empty() {
                 for ((name, s), want) in self.top_names.iter().zip(&sets).zip(&self.row_shapes) {
@@ -160,7 +163,12 @@ mod imp {
             Arity::Min(1)
         }
 
-        fn setup(&mut self, rng: &mut CaffeRng, _bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
+        fn setup(
+            &mut self,
+            rng: &mut CaffeRng,
+            _bottom: &[BlobRef],
+            top: &[BlobRef],
+        ) -> Result<()> {
             let name = self.name().to_string();
             let p = self.base.param.hdf5_data_param.clone().unwrap_or_default();
             if self.base.param.transform_param.is_some() {
@@ -180,8 +188,9 @@ mod imp {
             self.shuffle = p.shuffle();
             self.top_names = self.base.param.top.clone();
             crate::info!("Loading list of HDF5 filenames from: {source}");
-            let text = std::fs::read_to_string(&source)
-                .with_context(|| format!("layer '{name}': cannot read the HDF5 file list {source}"))?;
+            let text = std::fs::read_to_string(&source).with_context(|| {
+                format!("layer '{name}': cannot read the HDF5 file list {source}")
+            })?;
             // Caffe reads the list with `>>`: whitespace-separated names.
             self.files = text.split_whitespace().map(str::to_string).collect();
             if self.files.is_empty() {
@@ -225,7 +234,13 @@ mod imp {
             Ok(())
         }
 
-        fn backward(&mut self, _: &mut Ctx, _: &[BlobRef], _: &[bool], _: &[BlobRef]) -> Result<()> {
+        fn backward(
+            &mut self,
+            _: &mut Ctx,
+            _: &[BlobRef],
+            _: &[bool],
+            _: &[BlobRef],
+        ) -> Result<()> {
             Ok(())
         }
 

@@ -26,7 +26,10 @@ pub struct ImageDataLayer {
 
 impl ImageDataLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        ImageDataLayer { base: LayerBase::new(param), prefetch: None }
+        ImageDataLayer {
+            base: LayerBase::new(param),
+            prefetch: None,
+        }
     }
 }
 
@@ -82,22 +85,40 @@ impl BatchLoader for ImageLoader {
         let images: Vec<Result<Image>> = entries.par_iter().map(|e| reader.load(e)).collect();
         let mut data: Vec<f32> = Vec::new();
         let mut dims = (0, 0, 0);
-        let mut label = if self.labels { vec![0f32; n] } else { Vec::new() };
+        let mut label = if self.labels {
+            vec![0f32; n]
+        } else {
+            Vec::new()
+        };
         for (i, (e, img)) in entries.iter().zip(images).enumerate() {
             let img = img?;
-            let where_ = || format!("{}:{}: image {}{}", self.reader.list, e.line, self.reader.root, e.path);
+            let where_ = || {
+                format!(
+                    "{}:{}: image {}{}",
+                    self.reader.list, e.line, self.reader.root, e.path
+                )
+            };
             let pixels = Pixels::Hwc(&img);
             if i == 0 {
-                dims = self.transformer.output_dims(pixels.dims()).with_context(where_)?;
+                dims = self
+                    .transformer
+                    .output_dims(pixels.dims())
+                    .with_context(where_)?;
                 data = vec![0f32; n * dims.0 * dims.1 * dims.2];
             }
             let item = dims.0 * dims.1 * dims.2;
-            self.transformer.transform(&pixels, dims, &mut data[i * item..(i + 1) * item]).with_context(where_)?;
+            self.transformer
+                .transform(&pixels, dims, &mut data[i * item..(i + 1) * item])
+                .with_context(where_)?;
             if self.labels {
                 label[i] = e.label as f32;
             }
         }
-        Ok(Batch { data_shape: vec![n, dims.0, dims.1, dims.2], data, label })
+        Ok(Batch {
+            data_shape: vec![n, dims.0, dims.1, dims.2],
+            data,
+            label,
+        })
     }
 }
 
@@ -127,7 +148,9 @@ impl Layer for ImageDataLayer {
         }
         let (nh, nw) = (p.new_height() as usize, p.new_width() as usize);
         if (nh == 0) != (nw == 0) {
-            bail!("layer '{name}': new_height and new_width must be set together (got {nh} and {nw})");
+            bail!(
+                "layer '{name}': new_height and new_width must be set together (got {nh} and {nw})"
+            );
         }
         let batch_size = p.batch_size() as usize;
         if batch_size == 0 {
@@ -143,7 +166,8 @@ impl Layer for ImageDataLayer {
         let mut transformer = DataTransformer::new(&tp, self.base.phase(), &name)?;
         transformer.init_rand(rng);
 
-        let mut lines = read_image_list(&PathBuf::from(&source)).with_context(|| format!("layer '{name}'"))?;
+        let mut lines =
+            read_image_list(&PathBuf::from(&source)).with_context(|| format!("layer '{name}'"))?;
         let shuffle_rng = if p.shuffle() {
             crate::info!("Shuffling data");
             let mut r = CaffeRng::new(rng.next_u32() as u64);
@@ -158,26 +182,49 @@ impl Layer for ImageDataLayer {
             let skip = (rng.next_u32() % p.rand_skip()) as usize;
             crate::info!("Skipping first {skip} data points.");
             if skip >= lines.len() {
-                bail!("layer '{name}': not enough images in {source} to skip {skip} (rand_skip {})", p.rand_skip());
+                bail!(
+                    "layer '{name}': not enough images in {source} to skip {skip} (rand_skip {})",
+                    p.rand_skip()
+                );
             }
             pos = skip;
         }
         let reader = ImageReader {
             list: source.clone(),
             root: p.root_folder().to_string(),
-            mode: if p.is_color() { ColorMode::Color } else { ColorMode::Gray },
+            mode: if p.is_color() {
+                ColorMode::Color
+            } else {
+                ColorMode::Gray
+            },
             resize: if nh > 0 { Some((nh, nw)) } else { None },
         };
         // The first image shapes the top.
-        let first = reader.load(&lines[pos]).with_context(|| format!("layer '{name}'"))?;
+        let first = reader
+            .load(&lines[pos])
+            .with_context(|| format!("layer '{name}'"))?;
         let dims = transformer
             .output_dims((first.channels, first.height, first.width))
             .with_context(|| format!("layer '{name}': {}:{}", source, lines[pos].line))?;
         let shape = [batch_size, dims.0, dims.1, dims.2];
         top[0].reshape(&shape)?;
-        crate::info!("output data size: {},{},{},{}", shape[0], shape[1], shape[2], shape[3]);
+        crate::info!(
+            "output data size: {},{},{},{}",
+            shape[0],
+            shape[1],
+            shape[2],
+            shape[3]
+        );
         top[1].reshape(&[batch_size])?;
-        let loader = ImageLoader { reader, lines, pos, shuffle_rng, transformer, batch_size, labels: true };
+        let loader = ImageLoader {
+            reader,
+            lines,
+            pos,
+            shuffle_rng,
+            transformer,
+            batch_size,
+            labels: true,
+        };
         self.prefetch = Some(Prefetcher::start(&name, PREFETCH, loader)?);
         Ok(())
     }
@@ -187,7 +234,10 @@ impl Layer for ImageDataLayer {
     }
 
     fn forward(&mut self, _ctx: &mut Ctx, _bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
-        let prefetch = self.prefetch.as_mut().expect("setup starts the prefetch thread");
+        let prefetch = self
+            .prefetch
+            .as_mut()
+            .expect("setup starts the prefetch thread");
         let batch = prefetch.next()?;
         top[0].reshape(&batch.data_shape)?;
         top[0].set_data(&batch.data)?;

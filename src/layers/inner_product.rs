@@ -25,7 +25,15 @@ pub struct InnerProductLayer {
 
 impl InnerProductLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        InnerProductLayer { base: LayerBase::new(param), axis: 1, m: 0, k: 0, n: 0, bias_term: true, transpose: false }
+        InnerProductLayer {
+            base: LayerBase::new(param),
+            axis: 1,
+            m: 0,
+            k: 0,
+            n: 0,
+            bias_term: true,
+            transpose: false,
+        }
     }
 }
 
@@ -48,16 +56,27 @@ impl Layer for InnerProductLayer {
 
     fn setup(&mut self, rng: &mut CaffeRng, bottom: &[BlobRef], _top: &[BlobRef]) -> Result<()> {
         let name = self.base.name().to_string();
-        let p = self.base.param.inner_product_param.clone().unwrap_or_default();
+        let p = self
+            .base
+            .param
+            .inner_product_param
+            .clone()
+            .unwrap_or_default();
         self.n = p.num_output() as usize;
         if self.n == 0 {
             bail!("layer '{name}': num_output must be positive");
         }
         self.bias_term = p.bias_term();
         self.transpose = p.transpose();
-        self.axis = bottom[0].canonical_axis(p.axis()).map_err(|e| anyhow!("layer '{name}': {e}"))?;
+        self.axis = bottom[0]
+            .canonical_axis(p.axis())
+            .map_err(|e| anyhow!("layer '{name}': {e}"))?;
         self.k = bottom[0].count_from(self.axis);
-        let weight_shape = if self.transpose { vec![self.k, self.n] } else { vec![self.n, self.k] };
+        let weight_shape = if self.transpose {
+            vec![self.k, self.n]
+        } else {
+            vec![self.n, self.k]
+        };
         let mut expected = vec![weight_shape.clone()];
         if self.bias_term {
             expected.push(vec![self.n]);
@@ -83,7 +102,11 @@ impl Layer for InnerProductLayer {
         let name = self.base.name();
         let shape = bottom[0].shape();
         if self.axis >= shape.len().max(1) {
-            bail!("layer '{name}': axis {} out of range for bottom shape {}", self.axis, bottom[0].shape_string());
+            bail!(
+                "layer '{name}': axis {} out of range for bottom shape {}",
+                self.axis,
+                bottom[0].shape_string()
+            );
         }
         let k = bottom[0].count_from(self.axis);
         if k != self.k {
@@ -104,7 +127,11 @@ impl Layer for InnerProductLayer {
     }
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
-        let (xb, yb, wb) = (bottom[0].data_buf(), top[0].data_buf(), self.base.blobs[0].data_buf());
+        let (xb, yb, wb) = (
+            bottom[0].data_buf(),
+            top[0].data_buf(),
+            self.base.blobs[0].data_buf(),
+        );
         let bb = self.bias_term.then(|| self.base.blobs[1].data_buf());
         let bias = bb.as_ref().map(read);
         cpu::ip_forward(
@@ -120,12 +147,26 @@ impl Layer for InnerProductLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &mut Ctx, top: &[BlobRef], propagate_down: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _ctx: &mut Ctx,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         let dyb = top[0].diff_buf();
         let dy = read(&dyb);
         if self.base.param_needs_grad(0) {
             let (xb, dwb) = (bottom[0].data_buf(), self.base.blobs[0].diff_buf());
-            cpu::ip_weight_grad(self.m, self.n, self.k, self.transpose, &read(&xb), &dy, &mut write(&dwb));
+            cpu::ip_weight_grad(
+                self.m,
+                self.n,
+                self.k,
+                self.transpose,
+                &read(&xb),
+                &dy,
+                &mut write(&dwb),
+            );
         }
         if self.bias_term && self.base.param_needs_grad(1) {
             let dbb = self.base.blobs[1].diff_buf();
@@ -133,7 +174,15 @@ impl Layer for InnerProductLayer {
         }
         if propagate_down[0] {
             let (wb, dxb) = (self.base.blobs[0].data_buf(), bottom[0].diff_buf());
-            cpu::ip_backward_input(self.m, self.n, self.k, self.transpose, &dy, &read(&wb), &mut write(&dxb));
+            cpu::ip_backward_input(
+                self.m,
+                self.n,
+                self.k,
+                self.transpose,
+                &dy,
+                &read(&wb),
+                &mut write(&dxb),
+            );
         }
         Ok(())
     }

@@ -28,7 +28,10 @@ impl InputLayer {
                 shapes.push(dims);
             }
         }
-        Ok(InputLayer { base: LayerBase::new(param), shapes })
+        Ok(InputLayer {
+            base: LayerBase::new(param),
+            shapes,
+        })
     }
 }
 
@@ -60,7 +63,11 @@ impl Layer for InputLayer {
         }
         if n > 0 {
             for (i, t) in top.iter().enumerate() {
-                let s = if n == 1 { &self.shapes[0] } else { &self.shapes[i] };
+                let s = if n == 1 {
+                    &self.shapes[0]
+                } else {
+                    &self.shapes[i]
+                };
                 t.reshape(s)?;
             }
         }

@@ -25,11 +25,17 @@ impl LogLayer {
         let base = p.base();
         let valid = base == -1.0 || base > 0.0;
         if !valid {
-            bail!("layer '{}': log_param base must be strictly positive (or -1 for e), got {base}", param.name());
+            bail!(
+                "layer '{}': log_param base must be strictly positive (or -1 for e), got {base}",
+                param.name()
+            );
         }
         let (base_scale, num_scale) = act::log_scales(base, p.scale());
         if !base_scale.is_finite() {
-            bail!("layer '{}': 1/log(base) = 1/log({base}) is not finite", param.name());
+            bail!(
+                "layer '{}': 1/log(base) = 1/log({base}) is not finite",
+                param.name()
+            );
         }
         Ok(LogLayer {
             base: LayerBase::new(param),
@@ -70,18 +76,31 @@ impl Layer for LogLayer {
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let (scale, shift, bs) = (self.scale, self.shift, self.base_scale);
-        self.used_kept =
-            neuron::forward(&bottom[0], &top[0], Some(&mut self.kept), |io| act::log_forward(io, scale, shift, bs));
+        self.used_kept = neuron::forward(&bottom[0], &top[0], Some(&mut self.kept), |io| {
+            act::log_forward(io, scale, shift, bs)
+        });
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
         let (scale, shift, ns) = (self.scale, self.shift, self.num_scale);
-        let kept = if self.used_kept { Some(&self.kept[..]) } else { None };
-        neuron::backward(&top[0], &bottom[0], kept, |d, x| act::log_backward(d, x, scale, shift, ns));
+        let kept = if self.used_kept {
+            Some(&self.kept[..])
+        } else {
+            None
+        };
+        neuron::backward(&top[0], &bottom[0], kept, |d, x| {
+            act::log_backward(d, x, scale, shift, ns)
+        });
         Ok(())
     }
 }

@@ -32,12 +32,16 @@ impl LrnLayer {
         let p = param.lrn_param.unwrap_or_default();
         let size = p.local_size() as usize;
         if size % 2 != 1 {
-            bail!("layer '{}': LRN only supports odd values for local_size (got {size})", param.name());
+            bail!(
+                "layer '{}': LRN only supports odd values for local_size (got {size})",
+                param.name()
+            );
         }
         let region = match p.norm_region {
             None => NormRegion::AcrossChannels,
-            Some(v) => NormRegion::try_from(v)
-                .map_err(|_| anyhow::anyhow!("layer '{}': unknown LRN norm_region {v}", param.name()))?,
+            Some(v) => NormRegion::try_from(v).map_err(|_| {
+                anyhow::anyhow!("layer '{}': unknown LRN norm_region {v}", param.name())
+            })?,
         };
         // `engine` only selects an implementation (Caffe's or cuDNN's); both compute the same.
         Ok(LrnLayer {
@@ -139,7 +143,13 @@ impl Layer for LrnLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
         let (dyb, dxb) = (top[0].diff_buf(), bottom[0].diff_buf());
         let (x, dy, mut dx) = (read(&xb), read(&dyb), write(&dxb));

@@ -104,7 +104,11 @@ pub struct LayerBase {
 
 impl LayerBase {
     pub fn new(param: &LayerParameter) -> Self {
-        LayerBase { param: param.clone(), blobs: Vec::new(), param_propagate_down: Vec::new() }
+        LayerBase {
+            param: param.clone(),
+            blobs: Vec::new(),
+            param_propagate_down: Vec::new(),
+        }
     }
 
     pub fn name(&self) -> &str {

@@ -67,7 +67,11 @@ impl Layer for MvnLayer {
             );
         }
         let legacy: Vec<usize> = (0..4).map(|i| shape.get(i).copied().unwrap_or(1)).collect();
-        let rows = if self.across_channels { legacy[0] } else { legacy[0] * legacy[1] };
+        let rows = if self.across_channels {
+            legacy[0]
+        } else {
+            legacy[0] * legacy[1]
+        };
         self.dim = bottom[0].count().checked_div(rows).unwrap_or(0);
         self.std.resize(rows, 0.0);
         top[0].reshape(&legacy)?;
@@ -77,18 +81,28 @@ impl Layer for MvnLayer {
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let (dim, nv, eps) = (self.dim, self.normalize_variance, self.eps);
         let std = &mut self.std;
-        map_buf(&bottom[0].data_buf(), &top[0].data_buf(), |x, y| k::mvn_forward(x, dim, nv, eps, y, std));
+        map_buf(&bottom[0].data_buf(), &top[0].data_buf(), |x, y| {
+            k::mvn_forward(x, dim, nv, eps, y, std)
+        });
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], _pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        _pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         // Caffe writes the bottom diff whatever propagate_down says. In place, the top diff is
         // copied aside first (Caffe would read it after overwriting it).
         let (dim, nv) = (self.dim, self.normalize_variance);
         let yb = top[0].data_buf();
         let y = read(&yb);
         let std = &self.std;
-        map_buf(&top[0].diff_buf(), &bottom[0].diff_buf(), |dy, dx| k::mvn_backward(&y, dy, dim, nv, std, dx));
+        map_buf(&top[0].diff_buf(), &bottom[0].diff_buf(), |dy, dx| {
+            k::mvn_backward(&y, dy, dim, nv, std, dx)
+        });
         Ok(())
     }
 }

@@ -26,7 +26,12 @@ pub fn with_io<R>(input: &Buf, output: &Buf, f: impl FnOnce(Io) -> R) -> R {
 
 /// Forward from bottom data to top data. When the layer runs in place and `keep` is given, the
 /// input is first copied into it (for a backward that needs the input); returns whether it was.
-pub fn forward(bottom: &BlobRef, top: &BlobRef, keep: Option<&mut Vec<f32>>, f: impl FnOnce(Io)) -> bool {
+pub fn forward(
+    bottom: &BlobRef,
+    top: &BlobRef,
+    keep: Option<&mut Vec<f32>>,
+    f: impl FnOnce(Io),
+) -> bool {
     let (x, y) = (bottom.data_buf(), top.data_buf());
     let kept = match keep {
         Some(k) if same(&x, &y) => {

@@ -33,7 +33,10 @@ impl PoolingLayer {
         let p = param.pooling_param.unwrap_or_default();
         let method = match PoolMethod::try_from(p.pool.unwrap_or(0)) {
             Ok(m) => m,
-            Err(_) => bail!("layer '{name}': unknown pooling method {}", p.pool.unwrap_or(0)),
+            Err(_) => bail!(
+                "layer '{name}': unknown pooling method {}",
+                p.pool.unwrap_or(0)
+            ),
         };
         if method == PoolMethod::Stochastic {
             bail!(
@@ -42,7 +45,8 @@ impl PoolingLayer {
             );
         }
         let global = p.global_pooling();
-        let has_any_kernel = p.kernel_size.is_some() || p.kernel_h.is_some() || p.kernel_w.is_some();
+        let has_any_kernel =
+            p.kernel_size.is_some() || p.kernel_h.is_some() || p.kernel_w.is_some();
         let mut kernel = (0, 0);
         if global {
             if has_any_kernel {
@@ -50,7 +54,9 @@ impl PoolingLayer {
             }
         } else if p.kernel_size.is_some() {
             if p.kernel_h.is_some() || p.kernel_w.is_some() {
-                bail!("layer '{name}': filter size is kernel_size OR kernel_h and kernel_w; not both");
+                bail!(
+                    "layer '{name}': filter size is kernel_size OR kernel_h and kernel_w; not both"
+                );
             }
             kernel = (p.kernel_size() as usize, p.kernel_size() as usize);
         } else if p.kernel_h.is_some() && p.kernel_w.is_some() {
@@ -61,14 +67,22 @@ impl PoolingLayer {
             bail!("layer '{name}': pooling needs kernel_size (or kernel_h and kernel_w), or global_pooling: true");
         }
         if !global && (kernel.0 == 0 || kernel.1 == 0) {
-            bail!("layer '{name}': filter dimensions cannot be zero (kernel {}x{})", kernel.0, kernel.1);
+            bail!(
+                "layer '{name}': filter dimensions cannot be zero (kernel {}x{})",
+                kernel.0,
+                kernel.1
+            );
         }
         let pad = match (p.pad.is_some(), p.pad_h.is_some(), p.pad_w.is_some()) {
             (false, true, true) => (p.pad_h() as usize, p.pad_w() as usize),
             (_, false, false) => (p.pad() as usize, p.pad() as usize),
             _ => bail!("layer '{name}': pad is pad OR pad_h and pad_w are required"),
         };
-        let stride = match (p.stride.is_some(), p.stride_h.is_some(), p.stride_w.is_some()) {
+        let stride = match (
+            p.stride.is_some(),
+            p.stride_h.is_some(),
+            p.stride_w.is_some(),
+        ) {
             (false, true, true) => (p.stride_h() as usize, p.stride_w() as usize),
             (_, false, false) => (p.stride() as usize, p.stride() as usize),
             _ => bail!("layer '{name}': stride is stride OR stride_h and stride_w are required"),
@@ -83,7 +97,11 @@ impl PoolingLayer {
             );
         }
         if stride.0 == 0 || stride.1 == 0 {
-            bail!("layer '{name}': stride cannot be zero (stride {}x{})", stride.0, stride.1);
+            bail!(
+                "layer '{name}': stride cannot be zero (stride {}x{})",
+                stride.0,
+                stride.1
+            );
         }
         if !global && (pad.0 >= kernel.0 || pad.1 >= kernel.1) {
             bail!(
@@ -97,13 +115,28 @@ impl PoolingLayer {
         let ceil = match RoundMode::try_from(p.round_mode.unwrap_or(0)) {
             Ok(RoundMode::Ceil) => true,
             Ok(RoundMode::Floor) => false,
-            Err(_) => bail!("layer '{name}': unknown round_mode {}", p.round_mode.unwrap_or(0)),
+            Err(_) => bail!(
+                "layer '{name}': unknown round_mode {}",
+                p.round_mode.unwrap_or(0)
+            ),
         };
-        Ok(PoolingLayer { base: LayerBase::new(param), method, global, ceil, kernel, stride, pad, geom: None, mask: Vec::new() })
+        Ok(PoolingLayer {
+            base: LayerBase::new(param),
+            method,
+            global,
+            ceil,
+            kernel,
+            stride,
+            pad,
+            geom: None,
+            mask: Vec::new(),
+        })
     }
 
     fn geom(&self) -> Result<&PoolGeom> {
-        self.geom.as_ref().ok_or_else(|| anyhow::anyhow!("layer '{}': pooling used before reshape", self.name()))
+        self.geom
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("layer '{}': pooling used before reshape", self.name()))
     }
 }
 
@@ -188,7 +221,8 @@ impl Layer for PoolingLayer {
             t.reshape(&out_shape)?;
         }
         if self.method == PoolMethod::Max {
-            self.mask.resize(geom.planes * geom.pooled_height * geom.pooled_width, -1);
+            self.mask
+                .resize(geom.planes * geom.pooled_height * geom.pooled_width, -1);
         }
         self.geom = Some(geom);
         Ok(())
@@ -209,12 +243,21 @@ impl Layer for PoolingLayer {
                 }
             }
             PoolMethod::Ave => ops::ave_pool_forward(&read(&x), &mut write(&y), &g),
-            PoolMethod::Stochastic => bail!("layer '{}': STOCHASTIC pooling is not available on the CPU", self.name()),
+            PoolMethod::Stochastic => bail!(
+                "layer '{}': STOCHASTIC pooling is not available on the CPU",
+                self.name()
+            ),
         }
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &mut Ctx, top: &[BlobRef], propagate_down: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _ctx: &mut Ctx,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !propagate_down[0] {
             return Ok(());
         }
@@ -224,7 +267,10 @@ impl Layer for PoolingLayer {
         match self.method {
             PoolMethod::Max => ops::max_pool_backward(&read(&dy), &self.mask, &mut write(&dx), &g),
             PoolMethod::Ave => ops::ave_pool_backward(&read(&dy), &mut write(&dx), &g),
-            PoolMethod::Stochastic => bail!("layer '{}': STOCHASTIC pooling is not available on the CPU", self.name()),
+            PoolMethod::Stochastic => bail!(
+                "layer '{}': STOCHASTIC pooling is not available on the CPU",
+                self.name()
+            ),
         }
         Ok(())
     }

@@ -64,20 +64,38 @@ impl Layer for PowerLayer {
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let (power, scale, shift) = (self.power, self.scale, self.shift);
-        let keep = if self.backward_needs_input() { Some(&mut self.kept) } else { None };
-        self.used_kept = neuron::forward(&bottom[0], &top[0], keep, |io| act::power_forward(io, power, scale, shift));
+        let keep = if self.backward_needs_input() {
+            Some(&mut self.kept)
+        } else {
+            None
+        };
+        self.used_kept = neuron::forward(&bottom[0], &top[0], keep, |io| {
+            act::power_forward(io, power, scale, shift)
+        });
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
         let (power, scale, shift) = (self.power, self.scale, self.shift);
-        let kept = if self.used_kept { Some(&self.kept[..]) } else { None };
+        let kept = if self.used_kept {
+            Some(&self.kept[..])
+        } else {
+            None
+        };
         let yb = top[0].data_buf();
         let y = read(&yb);
-        neuron::backward(&top[0], &bottom[0], kept, |d, x| act::power_backward(d, x, &y, power, scale, shift));
+        neuron::backward(&top[0], &bottom[0], kept, |d, x| {
+            act::power_backward(d, x, &y, power, scale, shift)
+        });
         Ok(())
     }
 }

@@ -21,7 +21,11 @@ pub struct PReluLayer {
 
 impl PReluLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        let shared = param.prelu_param.as_ref().map(|p| p.channel_shared()).unwrap_or(false);
+        let shared = param
+            .prelu_param
+            .as_ref()
+            .map(|p| p.channel_shared())
+            .unwrap_or(false);
         PReluLayer {
             base: LayerBase::new(param),
             channel_shared: shared,
@@ -53,12 +57,20 @@ impl Layer for PReluLayer {
     fn setup(&mut self, rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let x = &bottom[0];
         if x.num_axes() < 2 {
-            bail!("layer '{}': PReLU needs a bottom with at least 2 axes, got shape {}", self.name(), x.shape_string());
+            bail!(
+                "layer '{}': PReLU needs a bottom with at least 2 axes, got shape {}",
+                self.name(),
+                x.shape_string()
+            );
         }
         let channels = x.shape()[1];
         let p = self.base.param.prelu_param.clone().unwrap_or_default();
         if self.base.blobs.is_empty() {
-            let shape: &[usize] = if self.channel_shared { &[] } else { &[channels] };
+            let shape: &[usize] = if self.channel_shared {
+                &[]
+            } else {
+                &[channels]
+            };
             let b = Blob::with_shape(shape)?;
             let filler = p.filler.clone().unwrap_or(FillerParameter {
                 r#type: Some("constant".into()),
@@ -68,7 +80,11 @@ impl Layer for PReluLayer {
             crate::filler::fill(&b, &filler, rng)?;
             self.base.blobs.push(b);
         } else if self.base.blobs.len() != 1 {
-            bail!("layer '{}': {} parameter blob(s) given, 1 expected", self.name(), self.base.blobs.len());
+            bail!(
+                "layer '{}': {} parameter blob(s) given, 1 expected",
+                self.name(),
+                self.base.blobs.len()
+            );
         }
         // Like Caffe, only the count is checked: a stored shared slope may be [] or [1].
         let want = if self.channel_shared { 1 } else { channels };
@@ -90,7 +106,11 @@ impl Layer for PReluLayer {
     fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let x = &bottom[0];
         if x.num_axes() < 2 {
-            bail!("layer '{}': PReLU needs a bottom with at least 2 axes, got shape {}", self.name(), x.shape_string());
+            bail!(
+                "layer '{}': PReLU needs a bottom with at least 2 axes, got shape {}",
+                self.name(),
+                x.shape_string()
+            );
         }
         let shape = x.shape();
         if !self.channel_shared && shape[1] != self.base.blobs[0].count() {
@@ -121,7 +141,13 @@ impl Layer for PReluLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         let (num, c, dim, shared) = (self.num, self.channels, self.dim, self.channel_shared);
         let xb = bottom[0].data_buf();
         let in_place = same(&xb, &top[0].data_buf());
@@ -136,7 +162,9 @@ impl Layer for PReluLayer {
         if pd[0] {
             let slope_buf = self.base.blobs[0].data_buf();
             let slope = read(&slope_buf);
-            map_buf(&dyb, &bottom[0].diff_buf(), |dy, dx| k::prelu_input_grad(x, dy, &slope, c, dim, shared, dx));
+            map_buf(&dyb, &bottom[0].diff_buf(), |dy, dx| {
+                k::prelu_input_grad(x, dy, &slope, c, dim, shared, dx)
+            });
         }
         Ok(())
     }

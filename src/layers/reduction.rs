@@ -21,8 +21,19 @@ pub struct ReductionLayer {
 
 impl ReductionLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        let op = param.reduction_param.as_ref().map(|p| p.operation()).unwrap_or(ReductionOp::Sum);
-        ReductionLayer { base: LayerBase::new(param), op, axis: 0, num: 0, dim: 0, coeff: 1.0 }
+        let op = param
+            .reduction_param
+            .as_ref()
+            .map(|p| p.operation())
+            .unwrap_or(ReductionOp::Sum);
+        ReductionLayer {
+            base: LayerBase::new(param),
+            op,
+            axis: 0,
+            num: 0,
+            dim: 0,
+            coeff: 1.0,
+        }
     }
 
     fn backend_op(&self) -> ReduceOp {
@@ -61,7 +72,9 @@ impl Layer for ReductionLayer {
     fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let p = self.base.param.reduction_param.unwrap_or_default();
         let b = &bottom[0];
-        self.axis = b.canonical_axis(p.axis()).map_err(|e| anyhow!("layer '{}': reduction axis: {e}", self.name()))?;
+        self.axis = b
+            .canonical_axis(p.axis())
+            .map_err(|e| anyhow!("layer '{}': reduction axis: {e}", self.name()))?;
         top[0].reshape(&b.shape()[..self.axis])?;
         self.num = b.count_range(0, self.axis);
         self.dim = b.count_from(self.axis);
@@ -74,15 +87,32 @@ impl Layer for ReductionLayer {
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
-        red::reduction_forward(&read(&xb), &mut write(&yb), self.num, self.dim, self.backend_op(), self.coeff);
+        red::reduction_forward(
+            &read(&xb),
+            &mut write(&yb),
+            self.num,
+            self.dim,
+            self.backend_op(),
+            self.coeff,
+        );
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
-        let (xb, dyb, dxb) = (bottom[0].data_buf(), top[0].diff_buf(), bottom[0].diff_buf());
+        let (xb, dyb, dxb) = (
+            bottom[0].data_buf(),
+            top[0].diff_buf(),
+            bottom[0].diff_buf(),
+        );
         red::reduction_backward(
             &read(&xb),
             &read(&dyb),

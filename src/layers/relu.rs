@@ -21,8 +21,17 @@ pub struct ReluLayer {
 
 impl ReluLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        let slope = param.relu_param.as_ref().map(|p| p.negative_slope()).unwrap_or(0.0);
-        ReluLayer { base: LayerBase::new(param), slope, kept: Vec::new(), used_kept: false }
+        let slope = param
+            .relu_param
+            .as_ref()
+            .map(|p| p.negative_slope())
+            .unwrap_or(0.0);
+        ReluLayer {
+            base: LayerBase::new(param),
+            slope,
+            kept: Vec::new(),
+            used_kept: false,
+        }
     }
 }
 
@@ -53,18 +62,35 @@ impl Layer for ReluLayer {
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let slope = self.slope;
-        let keep = if slope < 0.0 { Some(&mut self.kept) } else { None };
-        self.used_kept = neuron::forward(&bottom[0], &top[0], keep, |io| act::relu_forward(io, slope));
+        let keep = if slope < 0.0 {
+            Some(&mut self.kept)
+        } else {
+            None
+        };
+        self.used_kept =
+            neuron::forward(&bottom[0], &top[0], keep, |io| act::relu_forward(io, slope));
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
         let slope = self.slope;
-        let kept = if self.used_kept { Some(&self.kept[..]) } else { None };
-        neuron::backward(&top[0], &bottom[0], kept, |d, x| act::relu_backward(d, x, slope));
+        let kept = if self.used_kept {
+            Some(&self.kept[..])
+        } else {
+            None
+        };
+        neuron::backward(&top[0], &bottom[0], kept, |d, x| {
+            act::relu_backward(d, x, slope)
+        });
         Ok(())
     }
 }

@@ -41,13 +41,19 @@ impl ReshapeLayer {
                     inferred = Some(i);
                 }
                 d if d < -1 => {
-                    bail!("layer '{}': reshape dim {d} is invalid (use 0 to copy, -1 to infer)", param.name())
+                    bail!(
+                        "layer '{}': reshape dim {d} is invalid (use 0 to copy, -1 to infer)",
+                        param.name()
+                    )
                 }
                 d => constant_count = constant_count.saturating_mul(d as usize),
             }
         }
         if p.num_axes() < -1 {
-            bail!("layer '{}': num_axes must be >= 0, or -1 for all", param.name());
+            bail!(
+                "layer '{}': num_axes must be >= 0, or -1 for all",
+                param.name()
+            );
         }
         Ok(ReshapeLayer {
             base: LayerBase::new(param),
@@ -80,7 +86,10 @@ impl Layer for ReshapeLayer {
 
     fn setup(&mut self, _rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         if std::rc::Rc::ptr_eq(&top[0], &bottom[0]) {
-            bail!("layer '{}': Reshape layer does not allow in-place computation", self.name());
+            bail!(
+                "layer '{}': Reshape layer does not allow in-place computation",
+                self.name()
+            );
         }
         self.reshape(bottom, top)
     }
@@ -89,12 +98,25 @@ impl Layer for ReshapeLayer {
         let b = &bottom[0];
         let bs = b.shape();
         let nb = bs.len() as i64;
-        let start = if self.axis >= 0 { self.axis as i64 } else { nb + self.axis as i64 + 1 };
+        let start = if self.axis >= 0 {
+            self.axis as i64
+        } else {
+            nb + self.axis as i64 + 1
+        };
         if start < 0 || start > nb {
-            bail!("layer '{}': axis {} out of range for bottom shape {}", self.name(), self.axis, b.shape_string());
+            bail!(
+                "layer '{}': axis {} out of range for bottom shape {}",
+                self.name(),
+                self.axis,
+                b.shape_string()
+            );
         }
         let start = start as usize;
-        let end = if self.num_axes == -1 { bs.len() } else { start + self.num_axes as usize };
+        let end = if self.num_axes == -1 {
+            bs.len()
+        } else {
+            start + self.num_axes as usize
+        };
         if end > bs.len() {
             bail!(
                 "layer '{}': end_axis = axis + num_axes = {end} is out of range for bottom shape {}",
@@ -152,7 +174,13 @@ impl Layer for ReshapeLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         let (dy, dx) = (top[0].diff_buf(), bottom[0].diff_buf());
         if pd[0] && !same(&dy, &dx) {
             write(&dx).copy_from_slice(&read(&dy));

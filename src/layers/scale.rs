@@ -25,11 +25,23 @@ pub struct ScaleLayer {
 
 impl ScaleLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        ScaleLayer { base: LayerBase::new(param), bias_index: None, outer: 0, dim: 0, inner: 0, temp: Vec::new() }
+        ScaleLayer {
+            base: LayerBase::new(param),
+            bias_index: None,
+            outer: 0,
+            dim: 0,
+            inner: 0,
+            temp: Vec::new(),
+        }
     }
 
     fn axis(&self) -> i32 {
-        self.base.param.scale_param.as_ref().map(|p| p.axis()).unwrap_or(1)
+        self.base
+            .param
+            .scale_param
+            .as_ref()
+            .map(|p| p.axis())
+            .unwrap_or(1)
     }
 }
 
@@ -60,7 +72,11 @@ impl Layer for ScaleLayer {
         }
         if p.bias_term() {
             // The bias covers the same axes as the scale: bottom[1]'s when the scale is a bottom.
-            let num_axes = if learned { p.num_axes() } else { bottom[1].num_axes() as i32 };
+            let num_axes = if learned {
+                p.num_axes()
+            } else {
+                bottom[1].num_axes() as i32
+            };
             expected.push(param_shape(&name, &bottom[0], p.axis(), num_axes)?);
             self.bias_index = Some(expected.len() - 1);
         }
@@ -87,7 +103,11 @@ impl Layer for ScaleLayer {
     }
 
     fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
-        let scale_shape = if bottom.len() > 1 { bottom[1].shape() } else { self.base.blobs[0].shape() };
+        let scale_shape = if bottom.len() > 1 {
+            bottom[1].shape()
+        } else {
+            self.base.blobs[0].shape()
+        };
         let (o, d, i) = broadcast_dims(self.name(), &bottom[0], self.axis(), &scale_shape)?;
         (self.outer, self.dim, self.inner) = (o, d, i);
         if let Some(bi) = self.bias_index {
@@ -107,7 +127,11 @@ impl Layer for ScaleLayer {
     }
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
-        let scale_buf = if bottom.len() > 1 { bottom[1].data_buf() } else { self.base.blobs[0].data_buf() };
+        let scale_buf = if bottom.len() > 1 {
+            bottom[1].data_buf()
+        } else {
+            self.base.blobs[0].data_buf()
+        };
         let bias_buf = self.bias_index.map(|i| self.base.blobs[i].data_buf());
         let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
         let scale = read(&scale_buf);
@@ -136,7 +160,13 @@ impl Layer for ScaleLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         let (outer, dim, inner) = (self.outer, self.dim, self.inner);
         let dyb = top[0].diff_buf();
         let in_place = same(&bottom[0].data_buf(), &top[0].data_buf());
@@ -148,7 +178,11 @@ impl Layer for ScaleLayer {
         }
         let learned = bottom.len() == 1;
         if (learned && self.base.param_needs_grad(0)) || (!learned && pd[1]) {
-            let gb = if learned { self.base.blobs[0].diff_buf() } else { bottom[1].diff_buf() };
+            let gb = if learned {
+                self.base.blobs[0].diff_buf()
+            } else {
+                bottom[1].diff_buf()
+            };
             // Caffe accumulates a learned scale's gradient except when it writes the result
             // straight into the diff: the element-wise case (outer == inner == 1) and the
             // outer == 1 case with a vector scale. A bottom's gradient is always overwritten.
@@ -156,10 +190,22 @@ impl Layer for ScaleLayer {
             let xb = bottom[0].data_buf();
             let x = read(&xb);
             let xs: &[f32] = if in_place { &self.temp } else { &x };
-            k::broadcast_grad(&read(&dyb), Some(xs), outer, dim, inner, &mut write(&gb), accumulate);
+            k::broadcast_grad(
+                &read(&dyb),
+                Some(xs),
+                outer,
+                dim,
+                inner,
+                &mut write(&gb),
+                accumulate,
+            );
         }
         if pd[0] {
-            let scale_buf = if learned { self.base.blobs[0].data_buf() } else { bottom[1].data_buf() };
+            let scale_buf = if learned {
+                self.base.blobs[0].data_buf()
+            } else {
+                bottom[1].data_buf()
+            };
             let scale = read(&scale_buf);
             let dxb = bottom[0].diff_buf();
             if same(&dyb, &dxb) {

@@ -15,7 +15,9 @@ pub struct SigmoidLayer {
 
 impl SigmoidLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        SigmoidLayer { base: LayerBase::new(param) }
+        SigmoidLayer {
+            base: LayerBase::new(param),
+        }
     }
 }
 
@@ -49,13 +51,21 @@ impl Layer for SigmoidLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
         let yb = top[0].data_buf();
         let y = read(&yb);
-        neuron::backward(&top[0], &bottom[0], Some(&[]), |d, _| act::sigmoid_backward(d, &y));
+        neuron::backward(&top[0], &bottom[0], Some(&[]), |d, _| {
+            act::sigmoid_backward(d, &y)
+        });
         Ok(())
     }
 }

@@ -6,7 +6,9 @@
 
 use anyhow::{bail, Result};
 
-use super::softmax_loss::{default_loss_weight, ignore_label, loss_normalizer, loss_reshape, normalization_mode};
+use super::softmax_loss::{
+    default_loss_weight, ignore_label, loss_normalizer, loss_reshape, normalization_mode,
+};
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::loss as ops;
 use crate::blob::{read, write, BlobRef};
@@ -88,22 +90,37 @@ impl Layer for SigmoidCrossEntropyLossLayer {
         let x = bottom[0].data_buf();
         let x = read(&x);
         ops::sigmoid_forward(&x, &mut self.sigmoid);
-        let (loss, valid) = ops::sigmoid_cross_entropy_forward(&x, &read(&bottom[1].data_buf()), self.ignore);
+        let (loss, valid) =
+            ops::sigmoid_cross_entropy_forward(&x, &read(&bottom[1].data_buf()), self.ignore);
         self.normalizer = loss_normalizer(self.normalization, self.outer, self.inner, valid);
         write(&top[0].data_buf())[0] = loss / self.normalizer;
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &mut Ctx, top: &[BlobRef], propagate_down: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _ctx: &mut Ctx,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if propagate_down[1] {
-            bail!("layer '{}': SigmoidCrossEntropyLoss cannot backpropagate to label inputs", self.name());
+            bail!(
+                "layer '{}': SigmoidCrossEntropyLoss cannot backpropagate to label inputs",
+                self.name()
+            );
         }
         if !propagate_down[0] {
             return Ok(());
         }
         let dx = bottom[0].diff_buf();
         let mut dx = write(&dx);
-        ops::sigmoid_cross_entropy_backward(&self.sigmoid, &read(&bottom[1].data_buf()), &mut dx, self.ignore);
+        ops::sigmoid_cross_entropy_backward(
+            &self.sigmoid,
+            &read(&bottom[1].data_buf()),
+            &mut dx,
+            self.ignore,
+        );
         let weight = read(&top[0].diff_buf())[0] / self.normalizer;
         ops::scale(&mut dx, weight);
         Ok(())

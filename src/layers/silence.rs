@@ -14,7 +14,9 @@ pub struct SilenceLayer {
 
 impl SilenceLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        SilenceLayer { base: LayerBase::new(param) }
+        SilenceLayer {
+            base: LayerBase::new(param),
+        }
     }
 }
 
@@ -47,7 +49,13 @@ impl Layer for SilenceLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, _top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        _top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         for (b, &p) in bottom.iter().zip(pd) {
             if p {
                 b.fill_diff(0.0);

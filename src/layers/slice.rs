@@ -20,7 +20,10 @@ impl SliceLayer {
     pub fn new(param: &LayerParameter) -> Result<Self> {
         let p = param.slice_param.clone().unwrap_or_default();
         if p.axis.is_some() && p.slice_dim.is_some() {
-            bail!("layer '{}': Either axis or slice_dim should be specified; not both.", param.name());
+            bail!(
+                "layer '{}': Either axis or slice_dim should be specified; not both.",
+                param.name()
+            );
         }
         Ok(SliceLayer {
             base: LayerBase::new(param),
@@ -34,11 +37,16 @@ impl SliceLayer {
         if p.slice_dim.is_some() {
             let d = p.slice_dim() as i64;
             if d > i32::MAX as i64 || d as usize >= b.num_axes() {
-                bail!("layer '{}': slice_dim {d} out of range for bottom shape {}", self.name(), b.shape_string());
+                bail!(
+                    "layer '{}': slice_dim {d} out of range for bottom shape {}",
+                    self.name(),
+                    b.shape_string()
+                );
             }
             Ok(d as usize)
         } else {
-            b.canonical_axis(p.axis()).map_err(|e| anyhow::anyhow!("layer '{}': slice axis: {e}", self.name()))
+            b.canonical_axis(p.axis())
+                .map_err(|e| anyhow::anyhow!("layer '{}': slice axis: {e}", self.name()))
         }
     }
 }
@@ -62,7 +70,10 @@ impl Layer for SliceLayer {
 
     fn setup(&mut self, _rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         if top.len() > 1 && std::rc::Rc::ptr_eq(&top[0], &bottom[0]) {
-            bail!("layer '{}': Slice into several tops does not work in place", self.name());
+            bail!(
+                "layer '{}': Slice into several tops does not work in place",
+                self.name()
+            );
         }
         self.reshape(bottom, top)
     }
@@ -82,7 +93,11 @@ impl Layer for SliceLayer {
                 );
             }
             if top.len() > n {
-                bail!("layer '{}': {} tops cannot slice an axis of size {n}", self.name(), top.len());
+                bail!(
+                    "layer '{}': {} tops cannot slice an axis of size {n}",
+                    self.name(),
+                    top.len()
+                );
             }
             let mut prev = 0;
             let mut sizes = Vec::new();
@@ -152,7 +167,13 @@ impl Layer for SliceLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] || top.len() == 1 {
             return Ok(());
         }

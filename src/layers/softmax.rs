@@ -21,14 +21,24 @@ pub fn split_at_axis(blob: &BlobRef, axis: i32, layer: &str) -> Result<(usize, u
     if blob.num_axes() == 0 {
         anyhow::bail!("layer '{layer}': softmax needs at least one axis, the input is a scalar");
     }
-    let a = blob.canonical_axis(axis).with_context(|| format!("layer '{layer}': softmax axis"))?;
-    Ok((blob.count_range(0, a), blob.shape()[a], blob.count_from(a + 1)))
+    let a = blob
+        .canonical_axis(axis)
+        .with_context(|| format!("layer '{layer}': softmax axis"))?;
+    Ok((
+        blob.count_range(0, a),
+        blob.shape()[a],
+        blob.count_from(a + 1),
+    ))
 }
 
 impl SoftmaxLayer {
     pub fn new(param: &LayerParameter) -> Self {
         let axis = param.softmax_param.as_ref().map(|p| p.axis()).unwrap_or(1);
-        SoftmaxLayer { base: LayerBase::new(param), axis, dims: (0, 0, 0) }
+        SoftmaxLayer {
+            base: LayerBase::new(param),
+            axis,
+            dims: (0, 0, 0),
+        }
     }
 }
 
@@ -60,18 +70,28 @@ impl Layer for SoftmaxLayer {
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let (o, c, i) = self.dims;
-        map_buf(&bottom[0].data_buf(), &top[0].data_buf(), |x, y| ops::softmax_forward(x, y, o, c, i));
+        map_buf(&bottom[0].data_buf(), &top[0].data_buf(), |x, y| {
+            ops::softmax_forward(x, y, o, c, i)
+        });
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &mut Ctx, top: &[BlobRef], propagate_down: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _ctx: &mut Ctx,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !propagate_down[0] {
             return Ok(());
         }
         let (o, c, i) = self.dims;
         let y = top[0].data_buf();
         let y = read(&y);
-        map_buf(&top[0].diff_buf(), &bottom[0].diff_buf(), |dy, dx| ops::softmax_backward(&y, dy, dx, o, c, i));
+        map_buf(&top[0].diff_buf(), &bottom[0].diff_buf(), |dy, dx| {
+            ops::softmax_backward(&y, dy, dx, o, c, i)
+        });
         Ok(())
     }
 }

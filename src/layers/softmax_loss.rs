@@ -16,11 +16,17 @@ use crate::rng::CaffeRng;
 /// The normalization a loss layer uses: `normalization` if given, else the legacy `normalize`
 /// (true → VALID, false → BATCH_SIZE), else `default` (VALID for SoftmaxWithLoss, BATCH_SIZE
 /// for SigmoidCrossEntropyLoss, as in Caffe).
-pub fn normalization_mode(param: &LayerParameter, default: NormalizationMode) -> Result<NormalizationMode> {
-    let Some(p) = param.loss_param.as_ref() else { return Ok(default) };
+pub fn normalization_mode(
+    param: &LayerParameter,
+    default: NormalizationMode,
+) -> Result<NormalizationMode> {
+    let Some(p) = param.loss_param.as_ref() else {
+        return Ok(default);
+    };
     if let Some(n) = p.normalization {
-        return NormalizationMode::try_from(n)
-            .map_err(|_| anyhow::anyhow!("layer '{}': unknown loss normalization {n}", param.name()));
+        return NormalizationMode::try_from(n).map_err(|_| {
+            anyhow::anyhow!("layer '{}': unknown loss normalization {n}", param.name())
+        });
     }
     Ok(match p.normalize {
         Some(true) => NormalizationMode::Valid,
@@ -77,7 +83,12 @@ pub fn loss_reshape(layer: &str, bottom: &[BlobRef], top: &[BlobRef]) -> Result<
 /// Fails with the layer name and the offending value when a label is neither a class index
 /// in `[0, classes)` nor the ignore label (Caffe only checks this in debug builds and reads
 /// out of bounds otherwise).
-pub fn check_labels(layer: &str, labels: &[f32], classes: usize, ignore: Option<i32>) -> Result<()> {
+pub fn check_labels(
+    layer: &str,
+    labels: &[f32],
+    classes: usize,
+    ignore: Option<i32>,
+) -> Result<()> {
     if let Some((i, v)) = ops::find_bad_label(labels, classes, ignore) {
         match ignore {
             Some(ig) => bail!(
@@ -165,11 +176,18 @@ impl Layer for SoftmaxWithLossLayer {
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let (outer, classes, inner) = self.dims;
         let prob = self.prob.data_buf();
-        sm::softmax_forward(&read(&bottom[0].data_buf()), &mut write(&prob), outer, classes, inner);
+        sm::softmax_forward(
+            &read(&bottom[0].data_buf()),
+            &mut write(&prob),
+            outer,
+            classes,
+            inner,
+        );
         let labels = bottom[1].data_buf();
         let labels = read(&labels);
         check_labels(self.name(), &labels, classes, self.ignore)?;
-        let (loss, valid) = ops::softmax_loss_forward(&read(&prob), &labels, outer, classes, inner, self.ignore);
+        let (loss, valid) =
+            ops::softmax_loss_forward(&read(&prob), &labels, outer, classes, inner, self.ignore);
         let norm = loss_normalizer(self.normalization, outer, inner, valid);
         write(&top[0].data_buf())[0] = loss / norm;
         if let Some(t) = top.get(1) {
@@ -178,9 +196,18 @@ impl Layer for SoftmaxWithLossLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &mut Ctx, top: &[BlobRef], propagate_down: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _ctx: &mut Ctx,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if propagate_down[1] {
-            bail!("layer '{}': SoftmaxWithLoss cannot backpropagate to label inputs", self.name());
+            bail!(
+                "layer '{}': SoftmaxWithLoss cannot backpropagate to label inputs",
+                self.name()
+            );
         }
         if !propagate_down[0] {
             return Ok(());
@@ -191,8 +218,17 @@ impl Layer for SoftmaxWithLossLayer {
         check_labels(self.name(), &labels, classes, self.ignore)?;
         let dx = bottom[0].diff_buf();
         let mut dx = write(&dx);
-        let valid = ops::softmax_loss_backward(&read(&self.prob.data_buf()), &labels, &mut dx, outer, classes, inner, self.ignore);
-        let weight = read(&top[0].diff_buf())[0] / loss_normalizer(self.normalization, outer, inner, valid);
+        let valid = ops::softmax_loss_backward(
+            &read(&self.prob.data_buf()),
+            &labels,
+            &mut dx,
+            outer,
+            classes,
+            inner,
+            self.ignore,
+        );
+        let weight =
+            read(&top[0].diff_buf())[0] / loss_normalizer(self.normalization, outer, inner, valid);
         ops::scale(&mut dx, weight);
         Ok(())
     }

@@ -14,7 +14,9 @@ pub struct SplitLayer {
 
 impl SplitLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        SplitLayer { base: LayerBase::new(param) }
+        SplitLayer {
+            base: LayerBase::new(param),
+        }
     }
 }
 
@@ -58,7 +60,13 @@ impl Layer for SplitLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }

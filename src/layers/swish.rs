@@ -18,7 +18,11 @@ pub struct SwishLayer {
 impl SwishLayer {
     pub fn new(param: &LayerParameter) -> Self {
         let beta = param.swish_param.as_ref().map(|p| p.beta()).unwrap_or(1.0);
-        SwishLayer { base: LayerBase::new(param), beta, sigmoid: Vec::new() }
+        SwishLayer {
+            base: LayerBase::new(param),
+            beta,
+            sigmoid: Vec::new(),
+        }
     }
 }
 
@@ -50,18 +54,28 @@ impl Layer for SwishLayer {
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let (beta, s) = (self.beta, &mut self.sigmoid);
-        neuron::forward(&bottom[0], &top[0], None, |io| act::swish_forward(io, s, beta));
+        neuron::forward(&bottom[0], &top[0], None, |io| {
+            act::swish_forward(io, s, beta)
+        });
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
         let (beta, s) = (self.beta, &self.sigmoid);
         let yb = top[0].data_buf();
         let y = read(&yb);
-        neuron::backward(&top[0], &bottom[0], Some(&[]), |d, _| act::swish_backward(d, &y, s, beta));
+        neuron::backward(&top[0], &bottom[0], Some(&[]), |d, _| {
+            act::swish_backward(d, &y, s, beta)
+        });
         Ok(())
     }
 }

@@ -14,7 +14,9 @@ pub struct TanhLayer {
 
 impl TanhLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        TanhLayer { base: LayerBase::new(param) }
+        TanhLayer {
+            base: LayerBase::new(param),
+        }
     }
 }
 
@@ -48,13 +50,21 @@ impl Layer for TanhLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }
         let yb = top[0].data_buf();
         let y = read(&yb);
-        neuron::backward(&top[0], &bottom[0], Some(&[]), |d, _| act::tanh_backward(d, &y));
+        neuron::backward(&top[0], &bottom[0], Some(&[]), |d, _| {
+            act::tanh_backward(d, &y)
+        });
         Ok(())
     }
 }

@@ -16,8 +16,15 @@ pub struct ThresholdLayer {
 
 impl ThresholdLayer {
     pub fn new(param: &LayerParameter) -> Self {
-        let threshold = param.threshold_param.as_ref().map(|p| p.threshold()).unwrap_or(0.0);
-        ThresholdLayer { base: LayerBase::new(param), threshold }
+        let threshold = param
+            .threshold_param
+            .as_ref()
+            .map(|p| p.threshold())
+            .unwrap_or(0.0);
+        ThresholdLayer {
+            base: LayerBase::new(param),
+            threshold,
+        }
     }
 }
 
@@ -48,11 +55,19 @@ impl Layer for ThresholdLayer {
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let t = self.threshold;
-        neuron::forward(&bottom[0], &top[0], None, |io| act::threshold_forward(io, t));
+        neuron::forward(&bottom[0], &top[0], None, |io| {
+            act::threshold_forward(io, t)
+        });
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         let _ = (top, bottom);
         if pd[0] {
             bail!(

@@ -19,12 +19,23 @@ impl TileLayer {
     pub fn new(param: &LayerParameter) -> Result<Self> {
         let p = param.tile_param.unwrap_or_default();
         if p.tiles.is_none() {
-            bail!("layer '{}': Number of tiles must be specified (tile_param.tiles)", param.name());
+            bail!(
+                "layer '{}': Number of tiles must be specified (tile_param.tiles)",
+                param.name()
+            );
         }
         if p.tiles() <= 0 {
-            bail!("layer '{}': Number of tiles must be positive, got {}", param.name(), p.tiles());
+            bail!(
+                "layer '{}': Number of tiles must be positive, got {}",
+                param.name(),
+                p.tiles()
+            );
         }
-        Ok(TileLayer { base: LayerBase::new(param), tiles: p.tiles() as usize, axis: 0 })
+        Ok(TileLayer {
+            base: LayerBase::new(param),
+            tiles: p.tiles() as usize,
+            axis: 0,
+        })
     }
 }
 
@@ -54,8 +65,9 @@ impl Layer for TileLayer {
 
     fn reshape(&mut self, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         let p = self.base.param.tile_param.unwrap_or_default();
-        self.axis =
-            bottom[0].canonical_axis(p.axis()).map_err(|e| anyhow!("layer '{}': tile axis: {e}", self.name()))?;
+        self.axis = bottom[0]
+            .canonical_axis(p.axis())
+            .map_err(|e| anyhow!("layer '{}': tile axis: {e}", self.name()))?;
         let mut shape = bottom[0].shape();
         shape[self.axis] *= self.tiles;
         top[0].reshape(&shape)
@@ -69,7 +81,13 @@ impl Layer for TileLayer {
         Ok(())
     }
 
-    fn backward(&mut self, _: &mut Ctx, top: &[BlobRef], pd: &[bool], bottom: &[BlobRef]) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &mut Ctx,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
         if !pd[0] {
             return Ok(());
         }

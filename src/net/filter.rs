@@ -50,7 +50,11 @@ pub fn filter_net(net: &NetParameter, state: &NetState) -> Result<NetParameter> 
 
 /// The state of a net: `base` (e.g. {phase: TRAIN}) merged with the net's own `state` and then
 /// with `extra` (the solver's train_state/test_state), as Caffe's `MergeFrom` does.
-pub fn merge_state(base: NetState, net_state: Option<&NetState>, extra: Option<&NetState>) -> NetState {
+pub fn merge_state(
+    base: NetState,
+    net_state: Option<&NetState>,
+    extra: Option<&NetState>,
+) -> NetState {
     let mut s = base;
     for m in [net_state, extra].into_iter().flatten() {
         if m.phase.is_some() {
@@ -71,7 +75,11 @@ mod tests {
 
     #[test]
     fn rules_follow_caffe() {
-        let st = NetState { phase: Some(Phase::Train as i32), level: Some(2), stage: vec!["a".into()] };
+        let st = NetState {
+            phase: Some(Phase::Train as i32),
+            level: Some(2),
+            stage: vec!["a".into()],
+        };
         let r = |f: fn(&mut NetStateRule)| {
             let mut r = NetStateRule::default();
             f(&mut r);

@@ -94,12 +94,24 @@ fn log(verbose: bool, msg: String) {
 
 impl Net {
     /// Builds a net in `state` from `param` (already upgraded), filling parameters from `rng`.
-    pub fn new(param: &NetParameter, state: &NetState, rng: &mut CaffeRng, opts: BuildOptions) -> Result<Net> {
+    pub fn new(
+        param: &NetParameter,
+        state: &NetState,
+        rng: &mut CaffeRng,
+        opts: BuildOptions,
+    ) -> Result<Net> {
         let filtered = filter::filter_net(param, state)?;
         let net_param = splits::insert_splits(&filtered);
         let verbose = opts.verbose;
         let phase = state.phase();
-        log(verbose, format!("Initializing net '{}' in phase {}", net_param.name(), phase_name(phase)));
+        log(
+            verbose,
+            format!(
+                "Initializing net '{}' in phase {}",
+                net_param.name(),
+                phase_name(phase)
+            ),
+        );
         let mut net = Net {
             name: net_param.name().to_string(),
             phase,
@@ -204,7 +216,8 @@ impl Net {
                 tops.push(id);
             }
 
-            let bottom_blobs: Vec<BlobRef> = bottoms.iter().map(|&i| net.blobs[i].clone()).collect();
+            let bottom_blobs: Vec<BlobRef> =
+                bottoms.iter().map(|&i| net.blobs[i].clone()).collect();
             let top_blobs: Vec<BlobRef> = tops.iter().map(|&i| net.blobs[i].clone()).collect();
             log(verbose, format!("Setting up {lname}"));
             check_blob_counts(layer.as_ref(), bottoms.len(), tops.len())?;
@@ -236,7 +249,10 @@ impl Net {
             for (t, b) in top_blobs.iter().enumerate() {
                 log(verbose, format!("Top shape: {}", b.shape_string()));
                 if loss_weights[t] != 0.0 {
-                    log(verbose, format!("    with loss weight {}", fmt_g(loss_weights[t] as f64)));
+                    log(
+                        verbose,
+                        format!("    with loss weight {}", fmt_g(loss_weights[t] as f64)),
+                    );
                 }
                 memory += b.count() as u64;
             }
@@ -312,7 +328,11 @@ impl Net {
         let pname = spec.name().to_string();
         let blob = entry.layer.blobs()[index].clone();
         let pid = self.params.len();
-        let display_name = if pname.is_empty() { index.to_string() } else { pname.clone() };
+        let display_name = if pname.is_empty() {
+            index.to_string()
+        } else {
+            pname.clone()
+        };
         let lname = entry.param.name().to_string();
         if pname.is_empty() || !names.contains_key(&pname) {
             if !pname.is_empty() {
@@ -327,14 +347,24 @@ impl Net {
                 has_lr: spec.lr_mult.is_some(),
                 has_decay: spec.decay_mult.is_some(),
             });
-            self.params.push(NetParam { layer: layer_id, index, blob, display_name, owner: None, learnable_id: lid });
+            self.params.push(NetParam {
+                layer: layer_id,
+                index,
+                blob,
+                display_name,
+                owner: None,
+                learnable_id: lid,
+            });
         } else {
             let owner_id = names[&pname];
             let owner = self.params[owner_id].clone();
             let owner_layer = self.layers[owner.layer].param.name().to_string();
             log(
                 self.verbose,
-                format!("Sharing parameters '{pname}' owned by layer '{owner_layer}', param index {}", owner.index),
+                format!(
+                    "Sharing parameters '{pname}' owned by layer '{owner_layer}', param index {}",
+                    owner.index
+                ),
             );
             let permissive = spec.share_mode() == DimCheckMode::Permissive;
             if permissive {
@@ -368,7 +398,14 @@ impl Net {
                 l.has_decay = true;
                 l.decay_mult = spec.decay_mult();
             }
-            self.params.push(NetParam { layer: layer_id, index, blob, display_name, owner: Some(owner_id), learnable_id: lid });
+            self.params.push(NetParam {
+                layer: layer_id,
+                index,
+                blob,
+                display_name,
+                owner: Some(owner_id),
+                learnable_id: lid,
+            });
         }
         Ok(pid)
     }
@@ -404,7 +441,10 @@ impl Net {
             if e.need_backward {
                 log(self.verbose, format!("{lname} needs backward computation."));
             } else {
-                log(self.verbose, format!("{lname} does not need backward computation."));
+                log(
+                    self.verbose,
+                    format!("{lname} does not need backward computation."),
+                );
             }
             for b in 0..e.bottoms.len() {
                 let name = self.blob_names[e.bottoms[b]].clone();
@@ -508,7 +548,10 @@ impl Net {
     }
 
     pub fn blob_by_name(&self, name: &str) -> Option<&BlobRef> {
-        self.blob_names.iter().position(|n| n == name).map(|i| &self.blobs[i])
+        self.blob_names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| &self.blobs[i])
     }
 
     pub fn layer_index(&self, name: &str) -> Option<usize> {
@@ -516,12 +559,18 @@ impl Net {
     }
 
     pub fn layer_names(&self) -> Vec<String> {
-        self.layers.iter().map(|e| e.param.name().to_string()).collect()
+        self.layers
+            .iter()
+            .map(|e| e.param.name().to_string())
+            .collect()
     }
 
     /// Output blob names, in Caffe's order.
     pub fn output_names(&self) -> Vec<String> {
-        self.outputs.iter().map(|&i| self.blob_names[i].clone()).collect()
+        self.outputs
+            .iter()
+            .map(|&i| self.blob_names[i].clone())
+            .collect()
     }
 
     /// Loss weight of a blob if some layer's top gives one (for log suffixes).
@@ -538,8 +587,11 @@ impl Net {
 
     /// Sets the data of an input blob by name.
     pub fn set_input(&self, name: &str, data: &[f32]) -> Result<()> {
-        let b = self.blob_by_name(name).ok_or_else(|| anyhow!("net '{}' has no blob '{name}'", self.name))?;
-        b.set_data(data).with_context(|| format!("setting input '{name}' ({})", shape_string(&b.shape())))
+        let b = self
+            .blob_by_name(name)
+            .ok_or_else(|| anyhow!("net '{}' has no blob '{name}'", self.name))?;
+        b.set_data(data)
+            .with_context(|| format!("setting input '{name}' ({})", shape_string(&b.shape())))
     }
 
     /// The shared buffer handle of a blob, for tests that alias checks.

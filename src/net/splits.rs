@@ -48,9 +48,12 @@ pub fn insert_splits(net: &NetParameter) -> NetParameter {
             if let Some(&src) = bottom_src.get(&(i, j)) {
                 let n = readers[&src] + loss_weighted.contains_key(&src) as usize;
                 if n > 1 {
-                    let k = next_k.entry(src).or_insert(loss_weighted.contains_key(&src) as usize);
+                    let k = next_k
+                        .entry(src)
+                        .or_insert(loss_weighted.contains_key(&src) as usize);
                     let src_layer = &net.layer[src.0];
-                    layer.bottom[j] = split_blob_name(&layer.bottom[j], src_layer.name(), src.1, *k);
+                    layer.bottom[j] =
+                        split_blob_name(&layer.bottom[j], src_layer.name(), src.1, *k);
                     *k += 1;
                 }
             }
@@ -58,7 +61,8 @@ pub fn insert_splits(net: &NetParameter) -> NetParameter {
         let mut splits = Vec::new();
         for j in 0..layer.top.len() {
             let key = (i, j);
-            let n = readers.get(&key).copied().unwrap_or(0) + loss_weighted.contains_key(&key) as usize;
+            let n =
+                readers.get(&key).copied().unwrap_or(0) + loss_weighted.contains_key(&key) as usize;
             if n > 1 {
                 let blob = layer.top[j].clone();
                 let mut split = LayerParameter {
@@ -112,16 +116,35 @@ mod tests {
         };
         let out = insert_splits(&net);
         let names: Vec<&str> = out.layer.iter().map(|l| l.name()).collect();
-        assert_eq!(names, ["mnist", "label_mnist_1_split", "ip", "ip_ip_0_split", "acc", "loss"]);
-        assert_eq!(out.layer[4].bottom, ["ip_ip_0_split_0", "label_mnist_1_split_0"]);
-        assert_eq!(out.layer[5].bottom, ["ip_ip_0_split_1", "label_mnist_1_split_1"]);
+        assert_eq!(
+            names,
+            [
+                "mnist",
+                "label_mnist_1_split",
+                "ip",
+                "ip_ip_0_split",
+                "acc",
+                "loss"
+            ]
+        );
+        assert_eq!(
+            out.layer[4].bottom,
+            ["ip_ip_0_split_0", "label_mnist_1_split_0"]
+        );
+        assert_eq!(
+            out.layer[5].bottom,
+            ["ip_ip_0_split_1", "label_mnist_1_split_1"]
+        );
     }
 
     #[test]
     fn weighted_top_with_one_reader_is_split_and_loss_moves() {
         let mut l = layer("a", &[], &["x"]);
         l.loss_weight = vec![2.0];
-        let net = NetParameter { layer: vec![l, layer("b", &["x"], &["y"])], ..Default::default() };
+        let net = NetParameter {
+            layer: vec![l, layer("b", &["x"], &["y"])],
+            ..Default::default()
+        };
         let out = insert_splits(&net);
         assert_eq!(out.layer[0].loss_weight, [0.0]);
         assert_eq!(out.layer[1].loss_weight, [2.0, 0.0]);

@@ -4,7 +4,9 @@
 use anyhow::{bail, Result};
 
 use super::Net;
-use crate::proto::blob::{legacy_shape_string, proto_shape, read_blob, shape_equals, shape_string, write_blob};
+use crate::proto::blob::{
+    legacy_shape_string, proto_shape, read_blob, shape_equals, shape_string, write_blob,
+};
 use crate::proto::caffe::NetParameter;
 
 /// What happened to each layer during a weight load.
@@ -30,8 +32,12 @@ impl LoadReport {
         let mut out = Vec::new();
         for (name, o) in &self.layers {
             out.push(match o {
-                LoadOutcome::Copied { blobs } => format!("  {name}: copied {blobs} blob(s) from {source}"),
-                LoadOutcome::KeptInit => format!("  {name}: not in {source}, keeps its filler initialisation"),
+                LoadOutcome::Copied { blobs } => {
+                    format!("  {name}: copied {blobs} blob(s) from {source}")
+                }
+                LoadOutcome::KeptInit => {
+                    format!("  {name}: not in {source}, keeps its filler initialisation")
+                }
             });
         }
         for name in &self.ignored {
@@ -67,14 +73,17 @@ impl Net {
             for (j, (bp, tb)) in sl.blobs.iter().zip(target).enumerate() {
                 let tshape = tb.shape();
                 if !shape_equals(bp, &tshape) {
-                    let src = proto_shape(bp).map(|s| shape_string(&s)).unwrap_or_else(|e| e.to_string());
+                    let src = proto_shape(bp)
+                        .map(|s| shape_string(&s))
+                        .unwrap_or_else(|e| e.to_string());
                     bail!(
                         "Cannot copy param {j} weights from layer '{name}'; shape mismatch.  Source param shape is {src}; target param shape is {} (legacy 4-D: {}). To learn this layer's parameters from scratch rather than copying from a saved net, rename the layer.",
                         shape_string(&tshape),
                         legacy_shape_string(&tshape)
                     );
                 }
-                let v = read_blob(bp).map_err(|e| anyhow::anyhow!("layer '{name}', param {j}: {e}"))?;
+                let v =
+                    read_blob(bp).map_err(|e| anyhow::anyhow!("layer '{name}', param {j}: {e}"))?;
                 tb.set_data(&v.data)?;
             }
             if !sl.blobs.is_empty() {
@@ -97,14 +106,18 @@ impl Net {
     /// The net as a caffemodel (`Net::ToProto`): every layer's own LayerParameter with its
     /// blobs as `shape` + `data` (+ `diff` when asked).
     pub fn to_proto(&self, write_diff: bool) -> NetParameter {
-        let mut net = NetParameter { name: Some(self.name.clone()), ..Default::default() };
+        let mut net = NetParameter {
+            name: Some(self.name.clone()),
+            ..Default::default()
+        };
         for e in &self.layers {
             let mut lp = e.layer.layer_param().clone();
             lp.blobs.clear();
             for b in e.layer.blobs() {
                 let data = b.data_vec();
                 let diff = if write_diff { Some(b.diff_vec()) } else { None };
-                lp.blobs.push(write_blob(&b.shape(), &data, diff.as_deref()));
+                lp.blobs
+                    .push(write_blob(&b.shape(), &data, diff.as_deref()));
             }
             net.layer.push(lp);
         }
@@ -116,7 +129,9 @@ impl Net {
     pub fn share_trained_layers_with(&self, other: &Net) -> Result<()> {
         for e in &other.layers {
             let name = e.param.name();
-            let Some(li) = self.layer_index(name) else { continue };
+            let Some(li) = self.layer_index(name) else {
+                continue;
+            };
             let mine = self.layers[li].layer.blobs();
             let theirs = e.layer.blobs();
             if mine.len() != theirs.len() {

@@ -8,7 +8,9 @@ use prost::Message;
 pub fn looks_like_text(bytes: &[u8]) -> bool {
     !bytes.is_empty()
         && std::str::from_utf8(bytes).is_ok()
-        && bytes.iter().all(|&b| b >= 0x20 || b == b'\n' || b == b'\r' || b == b'\t')
+        && bytes
+            .iter()
+            .all(|&b| b >= 0x20 || b == b'\n' || b == b'\r' || b == b'\t')
 }
 
 /// Decodes `bytes` as `T`. `file` and `what` ("caffemodel", "solverstate") name the input in

@@ -44,7 +44,10 @@ pub fn checked_count(shape: &[usize]) -> Result<usize> {
     for &d in shape {
         n = match n.checked_mul(d as u64) {
             Some(v) if v <= MAX_BLOB_COUNT => v,
-            _ => bail!("blob shape {} has too many elements (over 2^40)", fmt_dims(shape)),
+            _ => bail!(
+                "blob shape {} has too many elements (over 2^40)",
+                fmt_dims(shape)
+            ),
         };
     }
     Ok(n as usize)
@@ -60,7 +63,11 @@ pub fn shape_string(shape: &[usize]) -> String {
 }
 
 fn fmt_dims(shape: &[usize]) -> String {
-    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" ")
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Values held by a BlobProto, converted to f32, with the count checked against the shape.
@@ -108,7 +115,9 @@ fn check_len(field: &str, got: usize, want: usize, shape: &[usize]) -> Result<()
 /// Writes a blob as current Caffe does: `shape` + `data` (+ `diff`), never legacy dims.
 pub fn write_blob(shape: &[usize], data: &[f32], diff: Option<&[f32]>) -> BlobProto {
     BlobProto {
-        shape: Some(BlobShape { dim: shape.iter().map(|&d| d as i64).collect() }),
+        shape: Some(BlobShape {
+            dim: shape.iter().map(|&d| d as i64).collect(),
+        }),
         data: data.to_vec(),
         diff: diff.map(|d| d.to_vec()).unwrap_or_default(),
         ..Default::default()
@@ -125,7 +134,10 @@ pub fn shape_equals(bp: &BlobProto, target: &[usize]) -> bool {
         let mut padded = vec![1usize; 4 - target.len()];
         padded.extend_from_slice(target);
         let legacy = [bp.num, bp.channels, bp.height, bp.width].map(|v| v.unwrap_or(0) as i64);
-        padded.iter().zip(legacy.iter()).all(|(&t, &l)| t as i64 == l)
+        padded
+            .iter()
+            .zip(legacy.iter())
+            .all(|(&t, &l)| t as i64 == l)
     } else {
         let dims = bp.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
         dims.len() == target.len() && dims.iter().zip(target).all(|(&d, &t)| d == t as i64)
@@ -147,7 +159,13 @@ mod tests {
     use super::*;
 
     fn legacy(n: i32, c: i32, h: i32, w: i32) -> BlobProto {
-        BlobProto { num: Some(n), channels: Some(c), height: Some(h), width: Some(w), ..Default::default() }
+        BlobProto {
+            num: Some(n),
+            channels: Some(c),
+            height: Some(h),
+            width: Some(w),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -163,13 +181,21 @@ mod tests {
         let mut bp = write_blob(&[2, 3], &[0.0; 6], None);
         assert!(read_blob(&bp).is_ok());
         bp.data.pop();
-        assert!(read_blob(&bp).unwrap_err().to_string().contains("holds 5 values"));
+        assert!(read_blob(&bp)
+            .unwrap_err()
+            .to_string()
+            .contains("holds 5 values"));
         let huge = BlobProto {
-            shape: Some(BlobShape { dim: vec![1 << 31, 1 << 31, 1 << 31] }),
+            shape: Some(BlobShape {
+                dim: vec![1 << 31, 1 << 31, 1 << 31],
+            }),
             ..Default::default()
         };
         assert!(read_blob(&huge).is_err());
-        let neg = BlobProto { shape: Some(BlobShape { dim: vec![-1] }), ..Default::default() };
+        let neg = BlobProto {
+            shape: Some(BlobShape { dim: vec![-1] }),
+            ..Default::default()
+        };
         assert!(read_blob(&neg).is_err());
     }
 

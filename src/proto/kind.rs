@@ -59,7 +59,9 @@ fn varint(b: &[u8]) -> Option<(u64, usize)> {
 /// Guesses the kind of a binary Caffe file from its top-level wire structure, falling back on
 /// the extension where the structure fits several messages.
 pub fn detect_binary(bytes: &[u8], ext: &str) -> FileKind {
-    let Some(fields) = top_level_fields(bytes) else { return FileKind::Unknown };
+    let Some(fields) = top_level_fields(bytes) else {
+        return FileKind::Unknown;
+    };
     let has = |f: u32, wt: u8| fields.iter().any(|&(ff, w)| ff == f && w == wt);
     let count = |f: u32| fields.iter().filter(|&&(ff, _)| ff == f).count();
     if has(100, 2) || has(2, 2) && has(1, 2) {
@@ -93,7 +95,14 @@ pub fn detect_binary(bytes: &[u8], ext: &str) -> FileKind {
 pub fn detect(bytes: &[u8], ext: &str) -> FileKind {
     if looks_like_text(bytes) {
         let text = String::from_utf8_lossy(bytes);
-        let solverish = ["base_lr", "lr_policy", "max_iter", "train_net", "test_iter", "solver_mode"];
+        let solverish = [
+            "base_lr",
+            "lr_policy",
+            "max_iter",
+            "train_net",
+            "test_iter",
+            "solver_mode",
+        ];
         let netish = ["layer", "layers", "input_dim", "bottom"];
         let words: Vec<&str> = text
             .lines()

@@ -63,7 +63,10 @@ fn scalar(kind: &Kind, v: &Value) -> String {
         Value::String(s) => quote(s.as_bytes()),
         Value::Bytes(b) => quote(b),
         Value::EnumNumber(n) => match kind {
-            Kind::Enum(e) => e.get_value(*n).map(|v| v.name().to_string()).unwrap_or(n.to_string()),
+            Kind::Enum(e) => e
+                .get_value(*n)
+                .map(|v| v.name().to_string())
+                .unwrap_or(n.to_string()),
             _ => n.to_string(),
         },
         Value::Message(_) | Value::List(_) | Value::Map(_) => unreachable!("handled by caller"),
@@ -74,7 +77,11 @@ fn float(v: f64, shortest: String) -> String {
     if v.is_nan() {
         "nan".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
+        if v > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         shortest
     }

@@ -56,7 +56,10 @@ pub fn ensure_text<'a>(bytes: &'a [u8], file: &str) -> Result<&'a str> {
     if bytes.is_empty() {
         bail!("{file}: file is empty");
     }
-    let looks_binary = bytes.iter().take(1 << 16).any(|&b| b == 0 || (b < 0x09) || (0x0e..0x20).contains(&b) && b != 0x1b);
+    let looks_binary = bytes
+        .iter()
+        .take(1 << 16)
+        .any(|&b| b == 0 || (b < 0x09) || (0x0e..0x20).contains(&b) && b != 0x1b);
     match std::str::from_utf8(bytes) {
         Ok(s) if !looks_binary => Ok(s),
         _ => bail!(
@@ -86,9 +89,15 @@ pub fn parse_dynamic(
                 let mut missing = Vec::new();
                 missing_required(&m, "", &mut missing);
                 if !missing.is_empty() {
-                    bail!("{file}: message of type \"{full_name}\" is missing required fields: {}", missing.join(", "));
+                    bail!(
+                        "{file}: message of type \"{full_name}\" is missing required fields: {}",
+                        missing.join(", ")
+                    );
                 }
-                return Ok(Parsed { message: m, dropped });
+                return Ok(Parsed {
+                    message: m,
+                    dropped,
+                });
             }
             Err(e) => {
                 let offset = e.labels().and_then(|mut l| l.next()).map(|l| l.offset());
@@ -107,7 +116,12 @@ pub fn parse_dynamic(
                             )
                         })?;
                         let (line, col) = line_col(text, off);
-                        dropped.push(DroppedField { field, message, line, col });
+                        dropped.push(DroppedField {
+                            field,
+                            message,
+                            line,
+                            col,
+                        });
                         blank(&mut work, off, end);
                         if dropped.len() > 100_000 {
                             bail!("{file}: too many unknown fields");
@@ -125,7 +139,11 @@ pub fn parse_dynamic(
 fn missing_required(m: &DynamicMessage, path: &str, out: &mut Vec<String>) {
     use prost_reflect::{Cardinality, ReflectMessage, Value};
     for f in m.descriptor().fields() {
-        let name = if path.is_empty() { f.name().to_string() } else { format!("{path}.{}", f.name()) };
+        let name = if path.is_empty() {
+            f.name().to_string()
+        } else {
+            format!("{path}.{}", f.name())
+        };
         if !m.has_field(&f) {
             if f.cardinality() == Cardinality::Required {
                 out.push(name);
@@ -156,7 +174,10 @@ where
         .message
         .transcode_to::<T>()
         .map_err(|e| anyhow!("{file}: internal transcode error: {e}"))?;
-    Ok(Parsed { message, dropped: parsed.dropped })
+    Ok(Parsed {
+        message,
+        dropped: parsed.dropped,
+    })
 }
 
 fn describe(msg: &str, text: &str, offset: Option<usize>) -> String {
@@ -179,7 +200,11 @@ fn located(text: &str, file: &str, offset: Option<usize>, msg: &str) -> anyhow::
     };
     let (line, col) = line_col(text, offset);
     let src_line = text.lines().nth(line - 1).unwrap_or("");
-    anyhow!("{file}:{line}:{col}: {msg}\n    {src_line}\n    {:>width$}", "^", width = col)
+    anyhow!(
+        "{file}:{line}:{col}: {msg}\n    {src_line}\n    {:>width$}",
+        "^",
+        width = col
+    )
 }
 
 fn unknown_field_names(msg: &str) -> Option<(String, String)> {
@@ -190,8 +215,10 @@ fn unknown_field_names(msg: &str) -> Option<(String, String)> {
 }
 
 fn blank(work: &mut String, start: usize, end: usize) {
-    let replaced: String =
-        work[start..end].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+    let replaced: String = work[start..end]
+        .chars()
+        .map(|c| if c == '\n' { '\n' } else { ' ' })
+        .collect();
     // Multi-byte characters become several spaces so that later offsets stay put.
     let mut bytes = std::mem::take(work).into_bytes();
     let mut fill = Vec::with_capacity(end - start);
@@ -241,24 +268,22 @@ fn skip_field(text: &str, start: usize) -> Option<usize> {
             }
             Some(lex.pos)
         }
-        Tok::ListOpen => {
-            loop {
-                match lex.next()? {
-                    Tok::ListClose => return Some(lex.pos),
-                    Tok::Open(_) => {
-                        let mut depth = 1;
-                        while depth > 0 {
-                            match lex.next()? {
-                                Tok::Open(_) => depth += 1,
-                                Tok::Close(_) => depth -= 1,
-                                _ => {}
-                            }
+        Tok::ListOpen => loop {
+            match lex.next()? {
+                Tok::ListClose => return Some(lex.pos),
+                Tok::Open(_) => {
+                    let mut depth = 1;
+                    while depth > 0 {
+                        match lex.next()? {
+                            Tok::Open(_) => depth += 1,
+                            Tok::Close(_) => depth -= 1,
+                            _ => {}
                         }
                     }
-                    _ => {}
                 }
+                _ => {}
             }
-        }
+        },
         Tok::Word | Tok::Str => {
             // Adjacent string literals concatenate; a leading '-' is part of the word.
             let mut end = lex.pos;
@@ -291,7 +316,10 @@ struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     fn new(text: &'a str, pos: usize) -> Self {
-        Lexer { b: text.as_bytes(), pos }
+        Lexer {
+            b: text.as_bytes(),
+            pos,
+        }
     }
 
     fn next(&mut self) -> Option<Tok> {
@@ -363,7 +391,10 @@ mod tests {
         let t = "color: true next: 1";
         assert_eq!(&t[..skip_field(t, 0).unwrap()], "color: true");
         let t = "aug { a: 1 b { c: \"}\" } } x: 2";
-        assert_eq!(&t[..skip_field(t, 0).unwrap()], "aug { a: 1 b { c: \"}\" } }");
+        assert_eq!(
+            &t[..skip_field(t, 0).unwrap()],
+            "aug { a: 1 b { c: \"}\" } }"
+        );
         let t = "v: [1, 2, 3] w: 1";
         assert_eq!(&t[..skip_field(t, 0).unwrap()], "v: [1, 2, 3]");
         let t = "s: 'a' \"b\" t: 1";

@@ -7,9 +7,9 @@
 use anyhow::{bail, Result};
 
 use super::caffe::{
-    v0_layer_parameter, v1_layer_parameter::LayerType, BlobShape, InputParameter,
-    LayerParameter, NetParameter, ParamSpec, PoolingParameter, SolverParameter,
-    TransformationParameter, V0LayerParameter, V1LayerParameter,
+    v0_layer_parameter, v1_layer_parameter::LayerType, BlobShape, InputParameter, LayerParameter,
+    NetParameter, ParamSpec, PoolingParameter, SolverParameter, TransformationParameter,
+    V0LayerParameter, V1LayerParameter,
 };
 
 /// A line to log about an applied upgrade.
@@ -20,22 +20,34 @@ pub struct Note {
 }
 
 fn info(notes: &mut Vec<Note>, text: String) {
-    notes.push(Note { warning: false, text });
+    notes.push(Note {
+        warning: false,
+        text,
+    });
 }
 
 fn warning(notes: &mut Vec<Note>, text: String) {
-    notes.push(Note { warning: true, text });
+    notes.push(Note {
+        warning: true,
+        text,
+    });
 }
 
 /// Upgrades `net` in place; `file` names it in the notes.
 pub fn upgrade_net(net: &mut NetParameter, file: &str) -> Result<Vec<Note>> {
     let mut notes = Vec::new();
     if net.layers.iter().any(|l| l.layer.is_some()) {
-        info(&mut notes, format!(
+        info(
+            &mut notes,
+            format!(
             "Attempting to upgrade input file specified using deprecated V0LayerParameter: {file}"
-        ));
+        ),
+        );
         upgrade_v0_net(net)?;
-        info(&mut notes, "Successfully upgraded file specified using deprecated V0LayerParameter".into());
+        info(
+            &mut notes,
+            "Successfully upgraded file specified using deprecated V0LayerParameter".into(),
+        );
         warning(&mut notes, "Note that future Caffe releases will not support V0NetParameter; use ./build/tools/upgrade_net_proto_text for prototxt and ./build/tools/upgrade_net_proto_binary for model weights upgrade this and any other net protos to the new format.".into());
     }
     if net_needs_data_upgrade(net) {
@@ -43,42 +55,75 @@ pub fn upgrade_net(net: &mut NetParameter, file: &str) -> Result<Vec<Note>> {
             "Attempting to upgrade input file specified using deprecated transformation parameters: {file}"
         ));
         upgrade_data_transformation(net);
-        info(&mut notes, "Successfully upgraded file specified using deprecated data transformation parameters.".into());
+        info(
+            &mut notes,
+            "Successfully upgraded file specified using deprecated data transformation parameters."
+                .into(),
+        );
         warning(&mut notes, "Note that future Caffe releases will only support transform_param messages for transformation fields.".into());
     }
     if !net.layers.is_empty() {
         if !net.layer.is_empty() {
             bail!("{file}: net has both 'layer' and 'layers' (V1) fields; use one format");
         }
-        info(&mut notes, format!(
+        info(
+            &mut notes,
+            format!(
             "Attempting to upgrade input file specified using deprecated V1LayerParameter: {file}"
-        ));
+        ),
+        );
         let layers = std::mem::take(&mut net.layers);
         for (i, v1) in layers.into_iter().enumerate() {
-            let l = upgrade_v1_layer(v1).map_err(|e| anyhow::anyhow!("{file}: V1 layer #{i}: {e}"))?;
+            let l =
+                upgrade_v1_layer(v1).map_err(|e| anyhow::anyhow!("{file}: V1 layer #{i}: {e}"))?;
             net.layer.push(l);
         }
-        info(&mut notes, "Successfully upgraded file specified using deprecated V1LayerParameter".into());
+        info(
+            &mut notes,
+            "Successfully upgraded file specified using deprecated V1LayerParameter".into(),
+        );
     }
     if !net.input.is_empty() || !net.input_dim.is_empty() || !net.input_shape.is_empty() {
-        info(&mut notes, format!(
-            "Attempting to upgrade input file specified using deprecated input fields: {file}"
-        ));
+        info(
+            &mut notes,
+            format!(
+                "Attempting to upgrade input file specified using deprecated input fields: {file}"
+            ),
+        );
         upgrade_net_input(net).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-        info(&mut notes, "Successfully upgraded file specified using deprecated input fields.".into());
-        warning(&mut notes, "Note that future Caffe releases will only support input layers and not input fields.".into());
+        info(
+            &mut notes,
+            "Successfully upgraded file specified using deprecated input fields.".into(),
+        );
+        warning(
+            &mut notes,
+            "Note that future Caffe releases will only support input layers and not input fields."
+                .into(),
+        );
     }
-    if net.layer.iter().any(|l| l.r#type() == "BatchNorm" && l.param.len() == 3) {
-        info(&mut notes, format!(
-            "Attempting to upgrade batch norm layers using deprecated params: {file}"
-        ));
-        for l in net.layer.iter_mut().filter(|l| l.r#type() == "BatchNorm" && l.param.len() == 3) {
+    if net
+        .layer
+        .iter()
+        .any(|l| l.r#type() == "BatchNorm" && l.param.len() == 3)
+    {
+        info(
+            &mut notes,
+            format!("Attempting to upgrade batch norm layers using deprecated params: {file}"),
+        );
+        for l in net
+            .layer
+            .iter_mut()
+            .filter(|l| l.r#type() == "BatchNorm" && l.param.len() == 3)
+        {
             for p in &mut l.param {
                 p.lr_mult = Some(0.0);
                 p.decay_mult = Some(0.0);
             }
         }
-        info(&mut notes, "Successfully upgraded batch norm layers using deprecated params.".into());
+        info(
+            &mut notes,
+            "Successfully upgraded batch norm layers using deprecated params.".into(),
+        );
     }
     Ok(notes)
 }
@@ -238,16 +283,42 @@ fn upgrade_v1_layer(v1: V1LayerParameter) -> Result<LayerParameter> {
 
 fn net_needs_data_upgrade(net: &NetParameter) -> bool {
     let v1 = net.layers.iter().any(|l| {
-        l.data_param.as_ref().is_some_and(|p| p.scale.is_some() || p.mean_file.is_some() || p.crop_size.is_some() || p.mirror.is_some())
-            || l.image_data_param.as_ref().is_some_and(|p| p.scale.is_some() || p.mean_file.is_some() || p.crop_size.is_some() || p.mirror.is_some())
-            || l.window_data_param.as_ref().is_some_and(|p| p.scale.is_some() || p.mean_file.is_some() || p.crop_size.is_some() || p.mirror.is_some())
+        l.data_param.as_ref().is_some_and(|p| {
+            p.scale.is_some()
+                || p.mean_file.is_some()
+                || p.crop_size.is_some()
+                || p.mirror.is_some()
+        }) || l.image_data_param.as_ref().is_some_and(|p| {
+            p.scale.is_some()
+                || p.mean_file.is_some()
+                || p.crop_size.is_some()
+                || p.mirror.is_some()
+        }) || l.window_data_param.as_ref().is_some_and(|p| {
+            p.scale.is_some()
+                || p.mean_file.is_some()
+                || p.crop_size.is_some()
+                || p.mirror.is_some()
+        })
     });
     // Caffe checks V1 layers only and silently ignores these fields on current layers; crema
     // moves them there too, since ignoring a written field would surprise the user.
     let v2 = net.layer.iter().any(|l| {
-        l.data_param.as_ref().is_some_and(|p| p.scale.is_some() || p.mean_file.is_some() || p.crop_size.is_some() || p.mirror.is_some())
-            || l.image_data_param.as_ref().is_some_and(|p| p.scale.is_some() || p.mean_file.is_some() || p.crop_size.is_some() || p.mirror.is_some())
-            || l.window_data_param.as_ref().is_some_and(|p| p.scale.is_some() || p.mean_file.is_some() || p.crop_size.is_some() || p.mirror.is_some())
+        l.data_param.as_ref().is_some_and(|p| {
+            p.scale.is_some()
+                || p.mean_file.is_some()
+                || p.crop_size.is_some()
+                || p.mirror.is_some()
+        }) || l.image_data_param.as_ref().is_some_and(|p| {
+            p.scale.is_some()
+                || p.mean_file.is_some()
+                || p.crop_size.is_some()
+                || p.mirror.is_some()
+        }) || l.window_data_param.as_ref().is_some_and(|p| {
+            p.scale.is_some()
+                || p.mean_file.is_some()
+                || p.crop_size.is_some()
+                || p.mirror.is_some()
+        })
     });
     v1 || v2
 }
@@ -282,13 +353,31 @@ macro_rules! upgrade_transform_fields {
     ($layer:expr) => {{
         let l = $layer;
         if let Some(p) = l.data_param.as_mut() {
-            move_transform(&mut l.transform_param, &mut p.scale, &mut p.mean_file, &mut p.crop_size, &mut p.mirror);
+            move_transform(
+                &mut l.transform_param,
+                &mut p.scale,
+                &mut p.mean_file,
+                &mut p.crop_size,
+                &mut p.mirror,
+            );
         }
         if let Some(p) = l.image_data_param.as_mut() {
-            move_transform(&mut l.transform_param, &mut p.scale, &mut p.mean_file, &mut p.crop_size, &mut p.mirror);
+            move_transform(
+                &mut l.transform_param,
+                &mut p.scale,
+                &mut p.mean_file,
+                &mut p.crop_size,
+                &mut p.mirror,
+            );
         }
         if let Some(p) = l.window_data_param.as_mut() {
-            move_transform(&mut l.transform_param, &mut p.scale, &mut p.mean_file, &mut p.crop_size, &mut p.mirror);
+            move_transform(
+                &mut l.transform_param,
+                &mut p.scale,
+                &mut p.mean_file,
+                &mut p.crop_size,
+                &mut p.mirror,
+            );
         }
     }};
 }
@@ -326,7 +415,10 @@ fn upgrade_net_input(net: &mut NetParameter) -> Result<()> {
                 );
             }
             for i in 0..n {
-                let dim = net.input_dim[4 * i..4 * i + 4].iter().map(|&d| d as i64).collect();
+                let dim = net.input_dim[4 * i..4 * i + 4]
+                    .iter()
+                    .map(|&d| d as i64)
+                    .collect();
                 input_param.shape.push(BlobShape { dim });
             }
         }
@@ -351,7 +443,8 @@ fn upgrade_v0_net(net: &mut NetParameter) -> Result<()> {
     fold_v0_padding(net)?;
     let layers = std::mem::take(&mut net.layers);
     for (i, l) in layers.into_iter().enumerate() {
-        net.layers.push(upgrade_v0_layer(l).map_err(|e| anyhow::anyhow!("V0 layer #{i}: {e}"))?);
+        net.layers
+            .push(upgrade_v0_layer(l).map_err(|e| anyhow::anyhow!("V0 layer #{i}: {e}"))?);
     }
     Ok(())
 }
@@ -440,7 +533,9 @@ fn incompatible(field: &str, ty: &str) -> anyhow::Error {
 
 /// `UpgradeV0LayerParameter`: flat V0 fields move into the typed sub-messages.
 fn upgrade_v0_layer(mut l: V1LayerParameter) -> Result<V1LayerParameter> {
-    let Some(v0) = l.layer.take() else { return Ok(l) };
+    let Some(v0) = l.layer.take() else {
+        return Ok(l);
+    };
     let v0: V0LayerParameter = v0;
     let ty = v0.r#type().to_string();
     l.name = v0.name.clone();
@@ -486,7 +581,11 @@ fn upgrade_v0_layer(mut l: V1LayerParameter) -> Result<V1LayerParameter> {
     }
     if let Some(v) = v0.kernelsize {
         match ty.as_str() {
-            "conv" => l.convolution_param.get_or_insert_default().kernel_size.push(v),
+            "conv" => l
+                .convolution_param
+                .get_or_insert_default()
+                .kernel_size
+                .push(v),
             "pool" => l.pooling_param.get_or_insert_default().kernel_size = Some(v),
             _ => return Err(incompatible("kernelsize", &ty)),
         }
@@ -513,7 +612,8 @@ fn upgrade_v0_layer(mut l: V1LayerParameter) -> Result<V1LayerParameter> {
             Err(_) => bail!("unknown V0 pool method {v}"),
         };
         let p: &mut PoolingParameter = l.pooling_param.get_or_insert_default();
-        p.pool = super::caffe::pooling_parameter::PoolMethod::from_str_name(method).map(|m| m as i32);
+        p.pool =
+            super::caffe::pooling_parameter::PoolMethod::from_str_name(method).map(|m| m as i32);
     }
     if let Some(v) = v0.dropout_ratio {
         if !is("dropout") {
@@ -589,8 +689,11 @@ fn upgrade_v0_layer(mut l: V1LayerParameter) -> Result<V1LayerParameter> {
         }
         l.concat_param.get_or_insert_default().concat_dim = Some(v);
     }
-    if v0.det_fg_threshold.is_some() || v0.det_bg_threshold.is_some() || v0.det_fg_fraction.is_some()
-        || v0.det_context_pad.is_some() || v0.det_crop_mode.is_some()
+    if v0.det_fg_threshold.is_some()
+        || v0.det_bg_threshold.is_some()
+        || v0.det_fg_fraction.is_some()
+        || v0.det_context_pad.is_some()
+        || v0.det_crop_mode.is_some()
     {
         if !is("window_data") {
             return Err(incompatible("det_*", &ty));
@@ -632,7 +735,10 @@ mod tests {
         let l = &net.layer[0];
         assert_eq!(l.r#type(), "Convolution");
         assert_eq!(l.param.len(), 2);
-        assert_eq!((l.param[1].lr_mult, l.param[1].decay_mult), (Some(2.0), Some(0.0)));
+        assert_eq!(
+            (l.param[1].lr_mult, l.param[1].decay_mult),
+            (Some(2.0), Some(0.0))
+        );
     }
 
     #[test]
@@ -640,13 +746,19 @@ mod tests {
         let mut net = NetParameter {
             input: vec!["data".into(), "label".into()],
             input_dim: vec![2, 3, 8, 8, 2, 1, 1, 1],
-            layer: vec![LayerParameter { name: Some("c".into()), ..Default::default() }],
+            layer: vec![LayerParameter {
+                name: Some("c".into()),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         upgrade_net(&mut net, "x").unwrap();
         assert_eq!(net.layer[0].r#type(), "Input");
         assert_eq!(net.layer[0].top, vec!["data", "label"]);
-        assert_eq!(net.layer[0].input_param.as_ref().unwrap().shape[1].dim, vec![2, 1, 1, 1]);
+        assert_eq!(
+            net.layer[0].input_param.as_ref().unwrap().shape[1].dim,
+            vec![2, 1, 1, 1]
+        );
         assert!(net.input.is_empty() && net.input_dim.is_empty());
         net.input = vec!["a".into()];
         net.input_dim = vec![1, 2, 3];
@@ -667,8 +779,18 @@ mod tests {
         conv.kernelsize = Some(5);
         let mut net = NetParameter {
             layers: vec![
-                V1LayerParameter { layer: Some(pad), bottom: vec!["data".into()], top: vec!["pad1".into()], ..Default::default() },
-                V1LayerParameter { layer: Some(conv), bottom: vec!["pad1".into()], top: vec!["conv1".into()], ..Default::default() },
+                V1LayerParameter {
+                    layer: Some(pad),
+                    bottom: vec!["data".into()],
+                    top: vec!["pad1".into()],
+                    ..Default::default()
+                },
+                V1LayerParameter {
+                    layer: Some(conv),
+                    bottom: vec!["pad1".into()],
+                    top: vec!["conv1".into()],
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };
@@ -677,15 +799,25 @@ mod tests {
         let c = &net.layer[0];
         assert_eq!(c.bottom, vec!["data"]);
         let cp = c.convolution_param.as_ref().unwrap();
-        assert_eq!((cp.pad.clone(), cp.kernel_size.clone(), cp.num_output), (vec![2], vec![5], Some(8)));
+        assert_eq!(
+            (cp.pad.clone(), cp.kernel_size.clone(), cp.num_output),
+            (vec![2], vec![5], Some(8))
+        );
     }
 
     #[test]
     fn solver_type_enum_becomes_string() {
-        let mut s = SolverParameter { solver_type: Some(5), ..Default::default() };
+        let mut s = SolverParameter {
+            solver_type: Some(5),
+            ..Default::default()
+        };
         upgrade_solver(&mut s, "s").unwrap();
         assert_eq!(s.r#type(), "Adam");
-        let mut s = SolverParameter { solver_type: Some(1), r#type: Some("SGD".into()), ..Default::default() };
+        let mut s = SolverParameter {
+            solver_type: Some(1),
+            r#type: Some("SGD".into()),
+            ..Default::default()
+        };
         assert!(upgrade_solver(&mut s, "s").is_err());
     }
 }

@@ -7,7 +7,11 @@ use crate::proto::caffe::SolverParameter;
 /// The rate at `iter`; `current_step` is the step counter the `step` and `multistep` policies
 /// keep (and a solverstate persists). Returns the rate and, for multistep, whether the step
 /// advanced (Caffe logs that).
-pub fn learning_rate(p: &SolverParameter, iter: i32, current_step: &mut i32) -> Result<(f32, bool)> {
+pub fn learning_rate(
+    p: &SolverParameter,
+    iter: i32,
+    current_step: &mut i32,
+) -> Result<(f32, bool)> {
     let base = p.base_lr() as f64;
     let gamma = p.gamma() as f64;
     let power = p.power() as f64;

@@ -26,7 +26,10 @@ use crate::rng::CaffeRng;
 use update::{Hyper, SolverKind};
 
 /// Reads any new signal into `pending` and returns what is pending, without consuming it.
-fn poll_action(source: &Option<Box<dyn Fn() -> Action>>, pending: &std::cell::Cell<Action>) -> Action {
+fn poll_action(
+    source: &Option<Box<dyn Fn() -> Action>>,
+    pending: &std::cell::Cell<Action>,
+) -> Action {
     if let Some(f) = source {
         let a = f();
         // A stop request outranks a snapshot request seen earlier.
@@ -107,7 +110,12 @@ pub struct SolverOptions {
 
 impl Default for SolverOptions {
     fn default() -> Self {
-        SolverOptions { text: TextOptions::default(), verbose: true, solver_file: None, freeze: Vec::new() }
+        SolverOptions {
+            text: TextOptions::default(),
+            verbose: true,
+            solver_file: None,
+            freeze: Vec::new(),
+        }
     }
 }
 
@@ -130,7 +138,12 @@ impl Solver {
         let build = BuildOptions { verbose };
 
         // Train net: exactly one of train_net_param, train_net, net_param, net.
-        let sources = [param.train_net_param.is_some(), param.train_net.is_some(), param.net_param.is_some(), param.net.is_some()];
+        let sources = [
+            param.train_net_param.is_some(),
+            param.train_net.is_some(),
+            param.net_param.is_some(),
+            param.net.is_some(),
+        ];
         let n = sources.iter().filter(|&&b| b).count();
         if n == 0 {
             bail!("SolverParameter must specify a train net using one of these fields: net, net_param, train_net, train_net_param");
@@ -139,17 +152,25 @@ impl Solver {
             bail!("SolverParameter must not contain more than one of these fields specifying a train_net: net, net_param, train_net, train_net_param");
         }
         let train_param = if let Some(p) = &param.train_net_param {
-            if verbose { crate::info!("Creating training net specified in train_net_param."); }
+            if verbose {
+                crate::info!("Creating training net specified in train_net_param.");
+            }
             p.clone()
         } else if let Some(f) = &param.train_net {
-            if verbose { crate::info!("Creating training net from train_net file: {f}"); }
+            if verbose {
+                crate::info!("Creating training net from train_net file: {f}");
+            }
             load_net(f, opts.text)?
         } else if let Some(p) = &param.net_param {
-            if verbose { crate::info!("Creating training net specified in net_param."); }
+            if verbose {
+                crate::info!("Creating training net specified in net_param.");
+            }
             p.clone()
         } else {
             let f = param.net.as_ref().unwrap();
-            if verbose { crate::info!("Creating training net from net file: {f}"); }
+            if verbose {
+                crate::info!("Creating training net from net file: {f}");
+            }
             load_net(f, opts.text)?
         };
         let mut train_param = train_param;
@@ -159,15 +180,23 @@ impl Solver {
             crate::audit::freeze::apply_freeze(&mut train_param, &opts.freeze, true)?
         };
         let train_state = merge_state(
-            NetState { phase: Some(Phase::Train as i32), ..Default::default() },
+            NetState {
+                phase: Some(Phase::Train as i32),
+                ..Default::default()
+            },
             train_param.state.as_ref(),
             param.train_state.as_ref(),
         );
-        let net = Net::new(&train_param, &train_state, &mut rng, build).context("building the train net")?;
+        let net = Net::new(&train_param, &train_state, &mut rng, build)
+            .context("building the train net")?;
 
         // Test nets: test_net_param, then test_net files, then the generic net once per
         // remaining test_iter entry.
-        let generic = param.net_param.clone().map(Ok).or_else(|| param.net.as_ref().map(|f| load_net(f, opts.text)));
+        let generic = param
+            .net_param
+            .clone()
+            .map(Ok)
+            .or_else(|| param.net.as_ref().map(|f| load_net(f, opts.text)));
         let mut test_params: Vec<(String, NetParameter)> = Vec::new();
         for p in &param.test_net_param {
             test_params.push(("test_net_param".into(), p.clone()));
@@ -207,11 +236,15 @@ impl Solver {
                 crate::info!("Creating test net (#{i}) specified by {what}");
             }
             let st = merge_state(
-                NetState { phase: Some(Phase::Test as i32), ..Default::default() },
+                NetState {
+                    phase: Some(Phase::Test as i32),
+                    ..Default::default()
+                },
                 tp.state.as_ref(),
                 param.test_state.get(i),
             );
-            let tn = Net::new(tp, &st, &mut rng, build).with_context(|| format!("building test net #{i}"))?;
+            let tn = Net::new(tp, &st, &mut rng, build)
+                .with_context(|| format!("building test net #{i}"))?;
             tn.share_trained_layers_with(&net)?;
             test_nets.push(tn);
         }
@@ -276,7 +309,9 @@ impl Solver {
             base_lr: self.param.base_lr(),
             momentum: self.param.momentum(),
             weight_decay: self.param.weight_decay(),
-            history_nonzero: (0..self.net.learnable.len()).map(|i| !self.history_is_zero(i)).collect(),
+            history_nonzero: (0..self.net.learnable.len())
+                .map(|i| !self.history_is_zero(i))
+                .collect(),
         };
         let tests: Vec<&Net> = self.test_nets.iter().collect();
         let mut a = crate::audit::audit(&self.net, &tests, Some(&facts));
@@ -288,18 +323,23 @@ impl Solver {
     /// logging a load report.
     pub fn load_weights(&self, files: &[String]) -> Result<()> {
         for f in files {
-            let model = crate::proto::read_net_binary(Path::new(f)).with_context(|| format!("loading weights {f}"))?;
+            let model = crate::proto::read_net_binary(Path::new(f))
+                .with_context(|| format!("loading weights {f}"))?;
             if self.verbose {
                 crate::info!("Copying trained layers from {f}");
             }
-            let report = self.net.copy_trained_layers_from(&model).with_context(|| format!("loading weights {f} into the train net"))?;
+            let report = self
+                .net
+                .copy_trained_layers_from(&model)
+                .with_context(|| format!("loading weights {f} into the train net"))?;
             if self.verbose {
                 for line in report.lines(f) {
                     crate::info!("{line}");
                 }
             }
             for tn in &self.test_nets {
-                tn.copy_trained_layers_from(&model).with_context(|| format!("loading weights {f} into a test net"))?;
+                tn.copy_trained_layers_from(&model)
+                    .with_context(|| format!("loading weights {f} into a test net"))?;
             }
         }
         Ok(())

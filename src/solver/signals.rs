@@ -13,7 +13,9 @@ pub fn parse_effect(s: &str) -> Result<Action> {
         "stop" => Action::Stop,
         "snapshot" => Action::Snapshot,
         "none" => Action::None,
-        other => bail!("Invalid signal effect \"{other}\" was specified (use stop, snapshot or none)"),
+        other => {
+            bail!("Invalid signal effect \"{other}\" was specified (use stop, snapshot or none)")
+        }
     })
 }
 

@@ -45,7 +45,8 @@ impl Solver {
             crate::info!("Snapshotting to binary proto file {model}");
         }
         let net = self.net.to_proto(self.param.snapshot_diff());
-        write_binary_atomic(Path::new(&model), &net).with_context(|| format!("writing snapshot {model}"))?;
+        write_binary_atomic(Path::new(&model), &net)
+            .with_context(|| format!("writing snapshot {model}"))?;
         let state_file = self.snapshot_filename(".solverstate");
         let n = self.net.learnable.len();
         let mut state = SolverState {
@@ -61,7 +62,8 @@ impl Solver {
         if self.verbose {
             crate::info!("Snapshotting solver state to binary proto file {state_file}");
         }
-        write_binary_atomic(Path::new(&state_file), &state).with_context(|| format!("writing snapshot {state_file}"))?;
+        write_binary_atomic(Path::new(&state_file), &state)
+            .with_context(|| format!("writing snapshot {state_file}"))?;
         self.last_snapshot_iter = Some(self.iter);
         Ok(())
     }
@@ -69,13 +71,17 @@ impl Solver {
     /// Restores iteration, weights (from the state's learned_net), step and history.
     pub fn restore(&mut self, path: &Path) -> Result<()> {
         if path.extension().and_then(|e| e.to_str()) == Some("h5") {
-            bail!("{}: HDF5 solverstates are not supported by crema yet", path.display());
+            bail!(
+                "{}: HDF5 solverstates are not supported by crema yet",
+                path.display()
+            );
         }
         let state = read_solverstate(path)?;
         self.iter = state.iter();
         if let Some(net_file) = &state.learned_net {
-            let model = read_net_binary(Path::new(net_file))
-                .with_context(|| format!("loading the weights {net_file} named by {}", path.display()))?;
+            let model = read_net_binary(Path::new(net_file)).with_context(|| {
+                format!("loading the weights {net_file} named by {}", path.display())
+            })?;
             self.net.copy_trained_layers_from(&model)?;
         }
         self.current_step = state.current_step();
@@ -92,7 +98,8 @@ impl Solver {
             crate::info!("{}Solver: restoring history", self.kind.name());
         }
         for (i, hp) in state.history.iter().enumerate() {
-            let v = read_blob(hp).with_context(|| format!("{}: history blob {i}", path.display()))?;
+            let v =
+                read_blob(hp).with_context(|| format!("{}: history blob {i}", path.display()))?;
             if v.data.len() != self.history[i].len() {
                 bail!(
                     "{}: history blob {i} holds {} values, the parameter has {}",

@@ -33,7 +33,10 @@ impl Solver {
         self.log(format!("Solving {}", self.net.name));
         self.log(format!("Learning Rate Policy: {}", self.param.lr_policy()));
         if let Some(r) = resume {
-            self.log(format!("Restoring previous solver status from {}", r.display()));
+            self.log(format!(
+                "Restoring previous solver status from {}",
+                r.display()
+            ));
             self.restore(r)?;
         }
         let start_iter = self.iter;
@@ -51,7 +54,11 @@ impl Solver {
         if self.param.display() > 0 && self.iter % self.param.display() == 0 {
             let loss = self.net.forward(&mut self.rng)?;
             self.update_smoothed_loss(loss, start_iter);
-            self.log(format!("Iteration {}, loss = {}", self.iter, fmt_g(self.smoothed_loss as f64)));
+            self.log(format!(
+                "Iteration {}, loss = {}",
+                self.iter,
+                fmt_g(self.smoothed_loss as f64)
+            ));
             let (it, l) = (self.iter, self.smoothed_loss);
             if let Some(r) = self.record.as_mut() {
                 r.final_loss = Some((it, l));
@@ -97,7 +104,8 @@ impl Solver {
         while self.iter < stop_iter {
             self.net.clear_param_diffs();
             let ti = self.param.test_interval();
-            if ti > 0 && self.iter % ti == 0 && (self.iter > 0 || self.param.test_initialization()) {
+            if ti > 0 && self.iter % ti == 0 && (self.iter > 0 || self.param.test_initialization())
+            {
                 self.test_all()?;
                 if super::poll_action(&self.action_source, &self.pending_action) == Action::Stop {
                     return Ok(true);
@@ -115,7 +123,8 @@ impl Solver {
             self.update_smoothed_loss(loss, start_iter);
             if display {
                 let lapse = timer.elapsed().as_secs_f32();
-                let per_s = (self.iter - iterations_last) as f32 / if lapse > 0.0 { lapse } else { 1.0 };
+                let per_s =
+                    (self.iter - iterations_last) as f32 / if lapse > 0.0 { lapse } else { 1.0 };
                 self.log(format!(
                     "Iteration {} ({} iter/s, {}s/{} iters), loss = {}",
                     self.iter,
@@ -132,7 +141,11 @@ impl Solver {
                     let name = &self.net.blob_names[o];
                     let w = self.net.blob_loss_weight(o);
                     for v in self.net.blobs[o].data_vec() {
-                        self.log(format!("    Train net output #{k}: {name} = {}{}", fmt_g(v as f64), loss_suffix(w, v)));
+                        self.log(format!(
+                            "    Train net output #{k}: {name} = {}{}",
+                            fmt_g(v as f64),
+                            loss_suffix(w, v)
+                        ));
                         outputs.push((name.clone(), v));
                         k += 1;
                     }
@@ -149,7 +162,9 @@ impl Solver {
                 self.on_iteration = Some(f);
             }
             let request = self.take_action();
-            if (self.param.snapshot() > 0 && self.iter % self.param.snapshot() == 0) || request == Action::Snapshot {
+            if (self.param.snapshot() > 0 && self.iter % self.param.snapshot() == 0)
+                || request == Action::Snapshot
+            {
                 self.snapshot()?;
             }
             if request == Action::Stop {
@@ -164,10 +179,17 @@ impl Solver {
     pub fn apply_update(&mut self, display: bool) -> Result<()> {
         let (rate, advanced) = learning_rate(&self.param, self.iter, &mut self.current_step)?;
         if advanced {
-            self.log(format!("MultiStep Status: Iteration {}, step = {}", self.iter, self.current_step));
+            self.log(format!(
+                "MultiStep Status: Iteration {}, step = {}",
+                self.iter, self.current_step
+            ));
         }
         if display {
-            self.log(format!("Iteration {}, lr = {}", self.iter, fmt_g(rate as f64)));
+            self.log(format!(
+                "Iteration {}, lr = {}",
+                self.iter,
+                fmt_g(rate as f64)
+            ));
         }
         self.clip_gradients();
         let hp = self.hyper();
@@ -234,7 +256,11 @@ impl Solver {
                 fmt_g(scale as f64)
             ));
             for l in &self.net.learnable {
-                l.blob.diff_buf().borrow_mut().iter_mut().for_each(|g| *g *= scale);
+                l.blob
+                    .diff_buf()
+                    .borrow_mut()
+                    .iter_mut()
+                    .for_each(|g| *g *= scale);
             }
         }
     }
@@ -292,12 +318,17 @@ impl Solver {
             let name = net.blob_names[o].clone();
             let w = net.blob_loss_weight(o);
             let mean = score / iters as f32;
-            self.log(format!("    Test net output #{i}: {name} = {}{}", fmt_g(mean as f64), loss_suffix(w, mean)));
+            self.log(format!(
+                "    Test net output #{i}: {name} = {}{}",
+                fmt_g(mean as f64),
+                loss_suffix(w, mean)
+            ));
             out.push((name, mean, w));
         }
         let it = self.iter;
         if let Some(r) = self.record.as_mut() {
-            r.test.push((it, k, out.iter().map(|(n, v, _)| (n.clone(), *v)).collect()));
+            r.test
+                .push((it, k, out.iter().map(|(n, v, _)| (n.clone(), *v)).collect()));
         }
         Ok(out)
     }
@@ -316,14 +347,21 @@ fn non_finite_message(net: &Net, iter: i32, loss: f32) -> String {
     let mut first = None;
     'outer: for e in &net.layers {
         for &t in &e.tops {
-            if net.blobs[t].data_buf().borrow().iter().any(|v| !v.is_finite()) {
+            if net.blobs[t]
+                .data_buf()
+                .borrow()
+                .iter()
+                .any(|v| !v.is_finite())
+            {
                 first = Some((e.param.name().to_string(), net.blob_names[t].clone()));
                 break 'outer;
             }
         }
     }
     let where_ = match first {
-        Some((layer, blob)) => format!("; the first non-finite output is blob '{blob}' of layer '{layer}'"),
+        Some((layer, blob)) => {
+            format!("; the first non-finite output is blob '{blob}' of layer '{layer}'")
+        }
         None => String::new(),
     };
     format!(

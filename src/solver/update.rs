@@ -96,7 +96,13 @@ fn axpby(a: f32, x: &[f32], b: f32, y: &mut [f32]) {
 }
 
 /// Normalize and regularize a gradient in place.
-pub fn normalize_regularize(iter_size: i32, local_decay: f32, l1: bool, data: &[f32], diff: &mut [f32]) {
+pub fn normalize_regularize(
+    iter_size: i32,
+    local_decay: f32,
+    l1: bool,
+    data: &[f32],
+    diff: &mut [f32],
+) {
     if iter_size > 1 {
         let s = 1.0 / iter_size as f32;
         diff.iter_mut().for_each(|g| *g *= s);
@@ -104,7 +110,13 @@ pub fn normalize_regularize(iter_size: i32, local_decay: f32, l1: bool, data: &[
     if local_decay != 0.0 {
         if l1 {
             for (g, &w) in diff.iter_mut().zip(data) {
-                let sign = if w > 0.0 { 1.0 } else if w < 0.0 { -1.0 } else { 0.0 };
+                let sign = if w > 0.0 {
+                    1.0
+                } else if w < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                };
                 *g += local_decay * sign;
             }
         } else {
@@ -184,7 +196,13 @@ mod tests {
     use super::*;
 
     fn hp() -> Hyper {
-        Hyper { momentum: 0.9, momentum2: 0.999, delta: 1e-8, rms_decay: 0.99, iter: 0 }
+        Hyper {
+            momentum: 0.9,
+            momentum2: 0.999,
+            delta: 1e-8,
+            rms_decay: 0.99,
+            iter: 0,
+        }
     }
 
     #[test]
@@ -200,7 +218,10 @@ mod tests {
         let mut d = vec![0.3f32, -2.0];
         let (mut m, mut v) = (vec![0f32; 2], vec![0f32; 2]);
         compute_update_value(SolverKind::Adam, &hp(), 0.01, &mut d, &mut m, &mut v);
-        assert!((d[0] - 0.01).abs() < 1e-6 && (d[1] + 0.01).abs() < 1e-6, "{d:?}");
+        assert!(
+            (d[0] - 0.01).abs() < 1e-6 && (d[1] + 0.01).abs() < 1e-6,
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -31,7 +31,10 @@ fn min_level() -> i32 {
     if v >= 0 {
         return v;
     }
-    let v = std::env::var("GLOG_minloglevel").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let v = std::env::var("GLOG_minloglevel")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     MIN_LEVEL.store(v, Ordering::Relaxed);
     v
 }
@@ -103,13 +106,21 @@ pub fn fmt_g(v: f64) -> String {
 /// `%.<prec>g`.
 pub fn fmt_g_prec(v: f64, prec: usize) -> String {
     if v.is_nan() {
-        return if v.is_sign_negative() { "-nan".into() } else { "nan".into() };
+        return if v.is_sign_negative() {
+            "-nan".into()
+        } else {
+            "nan".into()
+        };
     }
     if v.is_infinite() {
         return if v > 0.0 { "inf".into() } else { "-inf".into() };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let prec = prec.max(1);
     // Exponent after rounding to `prec` significant digits decides the notation.

@@ -56,12 +56,22 @@ pub struct GradReport {
 impl GradCheck {
     /// Checks the layer named `layer` in the net `net_text` (Input layers feed it; inputs are
     /// filled with uniform random values unless `fill` sets them).
-    pub fn check(&self, net_text: &str, layer: &str, fill: impl Fn(&str, &BlobRef, &mut CaffeRng)) -> Result<GradReport> {
+    pub fn check(
+        &self,
+        net_text: &str,
+        layer: &str,
+        fill: impl Fn(&str, &BlobRef, &mut CaffeRng),
+    ) -> Result<GradReport> {
         let param = parse_net_text(net_text, "<gradcheck>", TextOptions::default())?;
-        let state = NetState { phase: Some(self.phase as i32), ..Default::default() };
+        let state = NetState {
+            phase: Some(self.phase as i32),
+            ..Default::default()
+        };
         let mut rng = CaffeRng::new(self.seed);
         let mut net = Net::new(&param, &state, &mut rng, BuildOptions { verbose: false })?;
-        let li = net.layer_index(layer).ok_or_else(|| anyhow!("no layer '{layer}'"))?;
+        let li = net
+            .layer_index(layer)
+            .ok_or_else(|| anyhow!("no layer '{layer}'"))?;
         for &i in &net.inputs.clone() {
             let b = net.blobs[i].clone();
             let name = net.blob_names[i].clone();
@@ -91,7 +101,11 @@ impl GradCheck {
             for (t, w) in weights.iter().enumerate() {
                 if let Some(w) = w {
                     let d = net.blobs[e.tops[t]].data_vec();
-                    s += d.iter().zip(w).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
+                    s += d
+                        .iter()
+                        .zip(w)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum::<f64>();
                 }
             }
             Ok(s)
@@ -139,7 +153,9 @@ impl GradCheck {
             let idx: Vec<usize> = if n <= self.max_checks_per_blob {
                 (0..n).collect()
             } else {
-                (0..self.max_checks_per_blob).map(|_| pick.below(n as u32) as usize).collect()
+                (0..self.max_checks_per_blob)
+                    .map(|_| pick.below(n as u32) as usize)
+                    .collect()
             };
             for i in idx {
                 let orig = blob.data_vec()[i];

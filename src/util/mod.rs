@@ -1,6 +1,6 @@
 //! Small shared pieces: glog-format logging, hashing, numpy files.
 
 pub mod glog;
+pub mod gradcheck;
 pub mod hash;
 pub mod npy;
-pub mod gradcheck;

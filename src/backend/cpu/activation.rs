@@ -41,34 +41,68 @@ impl Io<'_> {
 
     /// `out[i] = f(in[i], a[i])`.
     pub fn map_with(self, a: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
-        assert_eq!(a.len(), self.len(), "element-wise op: operand and output sizes differ");
+        assert_eq!(
+            a.len(),
+            self.len(),
+            "element-wise op: operand and output sizes differ"
+        );
         self.drive(a, &[], |x, y, a, _| match x {
-            Some(x) => y.iter_mut().zip(x).zip(a).for_each(|((o, &v), &a)| *o = f(v, a)),
+            Some(x) => y
+                .iter_mut()
+                .zip(x)
+                .zip(a)
+                .for_each(|((o, &v), &a)| *o = f(v, a)),
             None => y.iter_mut().zip(a).for_each(|(o, &a)| *o = f(*o, a)),
         });
     }
 
     /// `out[i] = f(in[i], a[i], b[i])`.
     pub fn map_with2(self, a: &[f32], b: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) {
-        assert_eq!(a.len(), self.len(), "element-wise op: operand and output sizes differ");
-        assert_eq!(b.len(), self.len(), "element-wise op: operand and output sizes differ");
+        assert_eq!(
+            a.len(),
+            self.len(),
+            "element-wise op: operand and output sizes differ"
+        );
+        assert_eq!(
+            b.len(),
+            self.len(),
+            "element-wise op: operand and output sizes differ"
+        );
         self.drive(a, b, |x, y, a, b| match x {
-            Some(x) => y.iter_mut().zip(x).zip(a).zip(b).for_each(|(((o, &v), &a), &b)| *o = f(v, a, b)),
-            None => y.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| *o = f(*o, a, b)),
+            Some(x) => y
+                .iter_mut()
+                .zip(x)
+                .zip(a)
+                .zip(b)
+                .for_each(|(((o, &v), &a), &b)| *o = f(v, a, b)),
+            None => y
+                .iter_mut()
+                .zip(a)
+                .zip(b)
+                .for_each(|((o, &a), &b)| *o = f(*o, a, b)),
         });
     }
 
     /// Splits the work into fixed chunks (in parallel when large) and runs
     /// `kernel(input or None when in place, output, a, b)` on each, with `a` and `b` cut to the
     /// chunk (empty operands stay empty).
-    fn drive(self, a: &[f32], b: &[f32], kernel: impl Fn(Option<&[f32]>, &mut [f32], &[f32], &[f32]) + Sync) {
+    fn drive(
+        self,
+        a: &[f32],
+        b: &[f32],
+        kernel: impl Fn(Option<&[f32]>, &mut [f32], &[f32], &[f32]) + Sync,
+    ) {
         let n = self.len();
         let run = |x: Option<&[f32]>, y: &mut [f32], start: usize| {
             kernel(x, y, part(a, start, y.len()), part(b, start, y.len()));
         };
         match self {
             Io::Separate(x, y) => {
-                assert_eq!(x.len(), y.len(), "element-wise op: input and output sizes differ");
+                assert_eq!(
+                    x.len(),
+                    y.len(),
+                    "element-wise op: input and output sizes differ"
+                );
                 if n >= PAR_MIN {
                     y.par_chunks_mut(CHUNK)
                         .zip(x.par_chunks(CHUNK))
@@ -80,7 +114,9 @@ impl Io<'_> {
             }
             Io::InPlace(y) => {
                 if n >= PAR_MIN {
-                    y.par_chunks_mut(CHUNK).enumerate().for_each(|(c, y)| run(None, y, c * CHUNK));
+                    y.par_chunks_mut(CHUNK)
+                        .enumerate()
+                        .for_each(|(c, y)| run(None, y, c * CHUNK));
                 } else {
                     run(None, y, 0);
                 }
@@ -169,7 +205,9 @@ pub fn elu_forward(io: Io, alpha: f32) {
 
 /// `dx = dy * ((x > 0) + (alpha + y) * (x <= 0))`.
 pub fn elu_backward(d: Io, x: &[f32], y: &[f32], alpha: f32) {
-    d.map_with2(x, y, |dy, x, y| dy * (ind(x > 0.0) + (alpha + y) * ind(x <= 0.0)));
+    d.map_with2(x, y, |dy, x, y| {
+        dy * (ind(x > 0.0) + (alpha + y) * ind(x <= 0.0))
+    });
 }
 
 // ---- Sigmoid ----
@@ -281,7 +319,11 @@ pub fn exp_scales(base: f32, scale: f32, shift: f32) -> (f32, f32) {
 
 pub fn exp_forward(io: Io, inner: f32, outer: f32) {
     io.map(|x| {
-        let mut v = if inner == 1.0 { x.exp() } else { (inner * x).exp() };
+        let mut v = if inner == 1.0 {
+            x.exp()
+        } else {
+            (inner * x).exp()
+        };
         if outer != 1.0 {
             v *= outer;
         }

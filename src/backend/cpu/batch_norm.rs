@@ -11,7 +11,13 @@ use rayon::prelude::*;
 const PAR_MIN: usize = 1 << 15;
 
 /// Sum over the (n, spatial) positions of channel `c` of `f(index)`, in f64 and fixed order.
-fn channel_sum(num: usize, channels: usize, spatial: usize, c: usize, f: impl Fn(usize) -> f64) -> f64 {
+fn channel_sum(
+    num: usize,
+    channels: usize,
+    spatial: usize,
+    c: usize,
+    f: impl Fn(usize) -> f64,
+) -> f64 {
     let mut s = 0f64;
     for n in 0..num {
         let base = (n * channels + c) * spatial;
@@ -28,9 +34,15 @@ where
     F: Fn(usize, &mut f32, &mut f32) + Sync + Send,
 {
     if count >= PAR_MIN && a.len() > 1 {
-        a.par_iter_mut().zip(b.par_iter_mut()).enumerate().for_each(|(c, (x, y))| f(c, x, y));
+        a.par_iter_mut()
+            .zip(b.par_iter_mut())
+            .enumerate()
+            .for_each(|(c, (x, y))| f(c, x, y));
     } else {
-        a.iter_mut().zip(b.iter_mut()).enumerate().for_each(|(c, (x, y))| f(c, x, y));
+        a.iter_mut()
+            .zip(b.iter_mut())
+            .enumerate()
+            .for_each(|(c, (x, y))| f(c, x, y));
     }
 }
 
@@ -43,15 +55,26 @@ where
         return;
     }
     if out.len() >= PAR_MIN {
-        out.par_chunks_mut(spatial).enumerate().for_each(|(i, p)| f(i, p));
+        out.par_chunks_mut(spatial)
+            .enumerate()
+            .for_each(|(i, p)| f(i, p));
     } else {
-        out.chunks_mut(spatial).enumerate().for_each(|(i, p)| f(i, p));
+        out.chunks_mut(spatial)
+            .enumerate()
+            .for_each(|(i, p)| f(i, p));
     }
 }
 
 /// Batch mean and biased variance of every channel (two passes: the variance is the mean of
 /// `(x - mean)^2`, as Caffe computes it).
-pub fn bn_batch_stats(x: &[f32], num: usize, channels: usize, spatial: usize, mean: &mut [f32], var: &mut [f32]) {
+pub fn bn_batch_stats(
+    x: &[f32],
+    num: usize,
+    channels: usize,
+    spatial: usize,
+    mean: &mut [f32],
+    var: &mut [f32],
+) {
     let m = (num * spatial) as f64;
     per_channel(x.len(), mean, var, |c, mu, v| {
         let mean_c = (channel_sum(num, channels, spatial, c, |i| x[i] as f64) / m) as f32;
@@ -66,7 +89,13 @@ pub fn bn_batch_stats(x: &[f32], num: usize, channels: usize, spatial: usize, me
 
 /// The statistics global mode uses: the stored sums divided by the stored factor
 /// (`s = 0` when the factor is 0, so an untrained layer normalises with mean 0, variance 0).
-pub fn bn_global_stats(mean_sum: &[f32], var_sum: &[f32], factor: f32, mean: &mut [f32], var: &mut [f32]) {
+pub fn bn_global_stats(
+    mean_sum: &[f32],
+    var_sum: &[f32],
+    factor: f32,
+    mean: &mut [f32],
+    var: &mut [f32],
+) {
     let s = if factor == 0.0 { 0.0 } else { 1.0 / factor };
     for (m, &b) in mean.iter_mut().zip(mean_sum) {
         *m = s * b;
@@ -92,7 +121,11 @@ pub fn bn_update_running(
     for (b, &v) in mean_sum.iter_mut().zip(mean) {
         *b = *b * maf + v;
     }
-    let correction = if m > 1 { m as f32 / (m - 1) as f32 } else { 1.0 };
+    let correction = if m > 1 {
+        m as f32 / (m - 1) as f32
+    } else {
+        1.0
+    };
     for (b, &v) in var_sum.iter_mut().zip(var) {
         *b = *b * maf + correction * v;
     }
@@ -106,7 +139,15 @@ pub fn bn_std(var: &[f32], eps: f32, std: &mut [f32]) {
 }
 
 /// `y = (x - mean[c]) / std[c]`.
-pub fn bn_normalize(x: &[f32], num: usize, channels: usize, spatial: usize, mean: &[f32], std: &[f32], y: &mut [f32]) {
+pub fn bn_normalize(
+    x: &[f32],
+    num: usize,
+    channels: usize,
+    spatial: usize,
+    mean: &[f32],
+    std: &[f32],
+    y: &mut [f32],
+) {
     debug_assert_eq!(x.len(), num * channels * spatial);
     per_plane(y, spatial, |p, out| {
         let c = p % channels;
@@ -148,7 +189,13 @@ pub fn bn_backward_train(
 }
 
 /// Global-mode gradient (statistics are constants): `dx = dy / std[c]`.
-pub fn bn_backward_global(dy: &[f32], std: &[f32], channels: usize, spatial: usize, dx: &mut [f32]) {
+pub fn bn_backward_global(
+    dy: &[f32],
+    std: &[f32],
+    channels: usize,
+    spatial: usize,
+    dx: &mut [f32],
+) {
     per_plane(dx, spatial, |p, out| {
         let sd = std[p % channels];
         for (o, &g) in out.iter_mut().zip(&dy[p * spatial..(p + 1) * spatial]) {

@@ -58,9 +58,24 @@ fn sgemm_impl(
     beta: f32,
     c: &mut [f32],
 ) {
-    assert!(a.len() >= m * k, "sgemm: A has {} values, needs {}", a.len(), m * k);
-    assert!(b.len() >= k * n, "sgemm: B has {} values, needs {}", b.len(), k * n);
-    assert!(c.len() >= m * n, "sgemm: C has {} values, needs {}", c.len(), m * n);
+    assert!(
+        a.len() >= m * k,
+        "sgemm: A has {} values, needs {}",
+        a.len(),
+        m * k
+    );
+    assert!(
+        b.len() >= k * n,
+        "sgemm: B has {} values, needs {}",
+        b.len(),
+        k * n
+    );
+    assert!(
+        c.len() >= m * n,
+        "sgemm: C has {} values, needs {}",
+        c.len(),
+        m * n
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -73,9 +88,21 @@ fn sgemm_impl(
         return;
     }
     // Strides (column stride, row stride) of op(A) and op(B) in their row-major storage.
-    let (a_cs, a_rs) = if trans_a { (m as isize, 1) } else { (1, k as isize) };
-    let (b_cs, b_rs) = if trans_b { (k as isize, 1) } else { (1, n as isize) };
-    let par = if parallel { Parallelism::Rayon(0) } else { Parallelism::None };
+    let (a_cs, a_rs) = if trans_a {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    let (b_cs, b_rs) = if trans_b {
+        (k as isize, 1)
+    } else {
+        (1, n as isize)
+    };
+    let par = if parallel {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
     // gemm computes dst = alpha_g * dst + beta_g * lhs * rhs.
     let read_dst = beta != 0.0;
     unsafe {
@@ -105,7 +132,16 @@ fn sgemm_impl(
 
 /// `y = alpha * A x + beta * y` (or `A^T x` when `trans`), A is m x n row-major.
 #[allow(clippy::too_many_arguments)]
-pub fn sgemv(trans: bool, m: usize, n: usize, alpha: f32, a: &[f32], x: &[f32], beta: f32, y: &mut [f32]) {
+pub fn sgemv(
+    trans: bool,
+    m: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    x: &[f32],
+    beta: f32,
+    y: &mut [f32],
+) {
     if trans {
         sgemm(true, false, n, 1, m, alpha, a, x, beta, y);
     } else {

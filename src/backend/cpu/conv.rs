@@ -94,7 +94,8 @@ impl ConvGeom {
     /// im2col is the identity (Caffe's `is_1x1_`: kernel 1, stride 1, pad 0 on every axis;
     /// dilation does not matter with a kernel of 1).
     pub fn is_1x1(&self) -> bool {
-        (0..self.kernel.len()).all(|i| self.kernel[i] == 1 && self.stride[i] == 1 && self.pad[i] == 0)
+        (0..self.kernel.len())
+            .all(|i| self.kernel[i] == 1 && self.stride[i] == 1 && self.pad[i] == 0)
     }
 
     /// Multiply-adds of one image's products.
@@ -105,7 +106,13 @@ impl ConvGeom {
 
 /// Caffe's convolution output size, `floor((in + 2 pad - (dilation (k - 1) + 1)) / stride) + 1`;
 /// `None` where the dilated kernel does not fit in the padded input or the stride is 0.
-pub fn conv_out_size(input: usize, kernel: usize, pad: usize, stride: usize, dilation: usize) -> Option<usize> {
+pub fn conv_out_size(
+    input: usize,
+    kernel: usize,
+    pad: usize,
+    stride: usize,
+    dilation: usize,
+) -> Option<usize> {
     let extent = dilation * (kernel.checked_sub(1)?) + 1;
     let padded = input + 2 * pad;
     if stride == 0 || padded < extent {
@@ -116,7 +123,13 @@ pub fn conv_out_size(input: usize, kernel: usize, pad: usize, stride: usize, dil
 
 /// Caffe's deconvolution output size, `stride (in - 1) + dilation (k - 1) + 1 - 2 pad`;
 /// `None` where it is below 1.
-pub fn deconv_out_size(input: usize, kernel: usize, pad: usize, stride: usize, dilation: usize) -> Option<usize> {
+pub fn deconv_out_size(
+    input: usize,
+    kernel: usize,
+    pad: usize,
+    stride: usize,
+    dilation: usize,
+) -> Option<usize> {
     let extent = dilation * (kernel.checked_sub(1)?) + 1;
     let full = stride * input.checked_sub(1)? + extent;
     full.checked_sub(2 * pad).filter(|&o| o >= 1)
@@ -155,8 +168,20 @@ fn ceil_div(a: isize, b: isize) -> isize {
 
 /// The positions `x` in `[0, n_out)` whose input index `x * stride + offset - pad` lies in
 /// `[0, size)`: a contiguous range `[lo, hi)`.
-fn valid_range(n_out: usize, stride: usize, offset: usize, pad: usize, size: usize) -> (usize, usize) {
-    let (s, off, p, sz, n) = (stride as isize, offset as isize, pad as isize, size as isize, n_out as isize);
+fn valid_range(
+    n_out: usize,
+    stride: usize,
+    offset: usize,
+    pad: usize,
+    size: usize,
+) -> (usize, usize) {
+    let (s, off, p, sz, n) = (
+        stride as isize,
+        offset as isize,
+        pad as isize,
+        size as isize,
+        n_out as isize,
+    );
     let lo = ceil_div(p - off, s).clamp(0, n);
     let hi = ceil_div(sz + p - off, s).clamp(0, n);
     (lo as usize, hi.max(lo) as usize)
@@ -235,7 +260,12 @@ impl Prepared {
         let hp = g.im_shape[0] + 2 * g.pad[0];
         let wp = g.im_shape[1] + 2 * g.pad[1];
         let sw = g.stride[1];
-        Prepared { hp, wq: wp.div_ceil(sw), sw, channels: g.im_channels }
+        Prepared {
+            hp,
+            wq: wp.div_ceil(sw),
+            sw,
+            channels: g.im_channels,
+        }
     }
 
     fn len(&self) -> usize {
@@ -363,7 +393,10 @@ fn interleave(buf: &[f32], pad: usize, sw: usize, starts: &[usize], dst: &mut [f
     let groups = (dst.len() - x) / sw;
     let body = &mut dst[x..x + groups * sw];
     if sw == 2 {
-        let (p0, p1) = (&buf[starts[0] + j..][..groups], &buf[starts[1] + j..][..groups]);
+        let (p0, p1) = (
+            &buf[starts[0] + j..][..groups],
+            &buf[starts[1] + j..][..groups],
+        );
         for ((x0, x1), pair) in p0.iter().zip(p1).zip(body.chunks_exact_mut(2)) {
             pair[0] = *x0;
             pair[1] = *x1;
@@ -385,7 +418,9 @@ fn im2col_2d(g: &ConvGeom, im: &[f32], col: &mut [f32]) {
     let ow = g.col_shape[1];
     let pr = Prepared::new(g);
     let gather = |src: &[f32], col: &mut [f32]| {
-        for_each_segment_2d(g, pr, |o, s| col[o..o + ow].copy_from_slice(&src[s..s + ow]))
+        for_each_segment_2d(g, pr, |o, s| {
+            col[o..o + ow].copy_from_slice(&src[s..s + ow])
+        })
     };
     if Prepared::is_identity(g) {
         gather(im, col);
@@ -486,7 +521,8 @@ fn for_each_row_nd(g: &ConvGeom, mut row: impl FnMut(usize, Option<usize>, usize
             for o in 0..outer {
                 let mut src = Some(0usize);
                 for d in 0..last {
-                    let i = (pos[d] * g.stride[d] + koff[d] * g.dilation[d]) as isize - g.pad[d] as isize;
+                    let i = (pos[d] * g.stride[d] + koff[d] * g.dilation[d]) as isize
+                        - g.pad[d] as isize;
                     if i < 0 || i >= g.im_shape[d] as isize {
                         src = None;
                         break;
@@ -541,11 +577,29 @@ fn per_image_parallel(g: &ConvGeom, num: usize) -> bool {
 }
 
 /// `y = W * col(x)` for one image, per group (Caffe's `forward_cpu_gemm`).
-fn forward_one(g: &ConvGeom, gemm: Gemm, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+fn forward_one(
+    g: &ConvGeom,
+    gemm: Gemm,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let (m, k, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
     let products = |col: &[f32], y: &mut [f32]| {
         for gi in 0..g.group {
-            gemm(false, false, m, p, k, 1.0, &w[gi * m * k..], &col[gi * k * p..], 0.0, &mut y[gi * m * p..]);
+            gemm(
+                false,
+                false,
+                m,
+                p,
+                k,
+                1.0,
+                &w[gi * m * k..],
+                &col[gi * k * p..],
+                0.0,
+                &mut y[gi * m * p..],
+            );
         }
     };
     if g.is_1x1() {
@@ -570,7 +624,14 @@ fn add_bias_one(bias: &[f32], spatial: usize, y: &mut [f32]) {
 /// Forward of a batch: `y_n = W * im2col(x_n) (+ bias)` for `num` images; `x` holds
 /// `num * g.im_dim()` values, `y` `num * g.col_dim()`, `w` `g.weight_len()`, `bias`
 /// `g.col_channels`. (A deconvolution's input gradient is this without bias.)
-pub fn conv_forward(g: &ConvGeom, num: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+pub fn conv_forward(
+    g: &ConvGeom,
+    num: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let (id, od) = (g.im_dim(), g.col_dim());
     if od == 0 || num == 0 {
         return;
@@ -579,7 +640,9 @@ pub fn conv_forward(g: &ConvGeom, num: usize, x: &[f32], w: &[f32], bias: Option
         // An empty input (a zero spatial dim under padding) convolves to the bias alone.
         y[..num * od].fill(0.0);
         if let Some(b) = bias {
-            y[..num * od].chunks_mut(od).for_each(|yn| add_bias_one(b, g.col_spatial(), yn));
+            y[..num * od]
+                .chunks_mut(od)
+                .for_each(|yn| add_bias_one(b, g.col_spatial(), yn));
         }
         return;
     }
@@ -600,7 +663,18 @@ fn backward_input_one(g: &ConvGeom, gemm: Gemm, dy: &[f32], w: &[f32], dx: &mut 
     let (m, k, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
     let products = |col: &mut [f32]| {
         for gi in 0..g.group {
-            gemm(true, false, k, p, m, 1.0, &w[gi * m * k..], &dy[gi * m * p..], 0.0, &mut col[gi * k * p..]);
+            gemm(
+                true,
+                false,
+                k,
+                p,
+                m,
+                1.0,
+                &w[gi * m * k..],
+                &dy[gi * m * p..],
+                0.0,
+                &mut col[gi * k * p..],
+            );
         }
     };
     if g.is_1x1() {
@@ -643,7 +717,18 @@ fn weight_grad_one(g: &ConvGeom, gemm: Gemm, x: &[f32], dy: &[f32], beta: f32, d
     let (m, k, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
     let products = |col: &[f32], dwt: &mut [f32]| {
         for gi in 0..g.group {
-            gemm(false, true, k, m, p, 1.0, &col[gi * k * p..], &dy[gi * m * p..], beta, &mut dwt[gi * k * m..]);
+            gemm(
+                false,
+                true,
+                k,
+                m,
+                p,
+                1.0,
+                &col[gi * k * p..],
+                &dy[gi * m * p..],
+                beta,
+                &mut dwt[gi * k * m..],
+            );
         }
     };
     if g.is_1x1() {
@@ -669,7 +754,14 @@ pub fn weight_grad_chunks(g: &ConvGeom, num: usize) -> usize {
 /// Weight gradient of a batch, accumulated into `dw` (`+=`): `sum_n dy_n * im2col(x_n)^T`.
 /// `partials` is scratch the caller keeps between calls: one transposed partial sum per
 /// image chunk, added to `dw` in chunk order.
-pub fn conv_weight_grad(g: &ConvGeom, num: usize, x: &[f32], dy: &[f32], dw: &mut [f32], partials: &mut Vec<f32>) {
+pub fn conv_weight_grad(
+    g: &ConvGeom,
+    num: usize,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    partials: &mut Vec<f32>,
+) {
     let (id, od, wl) = (g.im_dim(), g.col_dim(), g.weight_len());
     if num == 0 || wl == 0 || id == 0 || od == 0 {
         return;
@@ -710,9 +802,15 @@ pub fn conv_weight_grad(g: &ConvGeom, num: usize, x: &[f32], dy: &[f32], dw: &mu
         }
     };
     if wl * chunks >= PAR_MIN_WORK {
-        dw[..wl].par_chunks_mut(k).enumerate().for_each(|(r, out)| add_row(r, out));
+        dw[..wl]
+            .par_chunks_mut(k)
+            .enumerate()
+            .for_each(|(r, out)| add_row(r, out));
     } else {
-        dw[..wl].chunks_mut(k).enumerate().for_each(|(r, out)| add_row(r, out));
+        dw[..wl]
+            .chunks_mut(k)
+            .enumerate()
+            .for_each(|(r, out)| add_row(r, out));
     }
 }
 
@@ -744,9 +842,11 @@ pub fn add_channel_bias(num: usize, channels: usize, spatial: usize, bias: &[f32
     }
     let y = &mut y[..num * dim];
     if num * dim >= PAR_MIN_WORK && num >= 2 {
-        y.par_chunks_mut(dim).for_each(|yn| add_bias_one(bias, spatial, yn));
+        y.par_chunks_mut(dim)
+            .for_each(|yn| add_bias_one(bias, spatial, yn));
     } else {
-        y.chunks_mut(dim).for_each(|yn| add_bias_one(bias, spatial, yn));
+        y.chunks_mut(dim)
+            .for_each(|yn| add_bias_one(bias, spatial, yn));
     }
 }
 
@@ -763,9 +863,15 @@ pub fn channel_bias_grad(num: usize, channels: usize, spatial: usize, dy: &[f32]
         *d += s;
     };
     if num * dim >= PAR_MIN_WORK {
-        db[..channels].par_iter_mut().enumerate().for_each(|(c, d)| one(c, d));
+        db[..channels]
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(c, d)| one(c, d));
     } else {
-        db[..channels].iter_mut().enumerate().for_each(|(c, d)| one(c, d));
+        db[..channels]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(c, d)| one(c, d));
     }
 }
 
@@ -784,7 +890,9 @@ mod tests {
         s: &[usize],
         d: &[usize],
     ) -> ConvGeom {
-        let col_shape = (0..im.len()).map(|i| conv_out_size(im[i], k[i], p[i], s[i], d[i]).unwrap()).collect();
+        let col_shape = (0..im.len())
+            .map(|i| conv_out_size(im[i], k[i], p[i], s[i], d[i]).unwrap())
+            .collect();
         ConvGeom {
             im_channels: c,
             col_channels: m,
@@ -832,14 +940,16 @@ mod tests {
                         let mut idx = 0usize;
                         let mut ok = true;
                         for d in 0..nd {
-                            let i = (opos[d] * g.stride[d] + kk[d] * g.dilation[d]) as isize - g.pad[d] as isize;
+                            let i = (opos[d] * g.stride[d] + kk[d] * g.dilation[d]) as isize
+                                - g.pad[d] as isize;
                             if i < 0 || i >= g.im_shape[d] as isize {
                                 ok = false;
                             }
                             idx = idx * g.im_shape[d] + i.max(0) as usize;
                         }
                         if ok {
-                            s += x[c * g.im_spatial() + idx] as f64 * w[(o * cg + ci) * kc + k] as f64;
+                            s += x[c * g.im_spatial() + idx] as f64
+                                * w[(o * cg + ci) * kc + k] as f64;
                         }
                     }
                 }
@@ -854,7 +964,16 @@ mod tests {
             geom(3, 4, 1, &[7, 6], &[3, 3], &[1, 1], &[1, 1], &[1, 1]),
             geom(4, 6, 2, &[9, 8], &[3, 2], &[2, 0], &[2, 3], &[1, 2]),
             geom(2, 3, 1, &[5, 9], &[1, 4], &[0, 3], &[1, 2], &[1, 1]),
-            geom(2, 2, 1, &[4, 5, 6], &[2, 3, 2], &[1, 0, 1], &[1, 2, 2], &[2, 1, 1]),
+            geom(
+                2,
+                2,
+                1,
+                &[4, 5, 6],
+                &[2, 3, 2],
+                &[1, 0, 1],
+                &[1, 2, 2],
+                &[2, 1, 1],
+            ),
             geom(3, 2, 1, &[11], &[3], &[2], &[3], &[2]),
             geom(2, 4, 2, &[3, 3], &[1, 1], &[0, 0], &[1, 1], &[1, 1]),
             geom(2, 3, 1, &[2, 2], &[3, 3], &[1, 1], &[1, 1], &[1, 1]),
@@ -871,7 +990,10 @@ mod tests {
             let w = values(g.weight_len(), 1.9);
             let want = naive_conv(&g, &x, &w);
             for force_nd in [false, true] {
-                let g = ConvGeom { force_nd, ..g.clone() };
+                let g = ConvGeom {
+                    force_nd,
+                    ..g.clone()
+                };
                 let mut y = vec![f32::NAN; g.col_dim()];
                 conv_forward(&g, 1, &x, &w, None, &mut y);
                 for (a, b) in y.iter().zip(&want) {
@@ -886,7 +1008,10 @@ mod tests {
         // <im2col(x), c> == <x, col2im(c)> for random x, c.
         for g in configs() {
             for force_nd in [false, true] {
-                let g = ConvGeom { force_nd, ..g.clone() };
+                let g = ConvGeom {
+                    force_nd,
+                    ..g.clone()
+                };
                 let x = values(g.im_dim(), 0.1);
                 let c = values(g.col_buffer_len(), 2.2);
                 let mut col = vec![f32::NAN; g.col_buffer_len()];
@@ -926,8 +1051,14 @@ mod tests {
                 want_x += dot(dys, &naive_conv(&g, us, &w));
             }
             let (got_w, got_x) = (dot(&dw, &v), dot(&dx, &u));
-            assert!((got_w - want_w).abs() < 1e-3 * want_w.abs().max(1.0), "{g:?}: {got_w} vs {want_w}");
-            assert!((got_x - want_x).abs() < 1e-3 * want_x.abs().max(1.0), "{g:?}: {got_x} vs {want_x}");
+            assert!(
+                (got_w - want_w).abs() < 1e-3 * want_w.abs().max(1.0),
+                "{g:?}: {got_w} vs {want_w}"
+            );
+            assert!(
+                (got_x - want_x).abs() < 1e-3 * want_x.abs().max(1.0),
+                "{g:?}: {got_x} vs {want_x}"
+            );
         }
     }
 
@@ -943,11 +1074,21 @@ mod tests {
         conv_forward(&g, num, &x, &w, None, &mut y);
         for n in 0..num {
             let mut y1 = vec![0f32; g.col_dim()];
-            conv_forward(&g, 1, &x[n * g.im_dim()..(n + 1) * g.im_dim()], &w, None, &mut y1);
+            conv_forward(
+                &g,
+                1,
+                &x[n * g.im_dim()..(n + 1) * g.im_dim()],
+                &w,
+                None,
+                &mut y1,
+            );
             assert_eq!(&y[n * g.col_dim()..(n + 1) * g.col_dim()], &y1[..]);
         }
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| {
                 let mut dw = vec![0.25f32; g.weight_len()];
                 let mut partials = Vec::new();
@@ -977,15 +1118,20 @@ mod tests {
     #[test]
     fn threaded_and_serial_gemm_give_the_same_bits() {
         // The batching choices above rely on it (they pick sgemm or sgemm_serial by shape).
-        for (ta, tb, m, n, k) in
-            [(false, false, 64, 300, 200), (false, true, 144, 16, 1024), (true, false, 150, 256, 32)]
-        {
+        for (ta, tb, m, n, k) in [
+            (false, false, 64, 300, 200),
+            (false, true, 144, 16, 1024),
+            (true, false, 150, 256, 32),
+        ] {
             let a = values(m * k, 0.2);
             let b = values(k * n, 0.6);
             let mut serial = vec![0.5f32; m * n];
             sgemm_serial(ta, tb, m, n, k, 1.0, &a, &b, 1.0, &mut serial);
             for threads in [1, 3] {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
                 let mut c = vec![0.5f32; m * n];
                 pool.install(|| sgemm(ta, tb, m, n, k, 1.0, &a, &b, 1.0, &mut c));
                 assert_eq!(c, serial, "{ta} {tb} {m} {n} {k} on {threads} threads");

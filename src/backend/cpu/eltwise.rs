@@ -9,7 +9,9 @@ use super::activation::{CHUNK, PAR_MIN};
 /// Runs `f(start, y_chunk)` over `y` in fixed chunks, in parallel when large.
 fn chunks(y: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     if y.len() >= PAR_MIN {
-        y.par_chunks_mut(CHUNK).enumerate().for_each(|(c, y)| f(c * CHUNK, y));
+        y.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, y)| f(c * CHUNK, y));
     } else {
         f(0, y);
     }

@@ -21,7 +21,9 @@ pub fn embed_forward(idx: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]
     };
     let y = &mut y[..idx.len() * n];
     if y.len() >= PAR_MIN {
-        y.par_chunks_mut(n).enumerate().for_each(|(i, out)| row(i, out));
+        y.par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(i, out)| row(i, out));
     } else {
         y.chunks_mut(n).enumerate().for_each(|(i, out)| row(i, out));
     }
@@ -49,9 +51,13 @@ pub fn embed_backward_weights(idx: &[f32], dy: &[f32], dw: &mut [f32], n: usize)
         }
     };
     if idx.len() * n >= PAR_MIN && dw.len() > ROWS * n {
-        dw.par_chunks_mut(ROWS * n).enumerate().for_each(|(b, dw)| block(b, dw));
+        dw.par_chunks_mut(ROWS * n)
+            .enumerate()
+            .for_each(|(b, dw)| block(b, dw));
     } else {
-        dw.chunks_mut(ROWS * n).enumerate().for_each(|(b, dw)| block(b, dw));
+        dw.chunks_mut(ROWS * n)
+            .enumerate()
+            .for_each(|(b, dw)| block(b, dw));
     }
 }
 

@@ -35,7 +35,15 @@ pub fn ip_forward(
 
 /// Weight gradient, accumulated: `dw += dy^T x` (`n x k`), or `x^T dy` (`k x n`) when
 /// transposed.
-pub fn ip_weight_grad(m: usize, n: usize, k: usize, transpose: bool, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+pub fn ip_weight_grad(
+    m: usize,
+    n: usize,
+    k: usize,
+    transpose: bool,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) {
     if transpose {
         sgemm(true, false, k, n, m, 1.0, x, dy, 1.0, dw);
     } else {
@@ -53,14 +61,25 @@ pub fn ip_bias_grad(m: usize, n: usize, dy: &[f32], db: &mut [f32]) {
         }
     };
     if m * n >= PAR_MIN {
-        db[..n].par_chunks_mut(COL_BLOCK).enumerate().for_each(block);
+        db[..n]
+            .par_chunks_mut(COL_BLOCK)
+            .enumerate()
+            .for_each(block);
     } else {
         db[..n].chunks_mut(COL_BLOCK).enumerate().for_each(block);
     }
 }
 
 /// Input gradient, overwritten: `dx = dy * w` (`m x k`), or `dy * w^T` when transposed.
-pub fn ip_backward_input(m: usize, n: usize, k: usize, transpose: bool, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+pub fn ip_backward_input(
+    m: usize,
+    n: usize,
+    k: usize,
+    transpose: bool,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+) {
     sgemm(false, transpose, m, k, n, 1.0, dy, w, 0.0, dx);
 }
 
@@ -102,11 +121,15 @@ mod tests {
         for p in 0..k {
             for i in 0..m {
                 let want: f32 = (0..n).map(|j| dy[i * n + j] * w[j * k + p]).sum();
-                assert!((dx[i * k + p] - want).abs() < 1e-5 && (dxt[i * k + p] - want).abs() < 1e-5);
+                assert!(
+                    (dx[i * k + p] - want).abs() < 1e-5 && (dxt[i * k + p] - want).abs() < 1e-5
+                );
             }
             for j in 0..n {
                 let want: f32 = 1.0 + (0..m).map(|i| dy[i * n + j] * x[i * k + p]).sum::<f32>();
-                assert!((dw[j * k + p] - want).abs() < 1e-5 && (dwt[p * n + j] - want).abs() < 1e-5);
+                assert!(
+                    (dw[j * k + p] - want).abs() < 1e-5 && (dwt[p * n + j] - want).abs() < 1e-5
+                );
             }
         }
         let mut db = vec![0.5f32; n];

@@ -32,11 +32,14 @@ pub fn label_value(v: f32) -> Option<i32> {
 /// The first label that is neither `ignore` nor a class index in `[0, classes)`: its position
 /// and raw value.
 pub fn find_bad_label(labels: &[f32], classes: usize, ignore: Option<i32>) -> Option<(usize, f32)> {
-    labels.iter().enumerate().find_map(|(i, &v)| match label_value(v) {
-        Some(l) if ignore == Some(l) => None,
-        Some(l) if l >= 0 && (l as usize) < classes => None,
-        _ => Some((i, v)),
-    })
+    labels
+        .iter()
+        .enumerate()
+        .find_map(|(i, &v)| match label_value(v) {
+            Some(l) if ignore == Some(l) => None,
+            Some(l) if l >= 0 && (l as usize) < classes => None,
+            _ => Some((i, v)),
+        })
 }
 
 #[inline]
@@ -54,8 +57,16 @@ pub fn softmax_loss_forward(
     inner: usize,
     ignore: Option<i32>,
 ) -> (f32, usize) {
-    assert_eq!(prob.len(), outer * classes * inner, "softmax loss: probabilities do not match the dims");
-    assert_eq!(labels.len(), outer * inner, "softmax loss: label count does not match the dims");
+    assert_eq!(
+        prob.len(),
+        outer * classes * inner,
+        "softmax loss: probabilities do not match the dims"
+    );
+    assert_eq!(
+        labels.len(),
+        outer * inner,
+        "softmax loss: label count does not match the dims"
+    );
     let dim = classes * inner;
     let mut loss = 0f32;
     let mut count = 0usize;
@@ -69,7 +80,12 @@ pub fn softmax_loss_forward(
             // std::max(p, FLT_MIN) as Caffe writes it: a NaN probability stays NaN (Rust's
             // f32::max would hide it and training would go on with garbage).
             let p = prob[i * dim + l * inner + j];
-            loss -= if p < f32::MIN_POSITIVE { f32::MIN_POSITIVE } else { p }.ln();
+            loss -= if p < f32::MIN_POSITIVE {
+                f32::MIN_POSITIVE
+            } else {
+                p
+            }
+            .ln();
             count += 1;
         }
     }
@@ -87,9 +103,21 @@ pub fn softmax_loss_backward(
     inner: usize,
     ignore: Option<i32>,
 ) -> usize {
-    assert_eq!(prob.len(), outer * classes * inner, "softmax loss: probabilities do not match the dims");
-    assert_eq!(dx.len(), prob.len(), "softmax loss: gradient does not match the probabilities");
-    assert_eq!(labels.len(), outer * inner, "softmax loss: label count does not match the dims");
+    assert_eq!(
+        prob.len(),
+        outer * classes * inner,
+        "softmax loss: probabilities do not match the dims"
+    );
+    assert_eq!(
+        dx.len(),
+        prob.len(),
+        "softmax loss: gradient does not match the probabilities"
+    );
+    assert_eq!(
+        labels.len(),
+        outer * inner,
+        "softmax loss: label count does not match the dims"
+    );
     let dim = classes * inner;
     if dim == 0 {
         return 0;
@@ -112,9 +140,17 @@ pub fn softmax_loss_backward(
         count
     };
     if prob.len() >= PARALLEL_WORK && outer > 1 {
-        dx.par_chunks_mut(dim).zip(prob.par_chunks(dim)).enumerate().map(block).sum()
+        dx.par_chunks_mut(dim)
+            .zip(prob.par_chunks(dim))
+            .enumerate()
+            .map(block)
+            .sum()
     } else {
-        dx.chunks_mut(dim).zip(prob.chunks(dim)).enumerate().map(block).sum()
+        dx.chunks_mut(dim)
+            .zip(prob.chunks(dim))
+            .enumerate()
+            .map(block)
+            .sum()
     }
 }
 
@@ -142,7 +178,11 @@ pub fn scaled_copy(x: &[f32], alpha: f32, y: &mut [f32]) {
 /// Caffe's sigmoid, `0.5·tanh(0.5·x) + 0.5` (stable at both ends).
 pub fn sigmoid_forward(x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "sigmoid: lengths differ");
-    let f = |(y, x): (&mut [f32], &[f32])| y.iter_mut().zip(x).for_each(|(y, &x)| *y = 0.5 * (0.5 * x).tanh() + 0.5);
+    let f = |(y, x): (&mut [f32], &[f32])| {
+        y.iter_mut()
+            .zip(x)
+            .for_each(|(y, &x)| *y = 0.5 * (0.5 * x).tanh() + 0.5)
+    };
     if x.len() >= PARALLEL_WORK {
         y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(f);
     } else {
@@ -154,7 +194,11 @@ pub fn sigmoid_forward(x: &[f32], y: &mut [f32]) {
 /// `−Σ [x·(t − [x ≥ 0]) − log(1 + exp(x − 2·x·[x ≥ 0]))]`, skipping targets equal to
 /// `ignore`. Returns (summed loss, number of non-ignored targets).
 pub fn sigmoid_cross_entropy_forward(x: &[f32], t: &[f32], ignore: Option<i32>) -> (f32, usize) {
-    assert_eq!(x.len(), t.len(), "sigmoid cross-entropy: input and target counts differ");
+    assert_eq!(
+        x.len(),
+        t.len(),
+        "sigmoid cross-entropy: input and target counts differ"
+    );
     let mut loss = 0f32;
     let mut count = 0usize;
     for (&x, &t) in x.iter().zip(t) {
@@ -170,15 +214,26 @@ pub fn sigmoid_cross_entropy_forward(x: &[f32], t: &[f32], ignore: Option<i32>) 
 
 /// Unscaled sigmoid cross-entropy gradient `dx = sigmoid(x) − t`, zero where `t` is ignored.
 pub fn sigmoid_cross_entropy_backward(sig: &[f32], t: &[f32], dx: &mut [f32], ignore: Option<i32>) {
-    assert_eq!(sig.len(), t.len(), "sigmoid cross-entropy: input and target counts differ");
-    assert_eq!(sig.len(), dx.len(), "sigmoid cross-entropy: gradient count differs");
+    assert_eq!(
+        sig.len(),
+        t.len(),
+        "sigmoid cross-entropy: input and target counts differ"
+    );
+    assert_eq!(
+        sig.len(),
+        dx.len(),
+        "sigmoid cross-entropy: gradient count differs"
+    );
     let f = |((d, s), t): ((&mut [f32], &[f32]), &[f32])| {
         for ((d, &s), &t) in d.iter_mut().zip(s).zip(t) {
             *d = if ignored(t, ignore) { 0.0 } else { s - t };
         }
     };
     if sig.len() >= PARALLEL_WORK {
-        dx.par_chunks_mut(CHUNK).zip(sig.par_chunks(CHUNK)).zip(t.par_chunks(CHUNK)).for_each(f);
+        dx.par_chunks_mut(CHUNK)
+            .zip(sig.par_chunks(CHUNK))
+            .zip(t.par_chunks(CHUNK))
+            .for_each(f);
     } else {
         f(((dx, sig), t));
     }
@@ -198,9 +253,17 @@ pub fn euclidean_forward(a: &[f32], b: &[f32], diff: &mut [f32]) -> f32 {
         s
     };
     let partials: Vec<f64> = if a.len() >= PARALLEL_WORK {
-        diff.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).map(f).collect()
+        diff.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .zip(b.par_chunks(CHUNK))
+            .map(f)
+            .collect()
     } else {
-        diff.chunks_mut(CHUNK).zip(a.chunks(CHUNK)).zip(b.chunks(CHUNK)).map(f).collect()
+        diff.chunks_mut(CHUNK)
+            .zip(a.chunks(CHUNK))
+            .zip(b.chunks(CHUNK))
+            .map(f)
+            .collect()
     };
     partials.iter().sum::<f64>() as f32
 }
@@ -221,8 +284,16 @@ pub fn accuracy_forward(
     ignore: Option<i32>,
     per_class: Option<&mut [f32]>,
 ) -> (f32, usize) {
-    assert_eq!(scores.len(), outer * classes * inner, "accuracy: scores do not match the dims");
-    assert_eq!(labels.len(), outer * inner, "accuracy: label count does not match the dims");
+    assert_eq!(
+        scores.len(),
+        outer * classes * inner,
+        "accuracy: scores do not match the dims"
+    );
+    assert_eq!(
+        labels.len(),
+        outer * inner,
+        "accuracy: label count does not match the dims"
+    );
     let dim = classes * inner;
     let mut correct = 0f32;
     let mut count = 0usize;
@@ -302,12 +373,35 @@ fn top_k_of_row(row: &mut Vec<(f32, usize)>, out: &mut [(f32, usize)]) {
 /// the top replaces the axis by `top_k` entries: indices, or values when `out_max_val`.
 /// Without it the top is `N × 1 × top_k` indices, or `N × 2 × top_k` (indices then values)
 /// when `out_max_val`.
-pub fn argmax_forward(x: &[f32], y: &mut [f32], dim: usize, axis_dist: usize, top_k: usize, out_max_val: bool, has_axis: bool) {
-    assert!(dim > 0 && axis_dist > 0 && top_k >= 1 && top_k <= dim, "argmax: bad dims");
-    assert_eq!(x.len() % (dim * axis_dist), 0, "argmax: input length does not match the dims");
+pub fn argmax_forward(
+    x: &[f32],
+    y: &mut [f32],
+    dim: usize,
+    axis_dist: usize,
+    top_k: usize,
+    out_max_val: bool,
+    has_axis: bool,
+) {
+    assert!(
+        dim > 0 && axis_dist > 0 && top_k >= 1 && top_k <= dim,
+        "argmax: bad dims"
+    );
+    assert_eq!(
+        x.len() % (dim * axis_dist),
+        0,
+        "argmax: input length does not match the dims"
+    );
     let num = x.len() / dim;
-    let per_row = if out_max_val && !has_axis { 2 * top_k } else { top_k };
-    assert_eq!(y.len(), num * per_row, "argmax: output length does not match the dims");
+    let per_row = if out_max_val && !has_axis {
+        2 * top_k
+    } else {
+        top_k
+    };
+    assert_eq!(
+        y.len(),
+        num * per_row,
+        "argmax: output length does not match the dims"
+    );
     let at = |i: usize, j: usize| (i / axis_dist * dim + j) * axis_dist + i % axis_dist;
     let mut best = vec![(0f32, 0usize); num * top_k];
     let run = |(i, out): (usize, &mut [(f32, usize)])| {
@@ -348,7 +442,10 @@ mod tests {
         assert_eq!(label_value(-1.5), Some(-1));
         assert_eq!(label_value(f32::NAN), None);
         assert_eq!(label_value(3e9), None);
-        assert_eq!(find_bad_label(&[0., 2.9, 255., 3.], 3, Some(255)), Some((3, 3.)));
+        assert_eq!(
+            find_bad_label(&[0., 2.9, 255., 3.], 3, Some(255)),
+            Some((3, 3.))
+        );
         assert_eq!(find_bad_label(&[0., 2.9, -1.], 3, None), Some((2, -1.)));
     }
 

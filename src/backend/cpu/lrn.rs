@@ -22,7 +22,9 @@ where
         return;
     }
     if out.len() >= PAR_MIN {
-        out.par_chunks_mut(plane).enumerate().for_each(|(i, p)| f(i, p));
+        out.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(i, p)| f(i, p));
     } else {
         out.chunks_mut(plane).enumerate().for_each(|(i, p)| f(i, p));
     }
@@ -93,7 +95,12 @@ pub fn lrn_across_backward(
     let mut ratio = vec![0f32; dy.len()];
     per_plane(&mut ratio, plane, |p, out| {
         let r = p * plane..(p + 1) * plane;
-        for (((o, &g), &t), &s) in out.iter_mut().zip(&dy[r.clone()]).zip(&y[r.clone()]).zip(&scale[r]) {
+        for (((o, &g), &t), &s) in out
+            .iter_mut()
+            .zip(&dy[r.clone()])
+            .zip(&y[r.clone()])
+            .zip(&scale[r])
+        {
             *o = g * t / s;
         }
     });
@@ -110,7 +117,12 @@ pub fn lrn_across_backward(
             }
         }
         let r = p * plane..(p + 1) * plane;
-        for (((o, &g), &s), &v) in out.iter_mut().zip(&dy[r.clone()]).zip(&scale[r.clone()]).zip(&x[r]) {
+        for (((o, &g), &s), &v) in out
+            .iter_mut()
+            .zip(&dy[r.clone()])
+            .zip(&scale[r.clone()])
+            .zip(&x[r])
+        {
             *o = g * s.powf(-beta) - cache_ratio * (v * *o);
         }
     });
@@ -123,7 +135,11 @@ fn ave_window(o: usize, len: usize, kernel: usize, pad: usize) -> (usize, usize,
     let start = o as isize - pad as isize;
     let end = (start + kernel as isize).min((len + pad) as isize);
     let extent = (end - start) as usize;
-    (extent, start.max(0) as usize, end.min(len as isize) as usize)
+    (
+        extent,
+        start.max(0) as usize,
+        end.min(len as isize) as usize,
+    )
 }
 
 /// WITHIN_CHANNEL forward. Per (n, c) plane of `height x width`:
@@ -200,8 +216,9 @@ pub fn lrn_within_backward(
         let r = p * plane..(p + 1) * plane;
         let (xs, ps, qs, gs) = (&x[r.clone()], &pooled[r.clone()], &power[r.clone()], &dy[r]);
         // Gradient reaching the pooled values.
-        let dpool: Vec<f32> =
-            (0..plane).map(|i| (qs[i] / (alpha * ps[i] + 1.0)) * diff_scale * (gs[i] * xs[i])).collect();
+        let dpool: Vec<f32> = (0..plane)
+            .map(|i| (qs[i] / (alpha * ps[i] + 1.0)) * diff_scale * (gs[i] * xs[i]))
+            .collect();
         // Pooling backward scatters into the squares' gradient, accumulated in `out`.
         out.fill(0.0);
         for ph in 0..height {

@@ -9,7 +9,14 @@ const PAR_MIN: usize = 1 << 15;
 /// Forward: `y = x - mean(x)`; with `normalize_variance`, `y /= sqrt(var) + eps` (eps is
 /// added to the standard deviation, as Caffe does) and `std[row] = sqrt(var) + eps` is kept
 /// for backward (`std` is left alone otherwise).
-pub fn mvn_forward(x: &[f32], dim: usize, normalize_variance: bool, eps: f32, y: &mut [f32], std: &mut [f32]) {
+pub fn mvn_forward(
+    x: &[f32],
+    dim: usize,
+    normalize_variance: bool,
+    eps: f32,
+    y: &mut [f32],
+    std: &mut [f32],
+) {
     if dim == 0 || y.is_empty() {
         return;
     }
@@ -26,15 +33,28 @@ pub fn mvn_forward(x: &[f32], dim: usize, normalize_variance: bool, eps: f32, y:
         }
     };
     if y.len() >= PAR_MIN {
-        y.par_chunks_mut(dim).zip(x.par_chunks(dim)).zip(std.par_iter_mut()).for_each(|((ys, xs), sd)| row(xs, ys, sd));
+        y.par_chunks_mut(dim)
+            .zip(x.par_chunks(dim))
+            .zip(std.par_iter_mut())
+            .for_each(|((ys, xs), sd)| row(xs, ys, sd));
     } else {
-        y.chunks_mut(dim).zip(x.chunks(dim)).zip(std.iter_mut()).for_each(|((ys, xs), sd)| row(xs, ys, sd));
+        y.chunks_mut(dim)
+            .zip(x.chunks(dim))
+            .zip(std.iter_mut())
+            .for_each(|((ys, xs), sd)| row(xs, ys, sd));
     }
 }
 
 /// Backward, Caffe's formula: with `normalize_variance`,
 /// `dx = (dy - (sum(dy) + y*sum(y*dy)) / dim) / std`; otherwise `dx = dy - mean(dy)`.
-pub fn mvn_backward(y: &[f32], dy: &[f32], dim: usize, normalize_variance: bool, std: &[f32], dx: &mut [f32]) {
+pub fn mvn_backward(
+    y: &[f32],
+    dy: &[f32],
+    dim: usize,
+    normalize_variance: bool,
+    std: &[f32],
+    dx: &mut [f32],
+) {
     if dim == 0 || dx.is_empty() {
         return;
     }
@@ -44,7 +64,11 @@ pub fn mvn_backward(y: &[f32], dy: &[f32], dim: usize, normalize_variance: bool,
         let (ys, gs) = (&y[span.clone()], &dy[span]);
         let sum_dy = gs.iter().map(|&v| v as f64).sum::<f64>() as f32;
         if normalize_variance {
-            let sum_ydy = ys.iter().zip(gs).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32;
+            let sum_ydy = ys
+                .iter()
+                .zip(gs)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>() as f32;
             let s = std[r];
             for ((o, &g), &v) in out.iter_mut().zip(gs).zip(ys) {
                 *o = (g - (v * sum_ydy + sum_dy) * inv_dim) / s;
@@ -57,9 +81,13 @@ pub fn mvn_backward(y: &[f32], dy: &[f32], dim: usize, normalize_variance: bool,
         }
     };
     if dx.len() >= PAR_MIN {
-        dx.par_chunks_mut(dim).enumerate().for_each(|(r, out)| row(r, out));
+        dx.par_chunks_mut(dim)
+            .enumerate()
+            .for_each(|(r, out)| row(r, out));
     } else {
-        dx.chunks_mut(dim).enumerate().for_each(|(r, out)| row(r, out));
+        dx.chunks_mut(dim)
+            .enumerate()
+            .for_each(|(r, out)| row(r, out));
     }
 }
 

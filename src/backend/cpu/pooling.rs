@@ -40,12 +40,21 @@ impl PoolGeom {
     }
 
     fn parallel(&self) -> bool {
-        self.planes > 1 && self.planes * self.out_plane() * self.kernel_h * self.kernel_w >= PARALLEL_WORK
+        self.planes > 1
+            && self.planes * self.out_plane() * self.kernel_h * self.kernel_w >= PARALLEL_WORK
     }
 
     fn check(&self, x_len: usize, y_len: usize) {
-        assert_eq!(x_len, self.planes * self.in_plane(), "pooling: input length does not match the geometry");
-        assert_eq!(y_len, self.planes * self.out_plane(), "pooling: output length does not match the geometry");
+        assert_eq!(
+            x_len,
+            self.planes * self.in_plane(),
+            "pooling: input length does not match the geometry"
+        );
+        assert_eq!(
+            y_len,
+            self.planes * self.out_plane(),
+            "pooling: output length does not match the geometry"
+        );
     }
 }
 
@@ -54,7 +63,14 @@ impl PoolGeom {
 /// if pad_h or pad_w is non-zero, even for the other axis), the last window is dropped if it
 /// would start at or past `size + pad`. May be zero or negative for a kernel larger than the
 /// padded input; the caller rejects that.
-pub fn pooled_extent(size: usize, kernel: usize, pad: usize, stride: usize, ceil: bool, clip: bool) -> i64 {
+pub fn pooled_extent(
+    size: usize,
+    kernel: usize,
+    pad: usize,
+    stride: usize,
+    ceil: bool,
+    clip: bool,
+) -> i64 {
     let span = (size + 2 * pad) as i64 - kernel as i64;
     let q = span as f32 / stride as f32;
     let mut out = (if ceil { q.ceil() } else { q.floor() }) as i64 + 1;
@@ -76,7 +92,13 @@ fn max_window(p: usize, stride: usize, pad: usize, kernel: usize, size: usize) -
 /// AVE window of output position `p`: the image range to sum, and the extent counted in the
 /// divisor (which includes padding up to `size + pad`).
 #[inline]
-fn ave_window(p: usize, stride: usize, pad: usize, kernel: usize, size: usize) -> (usize, usize, isize) {
+fn ave_window(
+    p: usize,
+    stride: usize,
+    pad: usize,
+    kernel: usize,
+    size: usize,
+) -> (usize, usize, isize) {
     let start = (p * stride) as isize - pad as isize;
     let end = (start + kernel as isize).min((size + pad) as isize);
     let extent = end - start;
@@ -111,7 +133,11 @@ fn max_plane(x: &[f32], y: &mut [f32], mask: &mut [i32], g: &PoolGeom) {
 /// Max pooling: `y` gets each window's maximum, `mask` its in-plane argmax (−1 if none).
 pub fn max_pool_forward(x: &[f32], y: &mut [f32], mask: &mut [i32], g: &PoolGeom) {
     g.check(x.len(), y.len());
-    assert_eq!(mask.len(), y.len(), "pooling: mask length does not match the output");
+    assert_eq!(
+        mask.len(),
+        y.len(),
+        "pooling: mask length does not match the output"
+    );
     let (ip, op) = (g.in_plane(), g.out_plane());
     if op == 0 {
         return;
@@ -142,7 +168,11 @@ fn max_back_plane(dy: &[f32], mask: &[i32], dx: &mut [f32]) {
 /// that overlap on one argmax add up.
 pub fn max_pool_backward(dy: &[f32], mask: &[i32], dx: &mut [f32], g: &PoolGeom) {
     g.check(dx.len(), dy.len());
-    assert_eq!(mask.len(), dy.len(), "pooling: mask length does not match the output");
+    assert_eq!(
+        mask.len(),
+        dy.len(),
+        "pooling: mask length does not match the output"
+    );
     let (ip, op) = (g.in_plane(), g.out_plane());
     if op == 0 {
         dx.fill(0.0);
@@ -185,7 +215,9 @@ pub fn ave_pool_forward(x: &[f32], y: &mut [f32], g: &PoolGeom) {
         return;
     }
     if g.parallel() {
-        x.par_chunks(ip).zip(y.par_chunks_mut(op)).for_each(|(x, y)| ave_plane(x, y, g));
+        x.par_chunks(ip)
+            .zip(y.par_chunks_mut(op))
+            .for_each(|(x, y)| ave_plane(x, y, g));
     } else {
         for (x, y) in x.chunks(ip).zip(y.chunks_mut(op)) {
             ave_plane(x, y, g);
@@ -219,7 +251,9 @@ pub fn ave_pool_backward(dy: &[f32], dx: &mut [f32], g: &PoolGeom) {
         return;
     }
     if g.parallel() {
-        dx.par_chunks_mut(ip).zip(dy.par_chunks(op)).for_each(|(dx, dy)| ave_back_plane(dy, dx, g));
+        dx.par_chunks_mut(ip)
+            .zip(dy.par_chunks(op))
+            .for_each(|(dx, dy)| ave_back_plane(dy, dx, g));
     } else {
         for (dx, dy) in dx.chunks_mut(ip).zip(dy.chunks(op)) {
             ave_back_plane(dy, dx, g);
@@ -274,11 +308,31 @@ mod tests {
         let x = vec![1f32; 25];
         let mut y = vec![0f32; 9];
         ave_pool_forward(&x, &mut y, &g);
-        assert_eq!(y, vec![4. / 9., 6. / 9., 4. / 9., 6. / 9., 1., 6. / 9., 4. / 9., 6. / 9., 4. / 9.]);
+        assert_eq!(
+            y,
+            vec![
+                4. / 9.,
+                6. / 9.,
+                4. / 9.,
+                6. / 9.,
+                1.,
+                6. / 9.,
+                4. / 9.,
+                6. / 9.,
+                4. / 9.
+            ]
+        );
         // 4 wide, k3 s2 p1: ceil(3/2)+1 = 3 windows [-1,2), [1,4), [3,5): the first divides by
         // 3 (leading pad counted), the last one's extent stops at 4+1 = 5, so it divides by 2.
         let g = geom(1, 4, 3, 2, 1, true);
-        let g = PoolGeom { height: 1, pooled_height: 1, kernel_h: 1, pad_h: 0, stride_h: 1, ..g };
+        let g = PoolGeom {
+            height: 1,
+            pooled_height: 1,
+            kernel_h: 1,
+            pad_h: 0,
+            stride_h: 1,
+            ..g
+        };
         assert_eq!(g.pooled_width, 3);
         let x = vec![1., 2., 3., 4.];
         let mut y = vec![0f32; 3];
@@ -307,8 +361,13 @@ mod tests {
 
     #[test]
     fn parallel_and_serial_agree() {
-        let g = PoolGeom { planes: 64, ..geom(17, 13, 3, 2, 1, true) };
-        let x: Vec<f32> = (0..g.planes * 17 * 13).map(|i| ((i * 7919) % 1000) as f32 * 0.001 - 0.5).collect();
+        let g = PoolGeom {
+            planes: 64,
+            ..geom(17, 13, 3, 2, 1, true)
+        };
+        let x: Vec<f32> = (0..g.planes * 17 * 13)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.001 - 0.5)
+            .collect();
         let n = g.planes * g.pooled_height * g.pooled_width;
         assert!(g.parallel());
         let (mut y1, mut m1) = (vec![0f32; n], vec![0i32; n]);
@@ -319,7 +378,12 @@ mod tests {
         let op = g.pooled_height * g.pooled_width;
         for p in 0..g.planes {
             let gp = PoolGeom { planes: 1, ..g };
-            max_pool_forward(&x[p * ip..(p + 1) * ip], &mut y2[p * op..(p + 1) * op], &mut m2[p * op..(p + 1) * op], &gp);
+            max_pool_forward(
+                &x[p * ip..(p + 1) * ip],
+                &mut y2[p * op..(p + 1) * op],
+                &mut m2[p * op..(p + 1) * op],
+                &gp,
+            );
         }
         assert_eq!(y1, y2);
         assert_eq!(m1, m2);

@@ -14,7 +14,9 @@ where
         return;
     }
     if out.len() >= PAR_MIN {
-        out.par_chunks_mut(dim).enumerate().for_each(|(i, p)| f(i, p));
+        out.par_chunks_mut(dim)
+            .enumerate()
+            .for_each(|(i, p)| f(i, p));
     } else {
         out.chunks_mut(dim).enumerate().for_each(|(i, p)| f(i, p));
     }
@@ -29,7 +31,14 @@ fn slope_index(p: usize, channels: usize, shared: bool) -> usize {
     }
 }
 
-pub fn prelu_forward(x: &[f32], slope: &[f32], channels: usize, dim: usize, shared: bool, y: &mut [f32]) {
+pub fn prelu_forward(
+    x: &[f32],
+    slope: &[f32],
+    channels: usize,
+    dim: usize,
+    shared: bool,
+    y: &mut [f32],
+) {
     per_plane(y, dim, |p, out| {
         let a = slope[slope_index(p, channels, shared)];
         for (o, &v) in out.iter_mut().zip(&x[p * dim..(p + 1) * dim]) {

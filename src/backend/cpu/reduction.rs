@@ -37,9 +37,20 @@ fn row_reduce(op: ReduceOp, row: &[f32]) -> f64 {
 }
 
 /// `y[i] = coeff * reduce(x[i, :])` for i in 0..num.
-pub fn reduction_forward(x: &[f32], y: &mut [f32], num: usize, dim: usize, op: ReduceOp, coeff: f32) {
+pub fn reduction_forward(
+    x: &[f32],
+    y: &mut [f32],
+    num: usize,
+    dim: usize,
+    op: ReduceOp,
+    coeff: f32,
+) {
     let one = |i: usize| {
-        let v = if dim == 0 { 0.0 } else { row_reduce(op, &x[i * dim..(i + 1) * dim]) as f32 };
+        let v = if dim == 0 {
+            0.0
+        } else {
+            row_reduce(op, &x[i * dim..(i + 1) * dim]) as f32
+        };
         if coeff != 1.0 {
             v * coeff
         } else {
@@ -56,7 +67,15 @@ pub fn reduction_forward(x: &[f32], y: &mut [f32], num: usize, dim: usize, op: R
 
 /// `dx[i, j] = d(reduce)/dx * dy[i] * coeff`: the constant for Sum, `sign(x)` times it for Asum,
 /// `2 x` times it for SumSq.
-pub fn reduction_backward(x: &[f32], dy: &[f32], dx: &mut [f32], num: usize, dim: usize, op: ReduceOp, coeff: f32) {
+pub fn reduction_backward(
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    num: usize,
+    dim: usize,
+    op: ReduceOp,
+    coeff: f32,
+) {
     if dim == 0 {
         return;
     }
@@ -81,7 +100,9 @@ pub fn reduction_backward(x: &[f32], dy: &[f32], dx: &mut [f32], num: usize, dim
     };
     let dx = &mut dx[..num * dim];
     if num * dim >= PAR_MIN {
-        dx.par_chunks_mut(dim).enumerate().for_each(|(i, d)| row(i, d));
+        dx.par_chunks_mut(dim)
+            .enumerate()
+            .for_each(|(i, d)| row(i, d));
     } else {
         dx.chunks_mut(dim).enumerate().for_each(|(i, d)| row(i, d));
     }
@@ -94,25 +115,43 @@ mod tests {
     #[test]
     fn row_sums_do_not_depend_on_splitting() {
         let n = PAR_MIN * 3 + 5;
-        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
+            .collect();
         let mut y = [0f32];
         reduction_forward(&x, &mut y, 1, n, ReduceOp::Sum, 1.0);
-        let serial: f64 = x.chunks(CHUNK).map(|c| c.iter().map(|&v| v as f64).sum::<f64>()).sum();
+        let serial: f64 = x
+            .chunks(CHUNK)
+            .map(|c| c.iter().map(|&v| v as f64).sum::<f64>())
+            .sum();
         assert_eq!(y[0], serial as f32);
         let mut y2 = [0f32; 2];
         reduction_forward(&[1., -2., 3., -4.], &mut y2, 2, 2, ReduceOp::Asum, 0.5);
         assert_eq!(y2, [1.5, 3.5]);
         let mut dx = [0f32; 4];
-        reduction_backward(&[1., -2., 0., -4.], &[1., 2.], &mut dx, 2, 2, ReduceOp::Asum, 0.5);
+        reduction_backward(
+            &[1., -2., 0., -4.],
+            &[1., 2.],
+            &mut dx,
+            2,
+            2,
+            ReduceOp::Asum,
+            0.5,
+        );
         assert_eq!(dx, [0.5, -0.5, 0.0, -1.0]);
     }
 
     #[test]
     fn same_bits_with_any_thread_count() {
         let (num, dim) = (3, PAR_MIN + 999);
-        let x: Vec<f32> = (0..num * dim).map(|i| ((i as f32) * 0.37).sin() * 10.0).collect();
+        let x: Vec<f32> = (0..num * dim)
+            .map(|i| ((i as f32) * 0.37).sin() * 10.0)
+            .collect();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| {
                 let mut y = vec![0f32; num];
                 reduction_forward(&x, &mut y, num, dim, ReduceOp::SumSq, 0.3);

@@ -18,7 +18,9 @@ where
         return;
     }
     if out.len() >= PAR_MIN {
-        out.par_chunks_mut(inner).enumerate().for_each(|(i, r)| f(i, r));
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r));
     } else {
         out.chunks_mut(inner).enumerate().for_each(|(i, r)| f(i, r));
     }
@@ -26,7 +28,14 @@ where
 
 /// `y[o,d,i] = scale[d] * x[o,d,i] (+ bias[d])`. The product is rounded before the bias is
 /// added, as Caffe's separate scale and bias passes do.
-pub fn scale_forward(x: &[f32], scale: &[f32], bias: Option<&[f32]>, dim: usize, inner: usize, y: &mut [f32]) {
+pub fn scale_forward(
+    x: &[f32],
+    scale: &[f32],
+    bias: Option<&[f32]>,
+    dim: usize,
+    inner: usize,
+    y: &mut [f32],
+) {
     per_row(y, inner, |r, out| {
         let d = r % dim;
         let s = scale[d];
@@ -108,7 +117,9 @@ pub fn broadcast_grad(
         }
     };
     if a.len() >= PAR_MIN && dim > 1 {
-        g.par_iter_mut().enumerate().for_each(|(d, out)| reduce(d, out));
+        g.par_iter_mut()
+            .enumerate()
+            .for_each(|(d, out)| reduce(d, out));
     } else {
         g.iter_mut().enumerate().for_each(|(d, out)| reduce(d, out));
     }
@@ -128,6 +139,13 @@ mod tests {
         assert_eq!(&y[6..], &[6., 7., 16., 18., 31., 34.]);
         let mut g = vec![1f32; 3];
         broadcast_grad(&x, None, 2, 3, 2, &mut g, true);
-        assert_eq!(g, vec![1. + 0. + 1. + 6. + 7., 1. + 2. + 3. + 8. + 9., 1. + 4. + 5. + 10. + 11.]);
+        assert_eq!(
+            g,
+            vec![
+                1. + 0. + 1. + 6. + 7.,
+                1. + 2. + 3. + 8. + 9.,
+                1. + 4. + 5. + 10. + 11.
+            ]
+        );
     }
 }

@@ -14,12 +14,23 @@ const PARALLEL_WORK: usize = 1 << 15;
 const INNER_CHUNK: usize = 512;
 
 fn check(len: usize, outer: usize, channels: usize, inner: usize, what: &str) {
-    assert_eq!(len, outer * channels * inner, "softmax: {what} length does not match {outer}x{channels}x{inner}");
+    assert_eq!(
+        len,
+        outer * channels * inner,
+        "softmax: {what} length does not match {outer}x{channels}x{inner}"
+    );
 }
 
 /// Column-wise reduction of the `channels` rows of `src` (rows of length `inner`) into `acc`,
 /// for the columns `k0..k0 + acc.len()`.
-fn reduce_cols(acc: &mut [f32], k0: usize, src: &[f32], channels: usize, inner: usize, op: impl Fn(f32, f32) -> f32) {
+fn reduce_cols(
+    acc: &mut [f32],
+    k0: usize,
+    src: &[f32],
+    channels: usize,
+    inner: usize,
+    op: impl Fn(f32, f32) -> f32,
+) {
     let n = acc.len();
     acc.copy_from_slice(&src[k0..k0 + n]);
     for j in 1..channels {
@@ -31,9 +42,19 @@ fn reduce_cols(acc: &mut [f32], k0: usize, src: &[f32], channels: usize, inner: 
 }
 
 /// Columns of `src` reduced for every `inner` position of a block, on threads when `par`.
-fn reduce(scale: &mut [f32], par: bool, src: &[f32], channels: usize, inner: usize, op: impl Fn(f32, f32) -> f32 + Sync) {
+fn reduce(
+    scale: &mut [f32],
+    par: bool,
+    src: &[f32],
+    channels: usize,
+    inner: usize,
+    op: impl Fn(f32, f32) -> f32 + Sync,
+) {
     if par {
-        scale.par_chunks_mut(INNER_CHUNK).enumerate().for_each(|(c, s)| reduce_cols(s, c * INNER_CHUNK, src, channels, inner, &op));
+        scale
+            .par_chunks_mut(INNER_CHUNK)
+            .enumerate()
+            .for_each(|(c, s)| reduce_cols(s, c * INNER_CHUNK, src, channels, inner, &op));
     } else {
         reduce_cols(scale, 0, src, channels, inner, op);
     }
@@ -42,13 +63,22 @@ fn reduce(scale: &mut [f32], par: bool, src: &[f32], channels: usize, inner: usi
 /// Row-wise update of one block (rows of length `inner`), on threads when `par`.
 fn rows(y: &mut [f32], par: bool, inner: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     if par {
-        y.par_chunks_mut(inner).enumerate().for_each(|(j, r)| f(j, r));
+        y.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(j, r)| f(j, r));
     } else {
         y.chunks_mut(inner).enumerate().for_each(|(j, r)| f(j, r));
     }
 }
 
-fn forward_block(x: &[f32], y: &mut [f32], scale: &mut [f32], channels: usize, inner: usize, par: bool) {
+fn forward_block(
+    x: &[f32],
+    y: &mut [f32],
+    scale: &mut [f32],
+    channels: usize,
+    inner: usize,
+    par: bool,
+) {
     reduce(scale, par, x, channels, inner, f32::max);
     {
         let scale = &*scale;
@@ -95,16 +125,32 @@ pub fn softmax_forward(x: &[f32], y: &mut [f32], outer: usize, channels: usize, 
     }
 }
 
-fn backward_block(y: &[f32], dy: &[f32], dx: &mut [f32], scale: &mut [f32], channels: usize, inner: usize, par: bool) {
+fn backward_block(
+    y: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    scale: &mut [f32],
+    channels: usize,
+    inner: usize,
+    par: bool,
+) {
     if par {
-        scale.par_chunks_mut(INNER_CHUNK).enumerate().for_each(|(c, s)| dot_cols(s, c * INNER_CHUNK, y, dy, channels, inner));
+        scale
+            .par_chunks_mut(INNER_CHUNK)
+            .enumerate()
+            .for_each(|(c, s)| dot_cols(s, c * INNER_CHUNK, y, dy, channels, inner));
     } else {
         dot_cols(scale, 0, y, dy, channels, inner);
     }
     let scale = &*scale;
     rows(dx, par, inner, |j, r| {
         let o = j * inner;
-        for (((v, &s), &d), &p) in r.iter_mut().zip(scale).zip(&dy[o..o + inner]).zip(&y[o..o + inner]) {
+        for (((v, &s), &d), &p) in r
+            .iter_mut()
+            .zip(scale)
+            .zip(&dy[o..o + inner])
+            .zip(&y[o..o + inner])
+        {
             *v = (d - s) * p;
         }
     });
@@ -124,7 +170,14 @@ fn dot_cols(acc: &mut [f32], k0: usize, y: &[f32], dy: &[f32], channels: usize, 
 }
 
 /// `dx = (dy − Σ_c dy·y)·y` from the softmax output `y` and its gradient `dy`.
-pub fn softmax_backward(y: &[f32], dy: &[f32], dx: &mut [f32], outer: usize, channels: usize, inner: usize) {
+pub fn softmax_backward(
+    y: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    outer: usize,
+    channels: usize,
+    inner: usize,
+) {
     check(y.len(), outer, channels, inner, "output");
     check(dy.len(), outer, channels, inner, "output gradient");
     check(dx.len(), outer, channels, inner, "input gradient");
@@ -139,9 +192,15 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], dx: &mut [f32], outer: usize, cha
             backward_block(y, dy, dx, &mut scale, channels, inner, false);
         };
         if big {
-            y.par_chunks(dim).zip(dy.par_chunks(dim)).zip(dx.par_chunks_mut(dim)).for_each(run);
+            y.par_chunks(dim)
+                .zip(dy.par_chunks(dim))
+                .zip(dx.par_chunks_mut(dim))
+                .for_each(run);
         } else {
-            y.chunks(dim).zip(dy.chunks(dim)).zip(dx.chunks_mut(dim)).for_each(run);
+            y.chunks(dim)
+                .zip(dy.chunks(dim))
+                .zip(dx.chunks_mut(dim))
+                .for_each(run);
         }
     } else {
         let mut scale = vec![0f32; inner];
@@ -177,14 +236,18 @@ mod tests {
         // One outer block with a wide inner axis takes the column-split path; compare with the
         // same data computed block by block serially.
         let (c, inner) = (7, 5000);
-        let x: Vec<f32> = (0..c * inner).map(|i| ((i * 7919) % 997) as f32 * 0.01 - 5.0).collect();
+        let x: Vec<f32> = (0..c * inner)
+            .map(|i| ((i * 7919) % 997) as f32 * 0.01 - 5.0)
+            .collect();
         let mut y = vec![0f32; x.len()];
         softmax_forward(&x, &mut y, 1, c, inner);
         let mut y2 = vec![0f32; x.len()];
         let mut scale = vec![0f32; inner];
         forward_block(&x, &mut y2, &mut scale, c, inner, false);
         assert_eq!(y, y2);
-        let dy: Vec<f32> = (0..c * inner).map(|i| ((i * 31) % 17) as f32 * 0.1 - 0.8).collect();
+        let dy: Vec<f32> = (0..c * inner)
+            .map(|i| ((i * 31) % 17) as f32 * 0.1 - 0.8)
+            .collect();
         let mut dx = vec![0f32; x.len()];
         softmax_backward(&y, &dy, &mut dx, 1, c, inner);
         let mut dx2 = vec![0f32; x.len()];

@@ -14,9 +14,13 @@ fn rows(y: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
         return;
     }
     if y.len() >= PAR_MIN && y.len() / row_len > 1 {
-        y.par_chunks_mut(row_len).enumerate().for_each(|(r, row)| f(r, row));
+        y.par_chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
     } else {
-        y.chunks_mut(row_len).enumerate().for_each(|(r, row)| f(r, row));
+        y.chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
     }
 }
 
@@ -32,10 +36,17 @@ pub fn axis_insert(
     inner: usize,
 ) {
     let (s_row, d_row) = (src_axis * inner, dst_axis * inner);
-    assert!(offset + src_axis <= dst_axis, "axis_insert: block does not fit");
-    assert!(src.len() >= outer * s_row && dst.len() >= outer * d_row, "axis_insert: buffers too small");
+    assert!(
+        offset + src_axis <= dst_axis,
+        "axis_insert: block does not fit"
+    );
+    assert!(
+        src.len() >= outer * s_row && dst.len() >= outer * d_row,
+        "axis_insert: buffers too small"
+    );
     rows(&mut dst[..outer * d_row], d_row, |o, row| {
-        row[offset * inner..offset * inner + s_row].copy_from_slice(&src[o * s_row..(o + 1) * s_row]);
+        row[offset * inner..offset * inner + s_row]
+            .copy_from_slice(&src[o * s_row..(o + 1) * s_row]);
     });
 }
 
@@ -52,8 +63,14 @@ pub fn axis_extract(
     inner: usize,
 ) {
     let (s_row, d_row) = (src_axis * inner, dst_axis * inner);
-    assert!(offset + dst_axis <= src_axis, "axis_extract: block does not fit");
-    assert!(src.len() >= outer * s_row && dst.len() >= outer * d_row, "axis_extract: buffers too small");
+    assert!(
+        offset + dst_axis <= src_axis,
+        "axis_extract: block does not fit"
+    );
+    assert!(
+        src.len() >= outer * s_row && dst.len() >= outer * d_row,
+        "axis_extract: buffers too small"
+    );
     rows(&mut dst[..outer * d_row], d_row, |o, row| {
         let s = o * s_row + offset * inner;
         row.copy_from_slice(&src[s..s + d_row]);
@@ -95,9 +112,18 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 
 /// `y` = the window of `x` starting at `offsets` with `y_shape` (same number of axes, at least
 /// one; the window must fit).
-pub fn crop_forward(x: &[f32], x_shape: &[usize], y: &mut [f32], y_shape: &[usize], offsets: &[usize]) {
+pub fn crop_forward(
+    x: &[f32],
+    x_shape: &[usize],
+    y: &mut [f32],
+    y_shape: &[usize],
+    offsets: &[usize],
+) {
     let nd = y_shape.len();
-    assert!(nd >= 1 && x_shape.len() == nd && offsets.len() == nd, "crop: axis counts differ");
+    assert!(
+        nd >= 1 && x_shape.len() == nd && offsets.len() == nd,
+        "crop: axis counts differ"
+    );
     let xs = strides(x_shape);
     let last = y_shape[nd - 1];
     let outer_dims = &y_shape[..nd - 1];
@@ -114,9 +140,18 @@ pub fn crop_forward(x: &[f32], x_shape: &[usize], y: &mut [f32], y_shape: &[usiz
 }
 
 /// Crop's backward: `dx` is zero outside the window and `dy` inside.
-pub fn crop_backward(dy: &[f32], y_shape: &[usize], dx: &mut [f32], x_shape: &[usize], offsets: &[usize]) {
+pub fn crop_backward(
+    dy: &[f32],
+    y_shape: &[usize],
+    dx: &mut [f32],
+    x_shape: &[usize],
+    offsets: &[usize],
+) {
     let nd = x_shape.len();
-    assert!(nd >= 1 && y_shape.len() == nd && offsets.len() == nd, "crop: axis counts differ");
+    assert!(
+        nd >= 1 && y_shape.len() == nd && offsets.len() == nd,
+        "crop: axis counts differ"
+    );
     let ys = strides(y_shape);
     let (xlast, ylast, olast) = (x_shape[nd - 1], y_shape[nd - 1], offsets[nd - 1]);
     rows(dx, xlast, |r, row| {
@@ -165,7 +200,13 @@ mod tests {
         crop_forward(&x, &[1, 3, 4], &mut y, &[1, 2, 2], &[0, 1, 2]);
         assert_eq!(y, [6., 7., 10., 11.]);
         let mut dx = vec![9f32; 12];
-        crop_backward(&[1., 2., 3., 4.], &[1, 2, 2], &mut dx, &[1, 3, 4], &[0, 1, 2]);
+        crop_backward(
+            &[1., 2., 3., 4.],
+            &[1, 2, 2],
+            &mut dx,
+            &[1, 3, 4],
+            &[0, 1, 2],
+        );
         assert_eq!(dx, [0., 0., 0., 0., 0., 0., 1., 2., 0., 0., 3., 4.]);
     }
 

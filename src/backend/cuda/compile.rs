@@ -86,11 +86,18 @@ pub fn entry_points(source: &str) -> Vec<String> {
         // `__launch_bounds__(...)` opens a parenthesis before the name's: skip it.
         let mut head_end = paren;
         if head.contains("__launch_bounds__") {
-            let close = rest[paren..].find(')').map(|c| paren + c + 1).unwrap_or(paren);
+            let close = rest[paren..]
+                .find(')')
+                .map(|c| paren + c + 1)
+                .unwrap_or(paren);
             let next = rest[close..].find('(').map(|c| close + c).unwrap_or(close);
             head_end = next;
         }
-        let name = rest[..head_end].split_whitespace().last().unwrap_or("").to_string();
+        let name = rest[..head_end]
+            .split_whitespace()
+            .last()
+            .unwrap_or("")
+            .to_string();
         if !name.is_empty() {
             out.push(name);
         }
@@ -137,11 +144,17 @@ pub fn strip_comments(source: &str) -> String {
 fn preload_from_env() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let Some(dir) = std::env::var_os("CREMA_NVRTC_LIB_DIR") else { return };
+        let Some(dir) = std::env::var_os("CREMA_NVRTC_LIB_DIR") else {
+            return;
+        };
         let dir = PathBuf::from(dir);
-        let Ok(entries) = std::fs::read_dir(&dir) else { return };
-        let mut names: Vec<String> =
-            entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         let builtins = names.iter().find(|n| n.starts_with("libnvrtc-builtins.so"));
         let nvrtc = names
@@ -177,7 +190,10 @@ pub fn nvrtc_version() -> Result<(i32, i32), CudaError> {
     require_nvrtc()?;
     let (mut major, mut minor) = (0 as c_int, 0 as c_int);
     // SAFETY: NVRTC is loadable; the out-pointers are valid.
-    check(unsafe { nv::nvrtcVersion(&mut major, &mut minor) }, "nvrtcVersion")?;
+    check(
+        unsafe { nv::nvrtcVersion(&mut major, &mut minor) },
+        "nvrtcVersion",
+    )?;
     Ok((major, minor))
 }
 
@@ -186,10 +202,16 @@ pub fn supported_archs() -> Result<Vec<u32>, CudaError> {
     require_nvrtc()?;
     let mut n: c_int = 0;
     // SAFETY: valid out-pointer.
-    check(unsafe { nv::nvrtcGetNumSupportedArchs(&mut n) }, "nvrtcGetNumSupportedArchs")?;
+    check(
+        unsafe { nv::nvrtcGetNumSupportedArchs(&mut n) },
+        "nvrtcGetNumSupportedArchs",
+    )?;
     let mut archs = vec![0 as c_int; n.max(0) as usize];
     // SAFETY: the buffer holds `n` ints, as NVRTC asked.
-    check(unsafe { nv::nvrtcGetSupportedArchs(archs.as_mut_ptr()) }, "nvrtcGetSupportedArchs")?;
+    check(
+        unsafe { nv::nvrtcGetSupportedArchs(archs.as_mut_ptr()) },
+        "nvrtcGetSupportedArchs",
+    )?;
     Ok(archs.into_iter().map(|a| a as u32).collect())
 }
 
@@ -198,7 +220,9 @@ fn check(r: nv::nvrtcResult, what: &str) -> Result<(), CudaError> {
         Ok(())
     } else {
         // SAFETY: nvrtcGetErrorString returns a static C string.
-        let msg = unsafe { CStr::from_ptr(nv::nvrtcGetErrorString(r)) }.to_string_lossy().into_owned();
+        let msg = unsafe { CStr::from_ptr(nv::nvrtcGetErrorString(r)) }
+            .to_string_lossy()
+            .into_owned();
         Err(CudaError::Nvrtc(format!("{what}: {msg}")))
     }
 }
@@ -206,15 +230,24 @@ fn check(r: nv::nvrtcResult, what: &str) -> Result<(), CudaError> {
 /// Parses an architecture as users write it: `sm_90`, `sm90`, `compute_90`, `90`, `9.0`.
 pub fn parse_arch(s: &str) -> Result<u32, CudaError> {
     let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_prefix("sm_").or_else(|| t.strip_prefix("compute_")).or_else(|| t.strip_prefix("sm")).unwrap_or(&t);
+    let t = t
+        .strip_prefix("sm_")
+        .or_else(|| t.strip_prefix("compute_"))
+        .or_else(|| t.strip_prefix("sm"))
+        .unwrap_or(&t);
     let v = if let Some((a, b)) = t.split_once('.') {
-        a.parse::<u32>().ok().zip(b.parse::<u32>().ok()).map(|(a, b)| a * 10 + b)
+        a.parse::<u32>()
+            .ok()
+            .zip(b.parse::<u32>().ok())
+            .map(|(a, b)| a * 10 + b)
     } else {
         t.parse::<u32>().ok()
     };
     match v {
         Some(v) if (30..=1000).contains(&v) => Ok(v),
-        _ => Err(CudaError::Nvrtc(format!("'{s}' is not a GPU architecture (write it like sm_90)"))),
+        _ => Err(CudaError::Nvrtc(format!(
+            "'{s}' is not a GPU architecture (write it like sm_90)"
+        ))),
     }
 }
 
@@ -253,10 +286,16 @@ fn options(target: Target, arch: u32, extra: &[&str]) -> Vec<String> {
 }
 
 /// Compiles one kernel file. A compilation failure names the file and carries NVRTC's log.
-pub fn compile(file: &KernelFile, target: Target, arch: u32, extra_options: &[&str]) -> Result<Compiled, CudaError> {
+pub fn compile(
+    file: &KernelFile,
+    target: Target,
+    arch: u32,
+    extra_options: &[&str],
+) -> Result<Compiled, CudaError> {
     require_nvrtc()?;
     let opts = options(target, arch, extra_options);
-    let src = CString::new(file.source).map_err(|_| CudaError::Nvrtc(format!("{}: NUL byte in source", file.path)))?;
+    let src = CString::new(file.source)
+        .map_err(|_| CudaError::Nvrtc(format!("{}: NUL byte in source", file.path)))?;
     let name = CString::new(file.path).expect("paths have no NUL");
     let header = CString::new(COMMON_HEADER).expect("header has no NUL");
     let header_name = CString::new(COMMON_HEADER_NAME).expect("no NUL");
@@ -266,7 +305,14 @@ pub fn compile(file: &KernelFile, target: Target, arch: u32, extra_options: &[&s
     // SAFETY: all strings outlive the program (destroyed below); arrays hold one entry each.
     check(
         unsafe {
-            nv::nvrtcCreateProgram(&mut prog, src.as_ptr(), name.as_ptr(), 1, headers.as_ptr(), header_names.as_ptr())
+            nv::nvrtcCreateProgram(
+                &mut prog,
+                src.as_ptr(),
+                name.as_ptr(),
+                1,
+                headers.as_ptr(),
+                header_names.as_ptr(),
+            )
         },
         "nvrtcCreateProgram",
     )?;
@@ -278,10 +324,14 @@ pub fn compile(file: &KernelFile, target: Target, arch: u32, extra_options: &[&s
         }
     }
     let prog = Program(prog);
-    let c_opts: Vec<CString> = opts.iter().map(|o| CString::new(o.as_str()).expect("no NUL")).collect();
+    let c_opts: Vec<CString> = opts
+        .iter()
+        .map(|o| CString::new(o.as_str()).expect("no NUL"))
+        .collect();
     let opt_ptrs: Vec<*const c_char> = c_opts.iter().map(|o| o.as_ptr()).collect();
     // SAFETY: the option strings outlive the call.
-    let result = unsafe { nv::nvrtcCompileProgram(prog.0, opt_ptrs.len() as c_int, opt_ptrs.as_ptr()) };
+    let result =
+        unsafe { nv::nvrtcCompileProgram(prog.0, opt_ptrs.len() as c_int, opt_ptrs.as_ptr()) };
     let log = program_log(prog.0);
     if result != nv::nvrtcResult::NVRTC_SUCCESS {
         return Err(CudaError::Compile {
@@ -297,34 +347,55 @@ pub fn compile(file: &KernelFile, target: Target, arch: u32, extra_options: &[&s
         Target::Cubin => {
             let mut size = 0usize;
             // SAFETY: valid program and out-pointer; the buffer has the size NVRTC reported.
-            check(unsafe { nv::nvrtcGetCUBINSize(prog.0, &mut size) }, "nvrtcGetCUBINSize")?;
+            check(
+                unsafe { nv::nvrtcGetCUBINSize(prog.0, &mut size) },
+                "nvrtcGetCUBINSize",
+            )?;
             let mut buf = vec![0u8; size];
-            check(unsafe { nv::nvrtcGetCUBIN(prog.0, buf.as_mut_ptr() as *mut c_char) }, "nvrtcGetCUBIN")?;
+            check(
+                unsafe { nv::nvrtcGetCUBIN(prog.0, buf.as_mut_ptr() as *mut c_char) },
+                "nvrtcGetCUBIN",
+            )?;
             buf
         }
         Target::Ptx => {
             let mut size = 0usize;
             // SAFETY: as above.
-            check(unsafe { nv::nvrtcGetPTXSize(prog.0, &mut size) }, "nvrtcGetPTXSize")?;
+            check(
+                unsafe { nv::nvrtcGetPTXSize(prog.0, &mut size) },
+                "nvrtcGetPTXSize",
+            )?;
             let mut buf = vec![0u8; size];
-            check(unsafe { nv::nvrtcGetPTX(prog.0, buf.as_mut_ptr() as *mut c_char) }, "nvrtcGetPTX")?;
+            check(
+                unsafe { nv::nvrtcGetPTX(prog.0, buf.as_mut_ptr() as *mut c_char) },
+                "nvrtcGetPTX",
+            )?;
             while buf.last() == Some(&0) {
                 buf.pop();
             }
             buf
         }
     };
-    Ok(Compiled { target, arch, image, log })
+    Ok(Compiled {
+        target,
+        arch,
+        image,
+        log,
+    })
 }
 
 fn program_log(prog: nv::nvrtcProgram) -> String {
     let mut size = 0usize;
     // SAFETY: valid program; the buffer has the size NVRTC reported.
-    if unsafe { nv::nvrtcGetProgramLogSize(prog, &mut size) } != nv::nvrtcResult::NVRTC_SUCCESS || size == 0 {
+    if unsafe { nv::nvrtcGetProgramLogSize(prog, &mut size) } != nv::nvrtcResult::NVRTC_SUCCESS
+        || size == 0
+    {
         return String::new();
     }
     let mut buf = vec![0u8; size];
-    if unsafe { nv::nvrtcGetProgramLog(prog, buf.as_mut_ptr() as *mut c_char) } != nv::nvrtcResult::NVRTC_SUCCESS {
+    if unsafe { nv::nvrtcGetProgramLog(prog, buf.as_mut_ptr() as *mut c_char) }
+        != nv::nvrtcResult::NVRTC_SUCCESS
+    {
         return String::new();
     }
     while buf.last() == Some(&0) {
@@ -354,13 +425,20 @@ pub fn parse_ptxas_report(log: &str) -> Vec<Resources> {
     let mut current: Option<usize> = None;
     let number_before = |line: &str, key: &str| -> Option<u32> {
         let pos = line.find(key)?;
-        line[..pos].split(|c: char| !c.is_ascii_digit()).rfind(|s| !s.is_empty())?.parse().ok()
+        line[..pos]
+            .split(|c: char| !c.is_ascii_digit())
+            .rfind(|s| !s.is_empty())?
+            .parse()
+            .ok()
     };
     for line in log.lines() {
         if let Some(pos) = line.find("Compiling entry function '") {
             let rest = &line[pos + "Compiling entry function '".len()..];
             let name = rest.split('\'').next().unwrap_or("").to_string();
-            out.push(Resources { name, ..Default::default() });
+            out.push(Resources {
+                name,
+                ..Default::default()
+            });
             current = Some(out.len() - 1);
             continue;
         }
@@ -387,7 +465,11 @@ pub fn cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
     Some(base.join("crema").join("kernels"))
 }
 
@@ -411,7 +493,16 @@ fn cache_path(dir: &Path, file: &KernelFile, target: Target, arch: u32, key: &st
         Target::Cubin => "cubin",
         Target::Ptx => "ptx",
     };
-    dir.join(format!("{}-{}{}-{key}.{ext}", file.family, if target == Target::Cubin { "sm_" } else { "compute_" }, arch))
+    dir.join(format!(
+        "{}-{}{}-{key}.{ext}",
+        file.family,
+        if target == Target::Cubin {
+            "sm_"
+        } else {
+            "compute_"
+        },
+        arch
+    ))
 }
 
 /// Writes `bytes` to `path` atomically (a temporary file in the same directory, then rename).
@@ -420,9 +511,14 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("kernel"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("kernel"),
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
     ));
     std::fs::write(&tmp, bytes)?;
     match std::fs::rename(&tmp, path) {
@@ -461,7 +557,12 @@ pub fn module_image(file: &KernelFile, arch: u32) -> Result<Compiled, CudaError>
     if let Some(p) = &path {
         if let Ok(bytes) = std::fs::read(p) {
             if !bytes.is_empty() {
-                return Ok(Compiled { target, arch: build_arch, image: bytes, log: String::new() });
+                return Ok(Compiled {
+                    target,
+                    arch: build_arch,
+                    image: bytes,
+                    log: String::new(),
+                });
             }
         }
     }
@@ -474,7 +575,9 @@ pub fn module_image(file: &KernelFile, arch: u32) -> Result<Compiled, CudaError>
 
 /// Removes a cached image (after the driver refused to load it, say).
 pub fn forget_cached(file: &KernelFile, arch: u32) {
-    if let (Ok((target, build_arch)), Ok(nvrtc), Some(dir)) = (target_for_device(arch), nvrtc_version(), cache_dir()) {
+    if let (Ok((target, build_arch)), Ok(nvrtc), Some(dir)) =
+        (target_for_device(arch), nvrtc_version(), cache_dir())
+    {
         let key = cache_key(file, target, build_arch, nvrtc);
         let _ = std::fs::remove_file(cache_path(&dir, file, target, build_arch, &key));
     }
@@ -491,13 +594,27 @@ mod tests {
             let names = entry_points(f.source);
             assert!(!names.is_empty(), "{}: no entry points", f.path);
             for n in &names {
-                assert!(n.starts_with(&format!("{}_", f.family)), "{}: '{n}' does not start with '{}_'", f.path, f.family);
-                assert!(n.ends_with("_f32"), "{}: '{n}' does not end with _f32", f.path);
+                assert!(
+                    n.starts_with(&format!("{}_", f.family)),
+                    "{}: '{n}' does not start with '{}_'",
+                    f.path,
+                    f.family
+                );
+                assert!(
+                    n.ends_with("_f32"),
+                    "{}: '{n}' does not end with _f32",
+                    f.path
+                );
             }
             let mut sorted = names.clone();
             sorted.sort();
             sorted.dedup();
-            assert_eq!(sorted.len(), names.len(), "{}: duplicate entry points", f.path);
+            assert_eq!(
+                sorted.len(),
+                names.len(),
+                "{}: duplicate entry points",
+                f.path
+            );
             total += names.len();
         }
         assert!(total >= 80, "{total} entry points");
@@ -547,7 +664,10 @@ ptxas info    : Used 10 registers, used 0 barriers, 380 bytes cmem[0]\n";
                 barriers: 1
             }
         );
-        assert_eq!((r[1].registers, r[1].shared_bytes, r[1].spill_stores), (10, 0, 0));
+        assert_eq!(
+            (r[1].registers, r[1].shared_bytes, r[1].spill_stores),
+            (10, 0, 0)
+        );
     }
 
     #[test]
@@ -558,7 +678,10 @@ ptxas info    : Used 10 registers, used 0 barriers, 380 bytes cmem[0]\n";
         assert_ne!(k, cache_key(f, Target::Cubin, 80, (13, 0)));
         assert_ne!(k, cache_key(f, Target::Ptx, 90, (13, 0)));
         assert_ne!(k, cache_key(f, Target::Cubin, 90, (13, 1)));
-        assert_ne!(k, cache_key(kernel_file("lrn").unwrap(), Target::Cubin, 90, (13, 0)));
+        assert_ne!(
+            k,
+            cache_key(kernel_file("lrn").unwrap(), Target::Cubin, 90, (13, 0))
+        );
     }
 
     #[test]

@@ -34,11 +34,18 @@ pub enum CudaError {
     #[error("NVRTC: {0}")]
     Nvrtc(String),
     #[error("{file}: compilation for {arch} failed; NVRTC's log:\n{log}")]
-    Compile { file: String, arch: String, log: String },
+    Compile {
+        file: String,
+        arch: String,
+        log: String,
+    },
 }
 
 fn driver(context: &str) -> impl FnOnce(DriverError) -> CudaError + '_ {
-    move |error| CudaError::Driver { context: context.to_string(), error }
+    move |error| CudaError::Driver {
+        context: context.to_string(),
+        error,
+    }
 }
 
 /// Whether libcuda can be loaded (never panics).
@@ -61,14 +68,20 @@ pub fn device_count() -> Result<usize, CudaError> {
         Ok(0) => Err(CudaError::NoDevices),
         Ok(n) => Ok(n as usize),
         Err(e) if e.0 == ds::cudaError_enum::CUDA_ERROR_NO_DEVICE => Err(CudaError::NoDevices),
-        Err(e) => Err(CudaError::Driver { context: "counting devices".into(), error: e }),
+        Err(e) => Err(CudaError::Driver {
+            context: "counting devices".into(),
+            error: e,
+        }),
     }
 }
 
 fn check_ordinal(ordinal: usize) -> Result<(), CudaError> {
     let count = device_count()?;
     if ordinal >= count {
-        return Err(CudaError::NoSuchDevice { requested: ordinal, count });
+        return Err(CudaError::NoSuchDevice {
+            requested: ordinal,
+            count,
+        });
     }
     Ok(())
 }
@@ -80,7 +93,10 @@ pub fn open(ordinal: usize) -> Result<Arc<CudaContext>, CudaError> {
     if !compile::nvrtc_present() {
         return Err(CudaError::NoNvrtc);
     }
-    CudaContext::new(ordinal).map_err(|e| CudaError::Driver { context: format!("creating a context on device {ordinal}"), error: e })
+    CudaContext::new(ordinal).map_err(|e| CudaError::Driver {
+        context: format!("creating a context on device {ordinal}"),
+        error: e,
+    })
 }
 
 /// What `crema device_query` prints about one device (Caffe's fields, then crema's).
@@ -135,7 +151,8 @@ impl DeviceInfo {
             major: attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
             minor: attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
             // SAFETY: a valid device handle.
-            total_memory: unsafe { dr::device::total_mem(dev) }.map_err(driver("reading the memory size"))?,
+            total_memory: unsafe { dr::device::total_mem(dev) }
+                .map_err(driver("reading the memory size"))?,
             shared_per_block: attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)?,
             shared_per_block_optin: attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
             registers_per_block: attr(A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK)?,
@@ -187,31 +204,86 @@ impl DeviceInfo {
             ("Minor revision number", self.minor.to_string()),
             ("Name", self.name.clone()),
             ("Total global memory", self.total_memory.to_string()),
-            ("Total shared memory per block", self.shared_per_block.to_string()),
-            ("Total registers per block", self.registers_per_block.to_string()),
+            (
+                "Total shared memory per block",
+                self.shared_per_block.to_string(),
+            ),
+            (
+                "Total registers per block",
+                self.registers_per_block.to_string(),
+            ),
             ("Warp size", self.warp_size.to_string()),
             ("Maximum memory pitch", self.max_pitch.to_string()),
-            ("Maximum threads per block", self.max_threads_per_block.to_string()),
-            ("Maximum dimension of block", format!("{}, {}, {}", self.max_block[0], self.max_block[1], self.max_block[2])),
-            ("Maximum dimension of grid", format!("{}, {}, {}", self.max_grid[0], self.max_grid[1], self.max_grid[2])),
+            (
+                "Maximum threads per block",
+                self.max_threads_per_block.to_string(),
+            ),
+            (
+                "Maximum dimension of block",
+                format!(
+                    "{}, {}, {}",
+                    self.max_block[0], self.max_block[1], self.max_block[2]
+                ),
+            ),
+            (
+                "Maximum dimension of grid",
+                format!(
+                    "{}, {}, {}",
+                    self.max_grid[0], self.max_grid[1], self.max_grid[2]
+                ),
+            ),
             ("Clock rate", self.clock_khz.to_string()),
-            ("Total constant memory", self.total_constant_memory.to_string()),
+            (
+                "Total constant memory",
+                self.total_constant_memory.to_string(),
+            ),
             ("Texture alignment", self.texture_alignment.to_string()),
-            ("Concurrent copy and execution", yes(self.concurrent_copy).to_string()),
-            ("Number of multiprocessors", self.multiprocessors.to_string()),
-            ("Kernel execution timeout", yes(self.kernel_timeout).to_string()),
+            (
+                "Concurrent copy and execution",
+                yes(self.concurrent_copy).to_string(),
+            ),
+            (
+                "Number of multiprocessors",
+                self.multiprocessors.to_string(),
+            ),
+            (
+                "Kernel execution timeout",
+                yes(self.kernel_timeout).to_string(),
+            ),
         ];
         lines.extend([
-            ("Compute capability", format!("{}.{} (sm_{})", self.major, self.minor, self.arch())),
-            ("Total global memory (GiB)", format!("{:.1}", self.total_memory as f64 / (1u64 << 30) as f64)),
-            ("Shared memory per block (opt-in)", self.shared_per_block_optin.to_string()),
-            ("Maximum threads per multiprocessor", self.max_threads_per_sm.to_string()),
+            (
+                "Compute capability",
+                format!("{}.{} (sm_{})", self.major, self.minor, self.arch()),
+            ),
+            (
+                "Total global memory (GiB)",
+                format!("{:.1}", self.total_memory as f64 / (1u64 << 30) as f64),
+            ),
+            (
+                "Shared memory per block (opt-in)",
+                self.shared_per_block_optin.to_string(),
+            ),
+            (
+                "Maximum threads per multiprocessor",
+                self.max_threads_per_sm.to_string(),
+            ),
             ("L2 cache size", self.l2_cache_bytes.to_string()),
             ("Memory clock rate (kHz)", self.memory_clock_khz.to_string()),
             ("Memory bus width (bits)", self.memory_bus_width.to_string()),
             ("ECC enabled", yes(self.ecc).to_string()),
-            ("PCI domain:bus:device", format!("{:04x}:{:02x}:{:02x}", self.pci.0, self.pci.1, self.pci.2)),
-            ("CUDA driver version", format!("{}.{}", self.driver_version / 1000, self.driver_version % 1000 / 10)),
+            (
+                "PCI domain:bus:device",
+                format!("{:04x}:{:02x}:{:02x}", self.pci.0, self.pci.1, self.pci.2),
+            ),
+            (
+                "CUDA driver version",
+                format!(
+                    "{}.{}",
+                    self.driver_version / 1000,
+                    self.driver_version % 1000 / 10
+                ),
+            ),
         ]);
         let mut out = String::new();
         for (k, v) in lines {
@@ -224,15 +296,23 @@ impl DeviceInfo {
 /// One line about NVRTC for `device_query`: its version and what it would build for `arch`.
 pub fn nvrtc_summary(arch: Option<u32>) -> String {
     if !compile::nvrtc_present() {
-        return format!("{:<31}not found ({})\n", "NVRTC version:", CudaError::NoNvrtc);
+        return format!(
+            "{:<31}not found ({})\n",
+            "NVRTC version:",
+            CudaError::NoNvrtc
+        );
     }
     let version = match compile::nvrtc_version() {
         Ok((a, b)) => format!("{a}.{b}"),
         Err(e) => return format!("{:<31}{e}\n", "NVRTC version:"),
     };
     let target = match arch.map(compile::target_for_device) {
-        Some(Ok((compile::Target::Cubin, a))) => format!(" (kernels compile to sm_{a} machine code)"),
-        Some(Ok((compile::Target::Ptx, a))) => format!(" (kernels compile to compute_{a} PTX, finished by the driver)"),
+        Some(Ok((compile::Target::Cubin, a))) => {
+            format!(" (kernels compile to sm_{a} machine code)")
+        }
+        Some(Ok((compile::Target::Ptx, a))) => {
+            format!(" (kernels compile to compute_{a} PTX, finished by the driver)")
+        }
         Some(Err(e)) => format!(" ({e})"),
         None => String::new(),
     };

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig,
-    PushKernelArg, SyncOnDrop,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    LaunchConfig, PushKernelArg, SyncOnDrop,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -81,9 +81,17 @@ impl Io<'_> {
 }
 
 /// A read buffer's pointer, after checking it holds `need` values.
-fn input<'a, T>(s: &'a CudaStream, buf: &'a dyn DevicePtr<T>, need: usize, what: &str) -> Result<(u64, SyncOnDrop<'a>)> {
+fn input<'a, T>(
+    s: &'a CudaStream,
+    buf: &'a dyn DevicePtr<T>,
+    need: usize,
+    what: &str,
+) -> Result<(u64, SyncOnDrop<'a>)> {
     if buf.len() < need {
-        bail!("{what}: the device buffer holds {} values, the kernel reads {need}", buf.len());
+        bail!(
+            "{what}: the device buffer holds {} values, the kernel reads {need}",
+            buf.len()
+        );
     }
     Ok(buf.device_ptr(s))
 }
@@ -96,7 +104,10 @@ fn output<'a, 'b: 'a, T>(
     what: &str,
 ) -> Result<(u64, SyncOnDrop<'a>)> {
     if buf.len() < need {
-        bail!("{what}: the device buffer holds {} values, the kernel writes {need}", buf.len());
+        bail!(
+            "{what}: the device buffer holds {} values, the kernel writes {need}",
+            buf.len()
+        );
     }
     Ok(buf.device_ptr_mut(s))
 }
@@ -173,7 +184,9 @@ macro_rules! launch {
 
 /// Chunks per channel for a per-channel reduction over `outer * inner` positions.
 pub fn channel_chunks(outer: usize, inner: usize) -> usize {
-    (outer * inner).div_ceil(CHUNK_ELEMS).clamp(1, MAX_CHANNEL_CHUNKS)
+    (outer * inner)
+        .div_ceil(CHUNK_ELEMS)
+        .clamp(1, MAX_CHANNEL_CHUNKS)
 }
 
 /// Length of the f64 partial buffer a per-channel reduction needs.
@@ -217,7 +230,15 @@ pub fn dropout_mask_host(seed: u64, offset: u64, n: usize, threshold: u32) -> Ve
     let mut mask = vec![0f32; n];
     for (g, chunk) in mask.chunks_mut(4).enumerate() {
         let g = g as u64;
-        let r = philox4x32_10([g as u32, (g >> 32) as u32, offset as u32, (offset >> 32) as u32], [seed as u32, (seed >> 32) as u32]);
+        let r = philox4x32_10(
+            [
+                g as u32,
+                (g >> 32) as u32,
+                offset as u32,
+                (offset >> 32) as u32,
+            ],
+            [seed as u32, (seed >> 32) as u32],
+        );
         for (j, m) in chunk.iter_mut().enumerate() {
             *m = if r[j] > threshold { 1.0 } else { 0.0 };
         }
@@ -255,7 +276,8 @@ pub fn softmax_uses_rows(channels: usize, inner: usize) -> bool {
 /// `solver::update` computes it.
 pub fn adam_scale(local_rate: f32, beta1: f32, beta2: f32, iter: i32) -> f32 {
     let t = iter + 1;
-    let correction = ((1.0 - (beta2 as f64).powi(t)).sqrt() / (1.0 - (beta1 as f64).powi(t))) as f32;
+    let correction =
+        ((1.0 - (beta2 as f64).powi(t)).sqrt() / (1.0 - (beta1 as f64).powi(t))) as f32;
     local_rate * correction
 }
 
@@ -281,7 +303,10 @@ impl Conv2d {
     /// From the CPU backend's geometry (2-D only; N-D convolutions stay on the CPU for now).
     pub fn from_geom(g: &ConvGeom) -> Result<Conv2d> {
         if g.kernel.len() != 2 {
-            bail!("the CUDA im2col is 2-D; this convolution has {} spatial axes", g.kernel.len());
+            bail!(
+                "the CUDA im2col is 2-D; this convolution has {} spatial axes",
+                g.kernel.len()
+            );
         }
         Ok(Conv2d {
             channels: g.im_channels,
@@ -331,7 +356,15 @@ pub struct GemmShape {
 
 impl GemmShape {
     /// One product of contiguous matrices (leading dimensions are the row lengths).
-    pub fn contiguous(trans_a: bool, trans_b: bool, m: usize, n: usize, k: usize, alpha: f32, beta: f32) -> Self {
+    pub fn contiguous(
+        trans_a: bool,
+        trans_b: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Self {
         GemmShape {
             trans_a,
             trans_b,
@@ -353,9 +386,23 @@ impl GemmShape {
     /// Values each operand must hold: (A, B, C).
     pub fn needs(&self) -> (usize, usize, usize) {
         let last = |stride: usize| stride * self.batch.saturating_sub(1);
-        let (ar, ac) = if self.trans_a { (self.k, self.m) } else { (self.m, self.k) };
-        let (br, bc) = if self.trans_b { (self.n, self.k) } else { (self.k, self.n) };
-        let span = |rows: usize, cols: usize, ld: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * ld + cols };
+        let (ar, ac) = if self.trans_a {
+            (self.k, self.m)
+        } else {
+            (self.m, self.k)
+        };
+        let (br, bc) = if self.trans_b {
+            (self.n, self.k)
+        } else {
+            (self.k, self.n)
+        };
+        let span = |rows: usize, cols: usize, ld: usize| {
+            if rows == 0 || cols == 0 {
+                0
+            } else {
+                (rows - 1) * ld + cols
+            }
+        };
         (
             last(self.stride_a) + span(ar, ac, self.lda),
             last(self.stride_b) + span(br, bc, self.ldb),
@@ -364,13 +411,30 @@ impl GemmShape {
     }
 
     fn validate(&self) -> Result<()> {
-        let (_, ac) = if self.trans_a { (self.k, self.m) } else { (self.m, self.k) };
-        let (_, bc) = if self.trans_b { (self.n, self.k) } else { (self.k, self.n) };
+        let (_, ac) = if self.trans_a {
+            (self.k, self.m)
+        } else {
+            (self.m, self.k)
+        };
+        let (_, bc) = if self.trans_b {
+            (self.n, self.k)
+        } else {
+            (self.k, self.n)
+        };
         if self.lda < ac.max(1) || self.ldb < bc.max(1) || self.ldc < self.n.max(1) {
-            bail!("sgemm: leading dimensions ({}, {}, {}) are shorter than the rows ({ac}, {bc}, {})", self.lda, self.ldb, self.ldc, self.n);
+            bail!(
+                "sgemm: leading dimensions ({}, {}, {}) are shorter than the rows ({ac}, {bc}, {})",
+                self.lda,
+                self.ldb,
+                self.ldc,
+                self.n
+            );
         }
         if self.batch > 65535 {
-            bail!("sgemm: a batch of {} products exceeds the grid's 65535", self.batch);
+            bail!(
+                "sgemm: a batch of {} products exceeds the grid's 65535",
+                self.batch
+            );
         }
         Ok(())
     }
@@ -388,7 +452,9 @@ impl Kernels {
     /// The kernels of `ctx`'s device. Nothing is compiled until a kernel is first used (or
     /// [`Kernels::load_all`] is called).
     pub fn new(ctx: Arc<CudaContext>) -> Result<Self> {
-        let (major, minor) = ctx.compute_capability().context("reading the compute capability")?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .context("reading the compute capability")?;
         let sm_count = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .context("reading the multiprocessor count")?;
@@ -426,13 +492,18 @@ impl Kernels {
         if let Some(m) = self.modules.lock().expect("module table").get(family) {
             return Ok(m.clone());
         }
-        let file = compile::kernel_file(family).ok_or_else(|| anyhow!("no kernel file for family '{family}'"))?;
+        let file = compile::kernel_file(family)
+            .ok_or_else(|| anyhow!("no kernel file for family '{family}'"))?;
         let load = |c: compile::Compiled| -> Result<Arc<CudaModule>> {
             let ptx = match c.target {
                 Target::Cubin => Ptx::from_binary(c.image),
-                Target::Ptx => Ptx::from_src(String::from_utf8(c.image).context("NVRTC's PTX is not UTF-8")?),
+                Target::Ptx => {
+                    Ptx::from_src(String::from_utf8(c.image).context("NVRTC's PTX is not UTF-8")?)
+                }
             };
-            self.ctx.load_module(ptx).map_err(|e| anyhow!("loading {} into the driver: {e}", file.path))
+            self.ctx
+                .load_module(ptx)
+                .map_err(|e| anyhow!("loading {} into the driver: {e}", file.path))
         };
         let module = match load(compile::module_image(file, self.arch)?) {
             Ok(m) => m,
@@ -442,7 +513,10 @@ impl Kernels {
                 load(compile::module_image(file, self.arch)?)?
             }
         };
-        self.modules.lock().expect("module table").insert(family, module.clone());
+        self.modules
+            .lock()
+            .expect("module table")
+            .insert(family, module.clone());
         Ok(module)
     }
 
@@ -452,17 +526,31 @@ impl Kernels {
             return Ok(f.clone());
         }
         let family = name.split('_').next().unwrap_or(name);
-        let family = compile::kernel_file(family).ok_or_else(|| anyhow!("no kernel file holds '{name}'"))?.family;
-        let f = self.module(family)?.load_function(name).map_err(|e| anyhow!("kernel '{name}': {e}"))?;
-        self.functions.lock().expect("function table").insert(name, f.clone());
+        let family = compile::kernel_file(family)
+            .ok_or_else(|| anyhow!("no kernel file holds '{name}'"))?
+            .family;
+        let f = self
+            .module(family)?
+            .load_function(name)
+            .map_err(|e| anyhow!("kernel '{name}': {e}"))?;
+        self.functions
+            .lock()
+            .expect("function table")
+            .insert(name, f.clone());
         Ok(f)
     }
 
     /// Grid for a grid-stride loop over `n` items: enough blocks to fill the GPU a few times over,
     /// no more (the loop covers the rest; the grid never changes a result).
     fn grid_for(&self, n: usize) -> LaunchConfig {
-        let blocks = n.div_ceil(THREADS as usize).clamp(1, self.sm_count as usize * 32);
-        LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+        let blocks = n
+            .div_ceil(THREADS as usize)
+            .clamp(1, self.sm_count as usize * 32);
+        LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        }
     }
 
     /// Grid for a warp-per-item kernel over `items` items.
@@ -471,7 +559,11 @@ impl Kernels {
     }
 
     fn blocks(grid: (u32, u32, u32)) -> LaunchConfig {
-        LaunchConfig { grid_dim: grid, block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+        LaunchConfig {
+            grid_dim: grid,
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        }
     }
 
     // ---- activation.cu ------------------------------------------------------------------------
@@ -487,7 +579,13 @@ impl Kernels {
     }
 
     /// `d` carries dy (in) and dx (out); `x` is the bottom data.
-    pub fn activation_relu_bwd(&self, s: &CudaStream, mut d: Io, x: &dyn DevicePtr<f32>, slope: f32) -> Result<()> {
+    pub fn activation_relu_bwd(
+        &self,
+        s: &CudaStream,
+        mut d: Io,
+        x: &dyn DevicePtr<f32>,
+        slope: f32,
+    ) -> Result<()> {
         let n = d.len();
         if n == 0 {
             return Ok(());
@@ -537,7 +635,12 @@ impl Kernels {
         launch!(self, s, "activation_sigmoid_fwd_f32", self.grid_for(n as usize); x: cf32, y: mf32, n: i64)
     }
 
-    pub fn activation_sigmoid_bwd(&self, s: &CudaStream, mut d: Io, y: &dyn DevicePtr<f32>) -> Result<()> {
+    pub fn activation_sigmoid_bwd(
+        &self,
+        s: &CudaStream,
+        mut d: Io,
+        y: &dyn DevicePtr<f32>,
+    ) -> Result<()> {
         let n = d.len();
         if n == 0 {
             return Ok(());
@@ -558,7 +661,12 @@ impl Kernels {
         launch!(self, s, "activation_tanh_fwd_f32", self.grid_for(n as usize); x: cf32, y: mf32, n: i64)
     }
 
-    pub fn activation_tanh_bwd(&self, s: &CudaStream, mut d: Io, y: &dyn DevicePtr<f32>) -> Result<()> {
+    pub fn activation_tanh_bwd(
+        &self,
+        s: &CudaStream,
+        mut d: Io,
+        y: &dyn DevicePtr<f32>,
+    ) -> Result<()> {
         let n = d.len();
         if n == 0 {
             return Ok(());
@@ -579,7 +687,12 @@ impl Kernels {
         launch!(self, s, "activation_absval_fwd_f32", self.grid_for(n as usize); x: cf32, y: mf32, n: i64)
     }
 
-    pub fn activation_absval_bwd(&self, s: &CudaStream, mut d: Io, x: &dyn DevicePtr<f32>) -> Result<()> {
+    pub fn activation_absval_bwd(
+        &self,
+        s: &CudaStream,
+        mut d: Io,
+        x: &dyn DevicePtr<f32>,
+    ) -> Result<()> {
         let n = d.len();
         if n == 0 {
             return Ok(());
@@ -591,7 +704,14 @@ impl Kernels {
     }
 
     /// `y = (shift + scale * x)^power` with Caffe's special cases ([`power_modes`]).
-    pub fn activation_power_fwd(&self, s: &CudaStream, mut io: Io, power: f32, scale: f32, shift: f32) -> Result<()> {
+    pub fn activation_power_fwd(
+        &self,
+        s: &CudaStream,
+        mut io: Io,
+        power: f32,
+        scale: f32,
+        shift: f32,
+    ) -> Result<()> {
         let n = io.len();
         if n == 0 {
             return Ok(());
@@ -628,7 +748,13 @@ impl Kernels {
     }
 
     /// `y = outer * exp(inner * x)`; (inner, outer) from `cpu::activation::exp_scales`.
-    pub fn activation_exp_fwd(&self, s: &CudaStream, mut io: Io, inner: f32, outer: f32) -> Result<()> {
+    pub fn activation_exp_fwd(
+        &self,
+        s: &CudaStream,
+        mut io: Io,
+        inner: f32,
+        outer: f32,
+    ) -> Result<()> {
         let n = io.len();
         if n == 0 {
             return Ok(());
@@ -638,7 +764,13 @@ impl Kernels {
         launch!(self, s, "activation_exp_fwd_f32", self.grid_for(n as usize); x: cf32, y: mf32, n: i64, inner: f32, outer: f32)
     }
 
-    pub fn activation_exp_bwd(&self, s: &CudaStream, mut d: Io, y: &dyn DevicePtr<f32>, inner: f32) -> Result<()> {
+    pub fn activation_exp_bwd(
+        &self,
+        s: &CudaStream,
+        mut d: Io,
+        y: &dyn DevicePtr<f32>,
+        inner: f32,
+    ) -> Result<()> {
         let n = d.len();
         if n == 0 {
             return Ok(());
@@ -650,7 +782,14 @@ impl Kernels {
     }
 
     /// `y = base_scale * ln(shift + scale * x)`; base_scale from `cpu::activation::log_scales`.
-    pub fn activation_log_fwd(&self, s: &CudaStream, mut io: Io, scale: f32, shift: f32, base_scale: f32) -> Result<()> {
+    pub fn activation_log_fwd(
+        &self,
+        s: &CudaStream,
+        mut io: Io,
+        scale: f32,
+        shift: f32,
+        base_scale: f32,
+    ) -> Result<()> {
         let n = io.len();
         if n == 0 {
             return Ok(());
@@ -691,7 +830,12 @@ impl Kernels {
         launch!(self, s, "activation_bnll_fwd_f32", self.grid_for(n as usize); x: cf32, y: mf32, n: i64)
     }
 
-    pub fn activation_bnll_bwd(&self, s: &CudaStream, mut d: Io, x: &dyn DevicePtr<f32>) -> Result<()> {
+    pub fn activation_bnll_bwd(
+        &self,
+        s: &CudaStream,
+        mut d: Io,
+        x: &dyn DevicePtr<f32>,
+    ) -> Result<()> {
         let n = d.len();
         if n == 0 {
             return Ok(());
@@ -722,7 +866,14 @@ impl Kernels {
         launch!(self, s, "activation_clip_fwd_f32", self.grid_for(n as usize); x: cf32, y: mf32, n: i64, lo: f32, hi: f32)
     }
 
-    pub fn activation_clip_bwd(&self, s: &CudaStream, mut d: Io, x: &dyn DevicePtr<f32>, lo: f32, hi: f32) -> Result<()> {
+    pub fn activation_clip_bwd(
+        &self,
+        s: &CudaStream,
+        mut d: Io,
+        x: &dyn DevicePtr<f32>,
+        lo: f32,
+        hi: f32,
+    ) -> Result<()> {
         let n = d.len();
         if n == 0 {
             return Ok(());
@@ -735,7 +886,13 @@ impl Kernels {
     }
 
     /// Writes `y` and the sigmoid `sig` (kept for backward; must be a third buffer).
-    pub fn activation_swish_fwd(&self, s: &CudaStream, mut io: Io, sig: &mut dyn DevicePtrMut<f32>, beta: f32) -> Result<()> {
+    pub fn activation_swish_fwd(
+        &self,
+        s: &CudaStream,
+        mut io: Io,
+        sig: &mut dyn DevicePtrMut<f32>,
+        beta: f32,
+    ) -> Result<()> {
         let n = io.len();
         if n == 0 {
             return Ok(());
@@ -794,7 +951,15 @@ impl Kernels {
     }
 
     /// Backward with the mask regenerated from (seed, offset).
-    pub fn dropout_bwd(&self, s: &CudaStream, mut d: Io, seed: u64, offset: u64, ratio: f32, scale: f32) -> Result<()> {
+    pub fn dropout_bwd(
+        &self,
+        s: &CudaStream,
+        mut d: Io,
+        seed: u64,
+        offset: u64,
+        ratio: f32,
+        scale: f32,
+    ) -> Result<()> {
         let n = d.len();
         if n == 0 {
             return Ok(());
@@ -807,7 +972,13 @@ impl Kernels {
     }
 
     /// Backward from a stored 0/1 mask.
-    pub fn dropout_bwd_mask(&self, s: &CudaStream, mut d: Io, mask: &dyn DevicePtr<f32>, scale: f32) -> Result<()> {
+    pub fn dropout_bwd_mask(
+        &self,
+        s: &CudaStream,
+        mut d: Io,
+        mask: &dyn DevicePtr<f32>,
+        scale: f32,
+    ) -> Result<()> {
         let n = d.len();
         if n == 0 {
             return Ok(());
@@ -859,7 +1030,12 @@ impl Kernels {
     }
 
     /// `y = y * x` (the next input of a product).
-    pub fn eltwise_prod_fwd_into(&self, s: &CudaStream, x: &dyn DevicePtr<f32>, y: &mut dyn DevicePtrMut<f32>) -> Result<()> {
+    pub fn eltwise_prod_fwd_into(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        y: &mut dyn DevicePtrMut<f32>,
+    ) -> Result<()> {
         let n = y.len();
         if n == 0 {
             return Ok(());
@@ -941,7 +1117,13 @@ impl Kernels {
         launch!(self, s, "eltwise_prod_bwd_quotient_f32", self.grid_for(n as usize); dy: cf32, y: cf32, x: cf32, dx: mf32, n: i64)
     }
 
-    pub fn eltwise_max_bwd(&self, s: &CudaStream, mut d: Io, arg: &dyn DevicePtr<i32>, k: usize) -> Result<()> {
+    pub fn eltwise_max_bwd(
+        &self,
+        s: &CudaStream,
+        mut d: Io,
+        arg: &dyn DevicePtr<i32>,
+        k: usize,
+    ) -> Result<()> {
         let n = d.len();
         if n == 0 {
             return Ok(());
@@ -1023,7 +1205,11 @@ impl Kernels {
         m: usize,
         maf: f32,
     ) -> Result<()> {
-        let correction = if m > 1 { m as f32 / (m - 1) as f32 } else { 1.0 };
+        let correction = if m > 1 {
+            m as f32 / (m - 1) as f32
+        } else {
+            1.0
+        };
         let (mean, _g1) = input(s, mean, channels, "batchnorm: mean")?;
         let (var, _g2) = input(s, var, channels, "batchnorm: variance")?;
         let (mean_sum, _g3) = output(s, mean_sum, channels, "batchnorm: stored mean")?;
@@ -1272,7 +1458,10 @@ impl Kernels {
         top_mask: Option<&mut dyn DevicePtrMut<f32>>,
         g: &PoolGeom,
     ) -> Result<()> {
-        let (ni, no) = (g.planes * g.height * g.width, g.planes * g.pooled_height * g.pooled_width);
+        let (ni, no) = (
+            g.planes * g.height * g.width,
+            g.planes * g.pooled_height * g.pooled_width,
+        );
         if no == 0 {
             return Ok(());
         }
@@ -1295,7 +1484,10 @@ impl Kernels {
         dx: &mut dyn DevicePtrMut<f32>,
         g: &PoolGeom,
     ) -> Result<()> {
-        let (ni, no) = (g.planes * g.height * g.width, g.planes * g.pooled_height * g.pooled_width);
+        let (ni, no) = (
+            g.planes * g.height * g.width,
+            g.planes * g.pooled_height * g.pooled_width,
+        );
         if ni == 0 {
             return Ok(());
         }
@@ -1309,8 +1501,17 @@ impl Kernels {
             sw: i32, pad_h: i32, pad_w: i32)
     }
 
-    pub fn pooling_ave_fwd(&self, s: &CudaStream, x: &dyn DevicePtr<f32>, y: &mut dyn DevicePtrMut<f32>, g: &PoolGeom) -> Result<()> {
-        let (ni, no) = (g.planes * g.height * g.width, g.planes * g.pooled_height * g.pooled_width);
+    pub fn pooling_ave_fwd(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        y: &mut dyn DevicePtrMut<f32>,
+        g: &PoolGeom,
+    ) -> Result<()> {
+        let (ni, no) = (
+            g.planes * g.height * g.width,
+            g.planes * g.pooled_height * g.pooled_width,
+        );
         if no == 0 {
             return Ok(());
         }
@@ -1323,8 +1524,17 @@ impl Kernels {
             pad_w: i32)
     }
 
-    pub fn pooling_ave_bwd(&self, s: &CudaStream, dy: &dyn DevicePtr<f32>, dx: &mut dyn DevicePtrMut<f32>, g: &PoolGeom) -> Result<()> {
-        let (ni, no) = (g.planes * g.height * g.width, g.planes * g.pooled_height * g.pooled_width);
+    pub fn pooling_ave_bwd(
+        &self,
+        s: &CudaStream,
+        dy: &dyn DevicePtr<f32>,
+        dx: &mut dyn DevicePtrMut<f32>,
+        g: &PoolGeom,
+    ) -> Result<()> {
+        let (ni, no) = (
+            g.planes * g.height * g.width,
+            g.planes * g.pooled_height * g.pooled_width,
+        );
         if ni == 0 {
             return Ok(());
         }
@@ -1381,7 +1591,14 @@ impl Kernels {
     // ---- softmax.cu ---------------------------------------------------------------------------
 
     /// Softmax over the channel axis, choosing the kernel by shape ([`softmax_uses_rows`]).
-    pub fn softmax_forward(&self, s: &CudaStream, io: Io, outer: usize, channels: usize, inner: usize) -> Result<()> {
+    pub fn softmax_forward(
+        &self,
+        s: &CudaStream,
+        io: Io,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+    ) -> Result<()> {
         if softmax_uses_rows(channels, inner) {
             self.softmax_fwd_rows(s, io, outer, channels)
         } else {
@@ -1407,7 +1624,14 @@ impl Kernels {
     }
 
     /// The column kernel (one thread per (outer, inner) position).
-    pub fn softmax_fwd(&self, s: &CudaStream, mut io: Io, outer: usize, channels: usize, inner: usize) -> Result<()> {
+    pub fn softmax_fwd(
+        &self,
+        s: &CudaStream,
+        mut io: Io,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+    ) -> Result<()> {
         let n = outer * channels * inner;
         if n == 0 {
             return Ok(());
@@ -1440,7 +1664,13 @@ impl Kernels {
     }
 
     /// The row kernel (one warp per row; inner must be 1).
-    pub fn softmax_fwd_rows(&self, s: &CudaStream, mut io: Io, rows: usize, channels: usize) -> Result<()> {
+    pub fn softmax_fwd_rows(
+        &self,
+        s: &CudaStream,
+        mut io: Io,
+        rows: usize,
+        channels: usize,
+    ) -> Result<()> {
         let n = rows * channels;
         if n == 0 {
             return Ok(());
@@ -1451,7 +1681,14 @@ impl Kernels {
         launch!(self, s, "softmax_fwd_rows_f32", self.grid_for_warps(rows); x: cf32, y: mf32, rows_i: i64, channels: i64)
     }
 
-    pub fn softmax_bwd_rows(&self, s: &CudaStream, y: &dyn DevicePtr<f32>, mut d: Io, rows: usize, channels: usize) -> Result<()> {
+    pub fn softmax_bwd_rows(
+        &self,
+        s: &CudaStream,
+        y: &dyn DevicePtr<f32>,
+        mut d: Io,
+        rows: usize,
+        channels: usize,
+    ) -> Result<()> {
         let n = rows * channels;
         if n == 0 {
             return Ok(());
@@ -1480,7 +1717,8 @@ impl Kernels {
             return Ok(None);
         }
         check_len(scratch.len(), 1, "label check: scratch")?;
-        s.memcpy_htod(&[u64::MAX][..], scratch).context("label check: resetting the scratch value")?;
+        s.memcpy_htod(&[u64::MAX][..], scratch)
+            .context("label check: resetting the scratch value")?;
         {
             let (labels, _g1) = input(s, labels, n, "label check: labels")?;
             let (first_bad, _g2) = scratch.device_ptr_mut(s);
@@ -1491,9 +1729,14 @@ impl Kernels {
             r?;
         }
         let mut host = [0u64; 1];
-        s.memcpy_dtoh(&*scratch, &mut host[..]).context("label check: reading the result")?;
+        s.memcpy_dtoh(&*scratch, &mut host[..])
+            .context("label check: reading the result")?;
         s.synchronize().context("label check: synchronising")?;
-        Ok(if host[0] == u64::MAX { None } else { Some(host[0] as usize) })
+        Ok(if host[0] == u64::MAX {
+            None
+        } else {
+            Some(host[0] as usize)
+        })
     }
 
     /// Stage one of the softmax loss; `partial_loss` and `partial_count` hold at least
@@ -1513,10 +1756,16 @@ impl Kernels {
     ) -> Result<usize> {
         let positions = outer * inner;
         let chunks = sum_chunks(positions);
-        let (prob, _g1) = input(s, prob, outer * classes * inner, "softmax loss: probabilities")?;
+        let (prob, _g1) = input(
+            s,
+            prob,
+            outer * classes * inner,
+            "softmax loss: probabilities",
+        )?;
         let (labels, _g2) = input(s, labels, positions, "softmax loss: labels")?;
         let (partial_loss, _g3) = output(s, partial_loss, chunks, "softmax loss: partial losses")?;
-        let (partial_count, _g4) = output(s, partial_count, chunks, "softmax loss: partial counts")?;
+        let (partial_count, _g4) =
+            output(s, partial_count, chunks, "softmax loss: partial counts")?;
         let (outer, classes, inner) = (outer as i64, classes as i64, inner as i64);
         let (has_ignore, ignore) = (ignore.is_some() as i32, ignore.unwrap_or(0));
         launch!(self, s, "loss_softmax_fwd_partials_f32", Self::blocks((chunks as u32, 1, 1));
@@ -1605,7 +1854,12 @@ impl Kernels {
         let (labels, _g2) = input(s, labels, positions, "accuracy: labels")?;
         let (correct, _g3) = output(s, correct, positions, "accuracy: correct flags")?;
         let (label_out, _g4) = output(s, label_out, positions, "accuracy: labels out")?;
-        let (outer, classes, inner, top_k) = (outer as i64, classes as i64, inner as i64, to_i32(top_k, "top_k")?);
+        let (outer, classes, inner, top_k) = (
+            outer as i64,
+            classes as i64,
+            inner as i64,
+            to_i32(top_k, "top_k")?,
+        );
         let (has_ignore, ignore) = (ignore.is_some() as i32, ignore.unwrap_or(0));
         launch!(self, s, "loss_accuracy_terms_f32", self.grid_for(positions);
             scores: cf32, labels: cf32, correct: mf32, label_out: mi32, outer: i64, classes: i64, inner: i64, top_k: i32,
@@ -1653,7 +1907,13 @@ impl Kernels {
         beta: f32,
         c: &mut dyn DevicePtrMut<f32>,
     ) -> Result<()> {
-        self.sgemm_batched(s, &GemmShape::contiguous(trans_a, trans_b, m, n, k, alpha, beta), a, b, c)
+        self.sgemm_batched(
+            s,
+            &GemmShape::contiguous(trans_a, trans_b, m, n, k, alpha, beta),
+            a,
+            b,
+            c,
+        )
     }
 
     /// A strided batch of products, with the tile configuration chosen by size.
@@ -1673,7 +1933,9 @@ impl Kernels {
     }
 
     #[allow(clippy::type_complexity)]
-    fn gemm_args(shape: &GemmShape) -> Result<(i32, i32, i32, i32, i32, i32, i32, i32, i32, i64, i64, i64)> {
+    fn gemm_args(
+        shape: &GemmShape,
+    ) -> Result<(i32, i32, i32, i32, i32, i32, i32, i32, i32, i64, i64, i64)> {
         shape.validate()?;
         Ok((
             shape.trans_a as i32,
@@ -1702,13 +1964,18 @@ impl Kernels {
         if shape.m == 0 || shape.n == 0 || shape.batch == 0 {
             return Ok(());
         }
-        let (trans_a, trans_b, m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c) = Self::gemm_args(shape)?;
+        let (trans_a, trans_b, m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c) =
+            Self::gemm_args(shape)?;
         let (na, nb, nc) = shape.needs();
         let (a, _g1) = input(s, a, na, "sgemm: A")?;
         let (b, _g2) = input(s, b, nb, "sgemm: B")?;
         let (c, _g3) = output(s, c, nc, "sgemm: C")?;
         let (alpha, beta) = (shape.alpha, shape.beta);
-        let cfg = Self::blocks(((n as u32).div_ceil(128), (m as u32).div_ceil(128), batch as u32));
+        let cfg = Self::blocks((
+            (n as u32).div_ceil(128),
+            (m as u32).div_ceil(128),
+            batch as u32,
+        ));
         launch!(self, s, "gemm_sgemm_128x128_f32", cfg;
             trans_a: i32, trans_b: i32, m: i32, n: i32, k: i32, alpha: f32, a: cf32, lda: i32, stride_a: i64, b: cf32,
             ldb: i32, stride_b: i64, beta: f32, c: mf32, ldc: i32, stride_c: i64)
@@ -1725,13 +1992,18 @@ impl Kernels {
         if shape.m == 0 || shape.n == 0 || shape.batch == 0 {
             return Ok(());
         }
-        let (trans_a, trans_b, m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c) = Self::gemm_args(shape)?;
+        let (trans_a, trans_b, m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c) =
+            Self::gemm_args(shape)?;
         let (na, nb, nc) = shape.needs();
         let (a, _g1) = input(s, a, na, "sgemm: A")?;
         let (b, _g2) = input(s, b, nb, "sgemm: B")?;
         let (c, _g3) = output(s, c, nc, "sgemm: C")?;
         let (alpha, beta) = (shape.alpha, shape.beta);
-        let cfg = Self::blocks(((n as u32).div_ceil(64), (m as u32).div_ceil(64), batch as u32));
+        let cfg = Self::blocks((
+            (n as u32).div_ceil(64),
+            (m as u32).div_ceil(64),
+            batch as u32,
+        ));
         launch!(self, s, "gemm_sgemm_64x64_f32", cfg;
             trans_a: i32, trans_b: i32, m: i32, n: i32, k: i32, alpha: f32, a: cf32, lda: i32, stride_a: i64, b: cf32,
             ldb: i32, stride_b: i64, beta: f32, c: mf32, ldc: i32, stride_c: i64)
@@ -1757,7 +2029,12 @@ impl Kernels {
         ])
     }
 
-    fn conv_spans(g: &Conv2d, images: usize, im_stride: usize, col_stride: usize) -> Result<(usize, usize)> {
+    fn conv_spans(
+        g: &Conv2d,
+        images: usize,
+        im_stride: usize,
+        col_stride: usize,
+    ) -> Result<(usize, usize)> {
         if images > 65535 {
             bail!("im2col: {images} images exceed the grid's 65535; split the batch");
         }
@@ -1765,7 +2042,10 @@ impl Kernels {
             bail!("im2col: image strides ({im_stride}, {col_stride}) are shorter than an image ({}, {})", g.im_len(), g.col_len());
         }
         let last = images.saturating_sub(1);
-        Ok((last * im_stride + g.im_len(), last * col_stride + g.col_len()))
+        Ok((
+            last * im_stride + g.im_len(),
+            last * col_stride + g.col_len(),
+        ))
     }
 
     /// im2col for `images` images, `im_stride` / `col_stride` values apart.
@@ -1790,7 +2070,11 @@ impl Kernels {
         let (im, _g1) = input(s, im, ni, "im2col: image")?;
         let (col, _g2) = output(s, col, nc, "im2col: columns")?;
         let (im_stride, col_stride) = (im_stride as i64, col_stride as i64);
-        let cfg = Self::blocks(((positions as u32).div_ceil(THREADS), rows.min(65535) as u32, images as u32));
+        let cfg = Self::blocks((
+            (positions as u32).div_ceil(THREADS),
+            rows.min(65535) as u32,
+            images as u32,
+        ));
         launch!(self, s, "conv_im2col_f32", cfg;
             im: cf32, col: mf32, channels: i32, h: i32, w: i32, kh: i32, kw: i32, pad_h: i32, pad_w: i32, sh: i32, sw: i32,
             dh: i32, dw: i32, oh: i32, ow: i32, im_stride: i64, col_stride: i64)
@@ -1849,7 +2133,13 @@ impl Kernels {
         }
         let (src, _g1) = input(s, src, n, "concat: source")?;
         let (dst, _g2) = output(s, dst, outer * dst_axis * inner, "concat: destination")?;
-        let (outer, src_axis, dst_axis, offset, inner) = (outer as i64, src_axis as i64, dst_axis as i64, offset as i64, inner as i64);
+        let (outer, src_axis, dst_axis, offset, inner) = (
+            outer as i64,
+            src_axis as i64,
+            dst_axis as i64,
+            offset as i64,
+            inner as i64,
+        );
         launch!(self, s, "tensor_axis_insert_f32", self.grid_for(n);
             src: cf32, dst: mf32, outer: i64, src_axis: i64, dst_axis: i64, offset: i64, inner: i64)
     }
@@ -1876,12 +2166,23 @@ impl Kernels {
         }
         let (src, _g1) = input(s, src, outer * src_axis * inner, "slice: source")?;
         let (dst, _g2) = output(s, dst, n, "slice: destination")?;
-        let (outer, src_axis, offset, dst_axis, inner) = (outer as i64, src_axis as i64, offset as i64, dst_axis as i64, inner as i64);
+        let (outer, src_axis, offset, dst_axis, inner) = (
+            outer as i64,
+            src_axis as i64,
+            offset as i64,
+            dst_axis as i64,
+            inner as i64,
+        );
         launch!(self, s, "tensor_axis_extract_f32", self.grid_for(n);
             src: cf32, dst: mf32, outer: i64, src_axis: i64, offset: i64, dst_axis: i64, inner: i64)
     }
 
-    pub fn tensor_fill(&self, s: &CudaStream, y: &mut dyn DevicePtrMut<f32>, value: f32) -> Result<()> {
+    pub fn tensor_fill(
+        &self,
+        s: &CudaStream,
+        y: &mut dyn DevicePtrMut<f32>,
+        value: f32,
+    ) -> Result<()> {
         let n = y.len();
         if n == 0 {
             return Ok(());
@@ -1925,13 +2226,24 @@ impl Kernels {
         let alpha_over_size = alpha / size as f32;
         let (x, _g1) = input(s, x, n, "lrn: x")?;
         let (scale, _g2) = output(s, scale, n, "lrn: scale")?;
-        let (num, channels, plane, size) = (num as i64, to_i32(channels, "channels")?, plane as i64, to_i32(size, "local_size")?);
+        let (num, channels, plane, size) = (
+            num as i64,
+            to_i32(channels, "channels")?,
+            plane as i64,
+            to_i32(size, "local_size")?,
+        );
         launch!(self, s, "lrn_across_scale_f32", self.grid_for(n);
             x: cf32, scale: mf32, num: i64, channels: i32, plane: i64, size: i32, alpha_over_size: f32, k: f32)
     }
 
     /// `y = scale^-beta * x`.
-    pub fn lrn_across_output(&self, s: &CudaStream, mut io: Io, scale: &dyn DevicePtr<f32>, beta: f32) -> Result<()> {
+    pub fn lrn_across_output(
+        &self,
+        s: &CudaStream,
+        mut io: Io,
+        scale: &dyn DevicePtr<f32>,
+        beta: f32,
+    ) -> Result<()> {
         let n = io.len();
         if n == 0 {
             return Ok(());
@@ -1990,7 +2302,12 @@ impl Kernels {
         let (scale, _g2) = input(s, scale, n, "lrn backward: scale")?;
         let (ratio, _g3) = input(s, ratio, n, "lrn backward: ratio")?;
         let (dy, dx, _g) = d.pointers(s);
-        let (num, channels, plane, size) = (num as i64, to_i32(channels, "channels")?, plane as i64, to_i32(size, "local_size")?);
+        let (num, channels, plane, size) = (
+            num as i64,
+            to_i32(channels, "channels")?,
+            plane as i64,
+            to_i32(size, "local_size")?,
+        );
         launch!(self, s, "lrn_across_bwd_f32", self.grid_for(n);
             x: cf32, scale: cf32, ratio: cf32, dy: cf32, dx: mf32, num: i64, channels: i32, plane: i64, size: i32,
             beta: f32, cache_ratio: f32)
@@ -2153,7 +2470,12 @@ impl Kernels {
     /// Stage one of the gradient's squared norm: writes [`sum_chunks`]`(x.len())` partials at
     /// the start of `partial` and returns that count. Lay the blobs' partials one after another
     /// (views at increasing offsets), then finish over all of them.
-    pub fn solver_sumsq_partials(&self, s: &CudaStream, x: &dyn DevicePtr<f32>, partial: &mut dyn DevicePtrMut<f64>) -> Result<usize> {
+    pub fn solver_sumsq_partials(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        partial: &mut dyn DevicePtrMut<f64>,
+    ) -> Result<usize> {
         let n = x.len();
         let chunks = sum_chunks(n);
         let (x, _g1) = x.device_ptr(s);
@@ -2204,7 +2526,13 @@ pub struct Update {
 
 impl Update {
     fn args(&self) -> (f32, f32, i32, i32, i32) {
-        (self.local_rate, self.local_decay, self.l1 as i32, self.iter_size, self.apply as i32)
+        (
+            self.local_rate,
+            self.local_decay,
+            self.l1 as i32,
+            self.iter_size,
+            self.apply as i32,
+        )
     }
 }
 
@@ -2218,13 +2546,20 @@ mod tests {
         for f in compile::KERNEL_FILES {
             let text = compile::strip_comments(f.source);
             for name in compile::entry_points(f.source) {
-                let start = text.find(&format!("{name}(")).unwrap_or_else(|| panic!("{name} not found")) + name.len() + 1;
+                let start = text
+                    .find(&format!("{name}("))
+                    .unwrap_or_else(|| panic!("{name} not found"))
+                    + name.len()
+                    + 1;
                 let end = start + text[start..].find(')').unwrap();
                 let params: Vec<String> = text[start..end]
                     .split(',')
                     .map(|p| {
                         let p = p.split_whitespace().collect::<Vec<_>>().join(" ");
-                        let ty = p.rsplit_once(' ').map(|(t, _)| t.to_string()).unwrap_or_default();
+                        let ty = p
+                            .rsplit_once(' ')
+                            .map(|(t, _)| t.to_string())
+                            .unwrap_or_default();
                         let ptr = p.contains('*');
                         let ty = ty.replace('*', "").trim().to_string();
                         match (ty.as_str(), ptr) {
@@ -2280,26 +2615,45 @@ mod tests {
     fn launch_lists_match_kernel_signatures() {
         let sigs = kernel_signatures();
         let sites = launch_sites();
-        assert!(sites.len() >= sigs.len(), "{} launch sites for {} kernels", sites.len(), sigs.len());
+        assert!(
+            sites.len() >= sigs.len(),
+            "{} launch sites for {} kernels",
+            sites.len(),
+            sigs.len()
+        );
         for (name, types) in &sites {
-            let sig = sigs.get(name).unwrap_or_else(|| panic!("launch of '{name}', which no kernel file defines"));
-            assert_eq!(types, sig, "argument list of '{name}' differs from its C signature");
+            let sig = sigs
+                .get(name)
+                .unwrap_or_else(|| panic!("launch of '{name}', which no kernel file defines"));
+            assert_eq!(
+                types, sig,
+                "argument list of '{name}' differs from its C signature"
+            );
         }
         for name in sigs.keys() {
-            assert!(sites.iter().any(|(n, _)| n == name), "kernel '{name}' has no wrapper");
+            assert!(
+                sites.iter().any(|(n, _)| n == name),
+                "kernel '{name}' has no wrapper"
+            );
         }
     }
 
     #[test]
     fn philox_known_answers() {
         // The Random123 known-answer vectors for philox4x32_10.
-        assert_eq!(philox4x32_10([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+        assert_eq!(
+            philox4x32_10([0, 0, 0, 0], [0, 0]),
+            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+        );
         assert_eq!(
             philox4x32_10([u32::MAX; 4], [u32::MAX; 2]),
             [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
         );
         assert_eq!(
-            philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
+            philox4x32_10(
+                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+                [0xa4093822, 0x299f31d0]
+            ),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
     }
@@ -2321,7 +2675,10 @@ mod tests {
     #[test]
     fn partitions_depend_on_the_shape_only() {
         assert_eq!(channel_chunks(1, 1), 1);
-        assert_eq!(channel_chunks(32, 56 * 56), (32 * 56 * 56usize).div_ceil(CHUNK_ELEMS));
+        assert_eq!(
+            channel_chunks(32, 56 * 56),
+            (32 * 56 * 56usize).div_ceil(CHUNK_ELEMS)
+        );
         assert_eq!(channel_chunks(256, 112 * 112), MAX_CHANNEL_CHUNKS);
         assert_eq!(channel_partials_len(64, 2, 2048), 64);
         assert_eq!(sum_chunks(0), 1);
@@ -2364,7 +2721,9 @@ mod tests {
         assert!(b.validate().is_err());
         let big = GemmShape::contiguous(false, false, 4096, 4096, 4096, 1.0, 0.0);
         assert!(big.use_large_tiles(132));
-        assert!(!GemmShape::contiguous(false, false, 64, 1000, 4096, 1.0, 0.0).use_large_tiles(132));
+        assert!(
+            !GemmShape::contiguous(false, false, 64, 1000, 4096, 1.0, 0.0).use_large_tiles(132)
+        );
     }
 
     #[test]
@@ -2384,6 +2743,10 @@ mod tests {
         let c = Conv2d::from_geom(&g).unwrap();
         assert_eq!(c.im_len(), 3 * 7 * 6);
         assert_eq!(c.col_len(), g.col_buffer_len());
-        assert!(Conv2d::from_geom(&ConvGeom { kernel: vec![3], ..g }).is_err());
+        assert!(Conv2d::from_geom(&ConvGeom {
+            kernel: vec![3],
+            ..g
+        })
+        .is_err());
     }
 }
