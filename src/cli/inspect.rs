@@ -162,21 +162,6 @@ fn describe_net_text(file: &str, net: &NetParameter) -> String {
     out
 }
 
-/// The snapshot prefix Caffe derives when the solver names none: the solver file without its
-/// extension, or `dir/<stem>` if that names a directory.
-pub fn default_snapshot_prefix(solver_path: &Path) -> String {
-    let stem = solver_path.with_extension("");
-    if stem.is_dir() {
-        let name = solver_path
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_default();
-        stem.join(name).display().to_string()
-    } else {
-        stem.display().to_string()
-    }
-}
-
 fn describe_solver(file: &str, path: &Path, s: &SolverParameter) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{file}: solver (prototxt)");
@@ -316,7 +301,7 @@ fn describe_solver(file: &str, path: &Path, s: &SolverParameter) -> String {
     row("snapshot", s.snapshot().to_string(), s.snapshot.is_some());
     let prefix = match &s.snapshot_prefix {
         Some(p) => p.clone(),
-        None => default_snapshot_prefix(path),
+        None => crate::solver::default_snapshot_prefix(path),
     };
     row("snapshot_prefix", prefix, s.snapshot_prefix.is_some());
     row(

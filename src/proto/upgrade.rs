@@ -281,46 +281,42 @@ fn upgrade_v1_layer(v1: V1LayerParameter) -> Result<LayerParameter> {
     Ok(l)
 }
 
-fn net_needs_data_upgrade(net: &NetParameter) -> bool {
-    let v1 = net.layers.iter().any(|l| {
+/// Whether a layer (V1 or current: both have the same three data params) still carries the
+/// deprecated transformation fields.
+macro_rules! has_deprecated_transform {
+    ($l:expr) => {{
+        let l = $l;
+        let any = |s: bool, m: bool, c: bool, r: bool| s || m || c || r;
         l.data_param.as_ref().is_some_and(|p| {
-            p.scale.is_some()
-                || p.mean_file.is_some()
-                || p.crop_size.is_some()
-                || p.mirror.is_some()
+            any(
+                p.scale.is_some(),
+                p.mean_file.is_some(),
+                p.crop_size.is_some(),
+                p.mirror.is_some(),
+            )
         }) || l.image_data_param.as_ref().is_some_and(|p| {
-            p.scale.is_some()
-                || p.mean_file.is_some()
-                || p.crop_size.is_some()
-                || p.mirror.is_some()
+            any(
+                p.scale.is_some(),
+                p.mean_file.is_some(),
+                p.crop_size.is_some(),
+                p.mirror.is_some(),
+            )
         }) || l.window_data_param.as_ref().is_some_and(|p| {
-            p.scale.is_some()
-                || p.mean_file.is_some()
-                || p.crop_size.is_some()
-                || p.mirror.is_some()
+            any(
+                p.scale.is_some(),
+                p.mean_file.is_some(),
+                p.crop_size.is_some(),
+                p.mirror.is_some(),
+            )
         })
-    });
+    }};
+}
+
+fn net_needs_data_upgrade(net: &NetParameter) -> bool {
     // Caffe checks V1 layers only and silently ignores these fields on current layers; crema
     // moves them there too, since ignoring a written field would surprise the user.
-    let v2 = net.layer.iter().any(|l| {
-        l.data_param.as_ref().is_some_and(|p| {
-            p.scale.is_some()
-                || p.mean_file.is_some()
-                || p.crop_size.is_some()
-                || p.mirror.is_some()
-        }) || l.image_data_param.as_ref().is_some_and(|p| {
-            p.scale.is_some()
-                || p.mean_file.is_some()
-                || p.crop_size.is_some()
-                || p.mirror.is_some()
-        }) || l.window_data_param.as_ref().is_some_and(|p| {
-            p.scale.is_some()
-                || p.mean_file.is_some()
-                || p.crop_size.is_some()
-                || p.mirror.is_some()
-        })
-    });
-    v1 || v2
+    net.layers.iter().any(|l| has_deprecated_transform!(l))
+        || net.layer.iter().any(|l| has_deprecated_transform!(l))
 }
 
 /// Moves one layer's deprecated (scale, mean_file, crop_size, mirror) into transform_param.

@@ -94,9 +94,19 @@ fn load_net(path: &str, opts: TextOptions) -> Result<NetParameter> {
     read_net_text(Path::new(path), opts).with_context(|| format!("reading net {path}"))
 }
 
-/// The snapshot prefix Caffe derives when none is given: the solver file without extension.
-pub fn default_snapshot_prefix(solver_file: &Path) -> String {
-    crate::cli::inspect::default_snapshot_prefix(solver_file)
+/// The snapshot prefix Caffe derives when the solver names none: the solver file without its
+/// extension, or `dir/<stem>` if that names a directory.
+pub fn default_snapshot_prefix(solver_path: &Path) -> String {
+    let stem = solver_path.with_extension("");
+    if stem.is_dir() {
+        let name = solver_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        stem.join(name).display().to_string()
+    } else {
+        stem.display().to_string()
+    }
 }
 
 pub struct SolverOptions {
