@@ -152,6 +152,10 @@ enum Command {
         stage: String,
         #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
         allow_unknown_fields: bool,
+        /// Also log the arithmetic of convolutions and inner products per forward-backward
+        /// (bench/cpu.sh divides it by the GEMM rate to get the floor).
+        #[arg(long)]
+        flops: bool,
     },
     /// Draw training curves (loss and test accuracy against iterations) from Caffe or crema
     /// logs into a PNG.
@@ -396,6 +400,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             level,
             stage,
             allow_unknown_fields,
+            flops,
         } => {
             let args = cli::time::TimeArgs {
                 model,
@@ -406,6 +411,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 text: TextOptions {
                     allow_unknown_fields,
                 },
+                flops,
             };
             cli::time::run_time(&args)?;
             Ok(0)
