@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod batch_norm;
 pub mod blas;
+pub mod bn_scale_relu;
 pub mod conv;
 #[cfg(target_arch = "x86_64")]
 pub mod conv_direct;
