@@ -152,6 +152,9 @@ enum Command {
         stage: String,
         #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
         allow_unknown_fields: bool,
+        /// Time on this GPU (one id).
+        #[arg(long)]
+        gpu: Option<String>,
     },
     /// Draw training curves (loss and test accuracy against iterations) from Caffe or crema
     /// logs into a PNG.
@@ -396,8 +399,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             level,
             stage,
             allow_unknown_fields,
+            gpu,
         } => {
             let args = cli::time::TimeArgs {
+                gpu,
                 model,
                 iterations,
                 phase: cli::time::parse_phase(&phase)?,

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod audit;
+pub mod backend;
 pub mod convert;
 pub mod device;
 pub mod diff;

@@ -20,6 +20,8 @@ pub struct TimeArgs {
     pub level: i32,
     pub stages: Vec<String>,
     pub text: TextOptions,
+    /// `--gpu` as caffe takes it.
+    pub gpu: Option<String>,
 }
 
 /// Per-layer and total timings, in milliseconds.
@@ -47,7 +49,14 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
     if args.iterations == 0 {
         bail!("--iterations must be positive");
     }
-    crate::info!("Use CPU.");
+    let gpu = super::backend::open(&super::backend::request(args.gpu.as_deref(), None)?)?;
+    // Kernels are queued, not finished, when a launch returns: each timed span waits for them.
+    let wait = || -> Result<()> {
+        match &gpu {
+            Some(g) => g.synchronize(),
+            None => Ok(()),
+        }
+    };
     let param = read_net_text(&args.model, args.text)?;
     let state = NetState {
         phase: Some(args.phase as i32),
@@ -57,11 +66,13 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
     let mut rng = CaffeRng::new(1701);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions::default())
         .with_context(|| format!("building {}", args.model.display()))?;
+    super::backend::place(&mut net, &gpu);
     crate::info!("Performing Forward");
     let loss = net.forward(&mut rng)?;
     crate::info!("Initial loss: {}", fmt_g(loss as f64));
     crate::info!("Performing Backward");
     backward_all(&mut net, &mut rng)?;
+    wait()?;
 
     let n = net.layers.len();
     let mut fwd = vec![0f64; n];
@@ -76,6 +87,7 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
         for (li, f) in fwd.iter_mut().enumerate() {
             let lt = Instant::now();
             net.forward_layer(&mut rng, li)?;
+            wait()?;
             *f += ms(lt);
         }
         fwd_total += ms(t);
@@ -83,6 +95,7 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
         for li in (0..n).rev() {
             let lt = Instant::now();
             backward_layer_always(&mut net, &mut rng, li)?;
+            wait()?;
             bwd[li] += ms(lt);
         }
         bwd_total += ms(t);
@@ -127,9 +140,17 @@ fn backward_layer_always(net: &mut Net, rng: &mut CaffeRng, li: usize) -> Result
     let e = &mut net.layers[li];
     let bottom: Vec<BlobRef> = e.bottoms.iter().map(|&i| net.blobs[i].clone()).collect();
     let top: Vec<BlobRef> = e.tops.iter().map(|&i| net.blobs[i].clone()).collect();
-    let mut ctx = crate::layers::Ctx { rng };
+    let mut ctx = crate::layers::Ctx {
+        rng,
+        gpu: net.gpu.as_deref(),
+    };
     let name = e.param.name().to_string();
-    e.layer
-        .backward(&mut ctx, &top, &e.bottom_need_backward, &bottom)
-        .with_context(|| format!("backward of layer '{name}'"))
+    crate::layers::backward_on(
+        e.layer.as_mut(),
+        &mut ctx,
+        &top,
+        &e.bottom_need_backward,
+        &bottom,
+    )
+    .with_context(|| format!("backward of layer '{name}'"))
 }

@@ -11,8 +11,9 @@ use std::rc::Rc;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::{Blob, BlobRef};
-use crate::layers::{check_blob_counts, create_layer, Ctx, Layer};
+use crate::layers::{backward_on, check_blob_counts, create_layer, forward_on, Ctx, Layer};
 use crate::proto::blob::shape_string;
 use crate::proto::caffe::{param_spec::DimCheckMode, NetParameter, NetState, ParamSpec, Phase};
 use crate::rng::CaffeRng;
@@ -72,6 +73,8 @@ pub struct Net {
     pub learnable: Vec<Learnable>,
     /// Log net construction (Caffe logs only on the root solver; tests turn it off).
     pub verbose: bool,
+    /// The GPU the layers run on (`None`: the CPU backend).
+    pub gpu: Option<Rc<Gpu>>,
 }
 
 /// Options for building a net.
@@ -125,6 +128,7 @@ impl Net {
             params: Vec::new(),
             learnable: Vec::new(),
             verbose,
+            gpu: None,
         };
         let mut available: BTreeSet<String> = BTreeSet::new();
         let mut name_to_blob: HashMap<String, usize> = HashMap::new();
@@ -495,9 +499,11 @@ impl Net {
         e.layer
             .reshape(&bottom, &top)
             .with_context(|| format!("reshaping layer '{lname}' ({})", e.layer.type_name()))?;
-        let mut ctx = Ctx { rng };
-        e.layer
-            .forward(&mut ctx, &bottom, &top)
+        let mut ctx = Ctx {
+            rng,
+            gpu: self.gpu.as_deref(),
+        };
+        forward_on(e.layer.as_mut(), &mut ctx, &bottom, &top)
             .with_context(|| format!("forward of layer '{lname}' ({})", e.layer.type_name()))?;
         let mut loss = 0f32;
         for (t, &w) in e.loss_weights.iter().enumerate() {
@@ -526,11 +532,19 @@ impl Net {
         }
         let bottom: Vec<BlobRef> = e.bottoms.iter().map(|&i| self.blobs[i].clone()).collect();
         let top: Vec<BlobRef> = e.tops.iter().map(|&i| self.blobs[i].clone()).collect();
-        let mut ctx = Ctx { rng };
+        let mut ctx = Ctx {
+            rng,
+            gpu: self.gpu.as_deref(),
+        };
         let lname = e.param.name().to_string();
-        e.layer
-            .backward(&mut ctx, &top, &e.bottom_need_backward, &bottom)
-            .with_context(|| format!("backward of layer '{lname}' ({})", e.layer.type_name()))
+        backward_on(
+            e.layer.as_mut(),
+            &mut ctx,
+            &top,
+            &e.bottom_need_backward,
+            &bottom,
+        )
+        .with_context(|| format!("backward of layer '{lname}' ({})", e.layer.type_name()))
     }
 
     /// Forward then backward; returns the loss.

@@ -76,6 +76,8 @@ pub struct Solver {
     pub record: Option<TrainRecord>,
     /// What `--freeze` changed, for the audit.
     pub freeze_changes: Vec<String>,
+    /// The GPU the nets run on (`None`: the CPU).
+    pub gpu: Option<std::rc::Rc<crate::backend::cuda::gpu::Gpu>>,
 }
 
 /// Values a run produced, as its log shows them.
@@ -293,7 +295,17 @@ impl Solver {
             on_iteration: None,
             record: None,
             freeze_changes,
+            gpu: None,
         })
+    }
+
+    /// Runs the train and test nets on `gpu` (`None`: the CPU).
+    pub fn set_gpu(&mut self, gpu: Option<std::rc::Rc<crate::backend::cuda::gpu::Gpu>>) {
+        crate::cli::backend::place(&mut self.net, &gpu);
+        for tn in &mut self.test_nets {
+            crate::cli::backend::place(tn, &gpu);
+        }
+        self.gpu = gpu;
     }
 
     pub fn hyper(&self) -> Hyper {

@@ -9,6 +9,7 @@
 
 pub mod compile;
 pub mod device;
+pub mod gpu;
 pub mod kernels;
 
 pub use device::CudaError;
