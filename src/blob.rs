@@ -126,7 +126,8 @@ impl Mem {
     /// Makes sure a device copy of the right length exists; returns whether it was created
     /// (its contents are then zeros).
     fn ensure_device(&self, g: &Gpu) -> Result<bool> {
-        let n = self.len();
+        // The driver refuses empty allocations; an empty blob gets one unused value.
+        let n = self.len().max(1);
         let mut dev = self.device.borrow_mut();
         if dev.as_ref().is_some_and(|d| d.len() == n) {
             return Ok(false);

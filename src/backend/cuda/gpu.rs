@@ -141,7 +141,7 @@ pub fn human_bytes(b: u64) -> String {
 /// A copy of `d` with `n` values: the first min(len, n) kept, the rest zero.
 pub fn resized(d: &CudaSlice<f32>, n: usize) -> Result<CudaSlice<f32>> {
     let stream = d.stream().clone();
-    let mut out = alloc_on(&stream, n)?;
+    let mut out = alloc_on(&stream, n.max(1))?;
     let keep = d.len().min(n);
     if keep > 0 {
         stream
