@@ -29,6 +29,8 @@ pub struct TrainArgs {
     pub strict_freeze: bool,
     /// Verify the audit against blob hashes after this many iterations.
     pub verify_freeze: Option<i32>,
+    /// `--no-progress`: no progress line even on a terminal.
+    pub no_progress: bool,
 }
 
 /// Decides the device as `caffe train` does: `--gpu` wins; otherwise the GPU only when the
@@ -147,6 +149,7 @@ pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
             }
         }));
     }
+    solver.show_progress = crate::util::progress::wanted(args.no_progress);
     crate::info!("Starting Optimization");
     let outcome = solver.solve(None)?;
     Ok(outcome)

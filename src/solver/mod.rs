@@ -76,6 +76,12 @@ pub struct Solver {
     pub record: Option<TrainRecord>,
     /// What `--freeze` changed, for the audit.
     pub freeze_changes: Vec<String>,
+    /// Draw the terminal progress line during `solve` (`crema train` sets it when stderr is a
+    /// terminal).
+    pub show_progress: bool,
+    progress: Option<crate::util::progress::ProgressLine>,
+    /// Time spent in test passes during the current `solve`, kept apart from training time.
+    testing: std::time::Duration,
 }
 
 /// Values a run produced, as its log shows them.
@@ -293,6 +299,9 @@ impl Solver {
             on_iteration: None,
             record: None,
             freeze_changes,
+            show_progress: false,
+            progress: None,
+            testing: std::time::Duration::ZERO,
         })
     }
 
