@@ -75,6 +75,10 @@ enum Command {
         /// After N iterations, compare every blob's hash with the audit's prediction.
         #[arg(long = "verify-freeze", alias = "verify_freeze")]
         verify_freeze: Option<i32>,
+        /// No progress line on the terminal (also: CREMA_NO_PROGRESS=1). It is only ever drawn
+        /// when stderr is a terminal; logs written to files or pipes never carry it.
+        #[arg(long = "no-progress", alias = "no_progress")]
+        no_progress: bool,
     },
     /// Print the freeze audit: which blobs training will change, and why.
     Audit {
@@ -349,6 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             freeze,
             strict_freeze,
             verify_freeze,
+            no_progress,
         } => {
             let args = cli::train::TrainArgs {
                 solver,
@@ -365,6 +370,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 freeze: split_list(&freeze),
                 strict_freeze,
                 verify_freeze,
+                no_progress,
             };
             cli::train::run_train(&args)?;
             Ok(0)

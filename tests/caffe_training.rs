@@ -14,11 +14,19 @@ use crema::proto::blob::read_blob;
 use crema::proto::{read_net_binary, read_solver_text, read_solverstate, TextOptions};
 use crema::solver::{Solver, SolverOptions, TrainRecord};
 
+/// The shared folder (`CREMA_SHARED`, or `../shared` beside the repository).
+fn shared_dir() -> PathBuf {
+    match std::env::var_os("CREMA_SHARED") {
+        Some(s) => PathBuf::from(s),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+    }
+}
+
 fn fixtures_dirs() -> Vec<PathBuf> {
     match std::env::var("CREMA_TRAIN_FIXTURES") {
         Ok(p) => p.split(':').map(PathBuf::from).collect(),
         Err(_) => {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe");
+            let root = shared_dir().join("fixtures/caffe");
             vec![root.join("e2e_lmdb"), root.join("e2e_hdf5")]
         }
     }

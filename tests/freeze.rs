@@ -12,8 +12,16 @@ use crema::proto::{parse_net_text, parse_solver_text, read_solver_text, TextOpti
 use crema::rng::CaffeRng;
 use crema::solver::{Solver, SolverOptions, TrainRecord};
 
+/// The shared folder (`CREMA_SHARED`, or `../shared` beside the repository).
+fn shared_dir() -> PathBuf {
+    match std::env::var_os("CREMA_SHARED") {
+        Some(s) => PathBuf::from(s),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+    }
+}
+
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe")
+    shared_dir().join("fixtures/caffe")
 }
 
 fn copy_dir(src: &Path, dst: &Path) -> Result<()> {

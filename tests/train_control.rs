@@ -7,8 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The shared folder (`CREMA_SHARED`, or `../shared` beside the repository).
+fn shared_dir() -> PathBuf {
+    match std::env::var_os("CREMA_SHARED") {
+        Some(s) => PathBuf::from(s),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+    }
+}
+
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe/e2e_lmdb")
+    shared_dir().join("fixtures/caffe/e2e_lmdb")
 }
 
 fn copy_dir(src: &Path, dst: &Path) {

@@ -30,6 +30,8 @@ pub struct TrainArgs {
     pub strict_freeze: bool,
     /// Verify the audit against blob hashes after this many iterations.
     pub verify_freeze: Option<i32>,
+    /// `--no-progress`: no progress line even on a terminal.
+    pub no_progress: bool,
 }
 
 pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
@@ -136,6 +138,7 @@ pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
             }
         }));
     }
+    solver.show_progress = crate::util::progress::wanted(args.no_progress);
     crate::info!("Starting Optimization");
     let outcome = solver.solve(None)?;
     Ok(outcome)

@@ -78,6 +78,12 @@ pub struct Solver {
     pub freeze_changes: Vec<String>,
     /// The GPU the nets run on (`None`: the CPU).
     pub gpu: Option<std::rc::Rc<crate::backend::cuda::gpu::Gpu>>,
+    /// Draw the terminal progress line during `solve` (`crema train` sets it when stderr is a
+    /// terminal).
+    pub show_progress: bool,
+    progress: Option<crate::util::progress::ProgressLine>,
+    /// Time spent in test passes during the current `solve`, kept apart from training time.
+    testing: std::time::Duration,
 }
 
 /// Values a run produced, as its log shows them.
@@ -296,6 +302,9 @@ impl Solver {
             record: None,
             freeze_changes,
             gpu: None,
+            show_progress: false,
+            progress: None,
+            testing: std::time::Duration::ZERO,
         })
     }
 

@@ -17,11 +17,13 @@ impl Solver {
     }
 
     /// Checks at start-up that snapshots can be written (Caffe's CheckSnapshotWritePermissions),
-    /// so a long run does not fail at its first snapshot.
+    /// so a long run does not fail at its first snapshot; an HDF5 snapshot_format is refused
+    /// here for the same reason.
     pub fn check_snapshot_write_permissions(&self) -> Result<()> {
         if self.param.snapshot() == 0 && !self.param.snapshot_after_train() {
             return Ok(());
         }
+        self.check_snapshot_format()?;
         let probe = self.snapshot_filename(".tempfile");
         match std::fs::File::create(&probe) {
             Ok(_) => {
@@ -35,11 +37,16 @@ impl Solver {
         }
     }
 
-    /// Writes the caffemodel and the solverstate for the current iteration.
-    pub fn snapshot(&mut self) -> Result<()> {
+    fn check_snapshot_format(&self) -> Result<()> {
         if self.param.snapshot_format() == SnapshotFormat::Hdf5 {
             bail!("snapshot_format: HDF5 is not supported by crema yet; use BINARYPROTO (the default)");
         }
+        Ok(())
+    }
+
+    /// Writes the caffemodel and the solverstate for the current iteration.
+    pub fn snapshot(&mut self) -> Result<()> {
+        self.check_snapshot_format()?;
         let model = self.snapshot_filename(".caffemodel");
         if self.verbose {
             crate::info!("Snapshotting to binary proto file {model}");
