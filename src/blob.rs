@@ -88,6 +88,13 @@ impl Mem {
         self.device.borrow().is_some()
     }
 
+    /// Whether the values are known to be all zeros without looking at them: filled with zero
+    /// and not written since. False says nothing (the values may still be zeros). The GPU
+    /// solver asks this instead of reading a gradient back to see whether it is zero.
+    pub fn is_known_zero(&self) -> bool {
+        self.head.get() == Head::Zero
+    }
+
     /// Brings the host vector up to date (a counted device-to-host copy when the device holds
     /// the values). A failed copy means the CUDA context is lost; there is nothing a caller
     /// could do with the values, so crema stops with the driver's error.

@@ -184,6 +184,17 @@ enum Command {
         #[arg(long)]
         gpu: Option<String>,
     },
+    /// Run every GPU op against the CPU backend on random inputs of several shapes (layers
+    /// forward and backward, solver updates) and print the max relative error per op; exit 1 on
+    /// any failure, 2 when there is no usable GPU.
+    Selftest {
+        /// The GPU to test.
+        #[arg(long, default_value_t = 0)]
+        gpu: usize,
+        /// Only ops whose name contains this (e.g. Convolution, solver, dropout-kernel).
+        #[arg(long)]
+        filter: Option<String>,
+    },
     /// List the embedded CUDA kernels; with --check, compile them all through NVRTC (no GPU
     /// needed) and report registers, shared memory and spills per entry point.
     Kernels {
@@ -440,6 +451,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::DeviceQuery { gpu } => {
             print!("{}", cli::device::device_query(gpu.as_deref())?);
             Ok(0)
+        }
+        Command::Selftest { gpu, filter } => {
+            cli::selftest::run_selftest(&cli::selftest::SelftestArgs { gpu, filter })
         }
         Command::Kernels {
             check,

@@ -10,5 +10,6 @@ pub mod inspect;
 pub mod kernels;
 pub mod logparse;
 pub mod plot;
+pub mod selftest;
 pub mod time;
 pub mod train;

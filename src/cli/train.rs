@@ -80,6 +80,15 @@ pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
     let gpu = backend::open(&device)?;
     let mut solver = Solver::new(param, &opts)?;
     solver.set_gpu(gpu);
+    if traffic_requested() {
+        if solver.gpu.is_some() {
+            solver.log_traffic = true;
+        } else {
+            crate::warn!(
+                "{TRAFFIC_ENV} is set, but this run computes on the CPU: no GPU traffic to log"
+            );
+        }
+    }
     solver.check_snapshot_write_permissions()?;
     solver.action_source = Some(install(sigint, sighup)?);
     if !weights.is_empty() {
@@ -142,6 +151,13 @@ pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
     crate::info!("Starting Optimization");
     let outcome = solver.solve(None)?;
     Ok(outcome)
+}
+
+/// Set to 1 to log, for every training iteration, the bytes copied between host and device.
+pub const TRAFFIC_ENV: &str = "CREMA_GPU_TRAFFIC";
+
+fn traffic_requested() -> bool {
+    std::env::var(TRAFFIC_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 pub struct TestArgs {

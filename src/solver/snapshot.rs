@@ -3,10 +3,12 @@
 //! so an interrupted write never leaves a truncated snapshot.
 
 use std::path::Path;
+use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 
 use super::Solver;
+use crate::blob::{Buf, Mem};
 use crate::proto::blob::{read_blob, write_blob};
 use crate::proto::caffe::{solver_parameter::SnapshotFormat, SolverState};
 use crate::proto::{read_net_binary, read_solverstate, write_binary_atomic};
@@ -64,7 +66,9 @@ impl Solver {
         };
         for (k, h) in self.history.iter().enumerate() {
             let shape = self.net.learnable[k % n].blob.shape();
-            state.history.push(write_blob(&shape, h, None));
+            // On the GPU this is the history's one trip to the host: a counted copy down.
+            let values = h.borrow();
+            state.history.push(write_blob(&shape, &values, None));
         }
         if self.verbose {
             crate::info!("Snapshotting solver state to binary proto file {state_file}");
@@ -115,8 +119,24 @@ impl Solver {
                     self.history[i].len()
                 );
             }
-            self.history[i] = v.data;
+            self.history[i] = restored_history(v.data);
+        }
+        if let Some(g) = &self.gpu {
+            // Up now, explicitly, rather than at the first update.
+            for h in &self.history {
+                h.device(g)?;
+            }
         }
         Ok(())
+    }
+}
+
+/// A restored history blob. All (+0.0) zeros become memory known to be zero, so that the GPU
+/// solver can skip a frozen blob without reading its history; -0.0 is kept as written.
+fn restored_history(values: Vec<f32>) -> Buf {
+    if values.iter().all(|v| v.to_bits() == 0) {
+        Rc::new(Mem::zeros(values.len()))
+    } else {
+        Rc::new(Mem::from_vec(values))
     }
 }

@@ -150,11 +150,15 @@ impl Solver {
         let mut timer = Instant::now();
         let mut iterations_last = self.iter;
         while self.iter < stop_iter {
+            let traffic_start = crate::backend::cuda::gpu::traffic();
+            let mut test_traffic = None;
             self.net.clear_param_diffs();
             let ti = self.param.test_interval();
             if ti > 0 && self.iter % ti == 0 && (self.iter > 0 || self.param.test_initialization())
             {
+                let before = crate::backend::cuda::gpu::traffic();
                 self.test_all()?;
+                test_traffic = Some(crate::backend::cuda::gpu::traffic().since(&before));
                 if super::poll_action(&self.action_source, &self.pending_action) == Action::Stop {
                     return Ok(true);
                 }
@@ -204,6 +208,14 @@ impl Solver {
                 }
             }
             self.apply_update(display)?;
+            if self.log_traffic && self.gpu.is_some() {
+                let moved = crate::backend::cuda::gpu::traffic().since(&traffic_start);
+                self.log(super::device::traffic_line(
+                    self.iter,
+                    &moved,
+                    test_traffic.as_ref(),
+                ));
+            }
             self.iter += 1;
             if let Some(p) = self.progress.as_mut() {
                 p.update(self.iter);
@@ -242,14 +254,17 @@ impl Solver {
                 fmt_g(rate as f64)
             ));
         }
-        self.clip_gradients();
-        let hp = self.hyper();
-        let n = self.net.learnable.len();
         let l1 = match self.param.regularization_type() {
             "L2" => false,
             "L1" => true,
             other => bail!("Unknown regularization type: {other} (use L1 or L2)"),
         };
+        if let Some(g) = self.gpu.clone() {
+            return self.apply_update_gpu(&g, rate, l1);
+        }
+        self.clip_gradients();
+        let hp = self.hyper();
+        let n = self.net.learnable.len();
         for i in 0..n {
             let l = self.net.learnable[i].clone();
             let local_rate = rate * l.lr_mult;
@@ -268,13 +283,13 @@ impl Solver {
                 let data = data_buf.borrow();
                 normalize_regularize(self.param.iter_size(), local_decay, l1, &data, &mut diff);
             }
-            let (h1, h2) = if self.kind.history_sets() == 2 {
-                let (a, b) = self.history.split_at_mut(n);
-                (&mut a[i], b[i].as_mut_slice())
-            } else {
-                (&mut self.history[i], &mut [][..])
+            let mut h1 = self.history[i].borrow_mut();
+            let mut h2 = (self.kind.history_sets() == 2).then(|| self.history[n + i].borrow_mut());
+            let h2: &mut [f32] = match h2.as_mut() {
+                Some(h) => h.as_mut_slice(),
+                None => &mut [],
             };
-            compute_update_value(self.kind, &hp, local_rate, &mut diff, h1, h2);
+            compute_update_value(self.kind, &hp, local_rate, &mut diff, &mut h1, h2);
             if local_rate == 0.0 && self.kind.rate_scales_step() {
                 // The step is local_rate x (...) = 0: history moved as Caffe's, weights do not.
                 continue;
@@ -300,12 +315,7 @@ impl Solver {
         let norm = sumsq.sqrt();
         if norm > clip {
             let scale = clip / norm;
-            self.log(format!(
-                "Gradient clipping: scaling down gradients (L2 norm {} > {}) by scale factor {}",
-                fmt_g(norm as f64),
-                fmt_g(clip as f64),
-                fmt_g(scale as f64)
-            ));
+            self.log_clipping(norm, clip, scale);
             for l in &self.net.learnable {
                 l.blob
                     .diff_buf()
@@ -314,6 +324,16 @@ impl Solver {
                     .for_each(|g| *g *= scale);
             }
         }
+    }
+
+    /// Caffe's clipping log line.
+    pub(super) fn log_clipping(&self, norm: f32, clip: f32, scale: f32) {
+        self.log(format!(
+            "Gradient clipping: scaling down gradients (L2 norm {} > {}) by scale factor {}",
+            fmt_g(norm as f64),
+            fmt_g(clip as f64),
+            fmt_g(scale as f64)
+        ));
     }
 
     /// Runs every test net (Caffe's `TestAll`).

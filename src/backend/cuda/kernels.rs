@@ -2498,6 +2498,25 @@ impl Kernels {
         let count = count as i64;
         launch!(self, s, "solver_sumsq_finish_f32", Self::blocks((1, 1, 1)); partial: cf64, count: i64, out: mf32)
     }
+
+    /// Gradient clipping: `diff *= clip / norm` when `norm = sqrt(sumsq[0]) > clip` (the
+    /// decision is taken on the device, from [`Kernels::solver_sumsq_finish`]'s output).
+    pub fn solver_clip_scale(
+        &self,
+        s: &CudaStream,
+        diff: &mut dyn DevicePtrMut<f32>,
+        sumsq: &dyn DevicePtr<f32>,
+        clip: f32,
+    ) -> Result<()> {
+        let n = diff.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let (sumsq, _g1) = input(s, sumsq, 1, "gradient clipping: sum of squares")?;
+        let (diff, _g2) = diff.device_ptr_mut(s);
+        let n = n as i64;
+        launch!(self, s, "solver_clip_scale_f32", self.grid_for(n as usize); diff: mf32, n: i64, sumsq: cf32, clip: f32)
+    }
 }
 
 /// What a per-channel sum adds up (see batchnorm.cu's partials kernel).
