@@ -135,11 +135,12 @@ impl Mem {
     fn ensure_device(&self, g: &Gpu) -> Result<bool> {
         // The driver refuses empty allocations; an empty blob gets one unused value.
         let n = self.len().max(1);
-        let mut dev = self.device.borrow_mut();
-        if dev.as_ref().is_some_and(|d| d.len() == n) {
+        // Checked through a shared borrow first: a layer may read one buffer twice at once (the
+        // same blob as two bottoms, or an in-place layer reading its input and output).
+        if self.device.borrow().as_ref().is_some_and(|d| d.len() == n) {
             return Ok(false);
         }
-        *dev = Some(g.alloc_zeros(n)?);
+        *self.device.borrow_mut() = Some(g.alloc_zeros(n)?);
         Ok(true)
     }
 

@@ -63,6 +63,7 @@ pub const KERNEL_FILES: &[KernelFile] = &[
     kernel_file!("tensor"),
     kernel_file!("lrn"),
     kernel_file!("solver"),
+    kernel_file!("reduction"),
 ];
 
 /// The kernel file of a family.

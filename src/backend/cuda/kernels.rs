@@ -199,6 +199,11 @@ pub fn sum_chunks(n: usize) -> usize {
     n.div_ceil(CHUNK_ELEMS).clamp(1, MAX_SUM_CHUNKS)
 }
 
+/// Length of the f64 partial buffer a Reduction over `num` rows of `dim` values needs.
+pub fn reduction_partials_len(num: usize, dim: usize) -> usize {
+    num * sum_chunks(dim)
+}
+
 /// Caffe's GPU dropout threshold: a unit is kept when its random word is > UINT_MAX * ratio
 /// (computed in float, as Caffe's `static_cast<unsigned int>(UINT_MAX * threshold_)` is).
 pub fn dropout_threshold(ratio: f32) -> u32 {
@@ -1732,6 +1737,8 @@ impl Kernels {
         s.memcpy_dtoh(&*scratch, &mut host[..])
             .context("label check: reading the result")?;
         s.synchronize().context("label check: synchronising")?;
+        super::gpu::record_upload(8);
+        super::gpu::record_download(8);
         Ok(if host[0] == u64::MAX {
             None
         } else {
@@ -1886,6 +1893,178 @@ impl Kernels {
         let positions = positions as i64;
         launch!(self, s, "loss_accuracy_finish_f32", Self::blocks((blocks as u32, 1, 1));
             correct: cf32, label_out: ci32, positions: i64, accuracy: mf32, per_class: mf32)
+    }
+
+    /// Stage one of the sigmoid cross-entropy over `n` logits and targets; `partial_loss` and
+    /// `partial_count` hold at least [`sum_chunks`]`(n)` doubles. Returns the chunk count (stage
+    /// two is [`Kernels::loss_softmax_fwd_finish`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_sigmoid_ce_fwd_partials(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        t: &dyn DevicePtr<f32>,
+        partial_loss: &mut dyn DevicePtrMut<f64>,
+        partial_count: &mut dyn DevicePtrMut<f64>,
+        n: usize,
+        ignore: Option<i32>,
+    ) -> Result<usize> {
+        let chunks = sum_chunks(n);
+        let (x, _g1) = input(s, x, n, "sigmoid cross-entropy: logits")?;
+        let (t, _g2) = input(s, t, n, "sigmoid cross-entropy: targets")?;
+        let (partial_loss, _g3) = output(
+            s,
+            partial_loss,
+            chunks,
+            "sigmoid cross-entropy: partial losses",
+        )?;
+        let (partial_count, _g4) = output(
+            s,
+            partial_count,
+            chunks,
+            "sigmoid cross-entropy: partial counts",
+        )?;
+        let n = n as i64;
+        let (has_ignore, ignore) = (ignore.is_some() as i32, ignore.unwrap_or(0));
+        launch!(self, s, "loss_sigmoid_ce_fwd_partials_f32", Self::blocks((chunks as u32, 1, 1));
+            x: cf32, t: cf32, partial_loss: mf64, partial_count: mf64, n: i64, has_ignore: i32, ignore: i32)?;
+        Ok(chunks)
+    }
+
+    /// `dx = (sigmoid - t) * top_diff[0] / normalizer` (0 where ignored), all on the device.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_sigmoid_ce_bwd(
+        &self,
+        s: &CudaStream,
+        sig: &dyn DevicePtr<f32>,
+        t: &dyn DevicePtr<f32>,
+        top_diff: &dyn DevicePtr<f32>,
+        valid: &dyn DevicePtr<f32>,
+        dx: &mut dyn DevicePtrMut<f32>,
+        outer: usize,
+        inner: usize,
+        ignore: Option<i32>,
+        mode: i32,
+    ) -> Result<()> {
+        let n = outer * inner;
+        if n == 0 {
+            return Ok(());
+        }
+        let (sig, _g1) = input(s, sig, n, "sigmoid cross-entropy backward: sigmoid")?;
+        let (t, _g2) = input(s, t, n, "sigmoid cross-entropy backward: targets")?;
+        let (top_diff, _g3) = input(
+            s,
+            top_diff,
+            1,
+            "sigmoid cross-entropy backward: loss weight",
+        )?;
+        let (valid, _g4) = input(s, valid, 1, "sigmoid cross-entropy backward: valid count")?;
+        let (dx, _g5) = output(s, dx, n, "sigmoid cross-entropy backward: dx")?;
+        let (n_i, outer, inner) = (n as i64, outer as i64, inner as i64);
+        let (has_ignore, ignore) = (ignore.is_some() as i32, ignore.unwrap_or(0));
+        launch!(self, s, "loss_sigmoid_ce_bwd_f32", self.grid_for(n);
+            sig: cf32, t: cf32, top_diff: cf32, valid: cf32, dx: mf32, n_i: i64, outer: i64, inner: i64,
+            has_ignore: i32, ignore: i32, mode: i32)
+    }
+
+    /// Euclidean loss, stage one: `diff = a - b` and per-chunk sums of `diff^2` (`partial` holds
+    /// at least [`sum_chunks`]`(n)` doubles). Returns the chunk count.
+    pub fn loss_euclidean_fwd_partials(
+        &self,
+        s: &CudaStream,
+        a: &dyn DevicePtr<f32>,
+        b: &dyn DevicePtr<f32>,
+        diff: &mut dyn DevicePtrMut<f32>,
+        partial: &mut dyn DevicePtrMut<f64>,
+        n: usize,
+    ) -> Result<usize> {
+        let chunks = sum_chunks(n);
+        let (a, _g1) = input(s, a, n, "euclidean loss: a")?;
+        let (b, _g2) = input(s, b, n, "euclidean loss: b")?;
+        let (diff, _g3) = output(s, diff, n, "euclidean loss: diff")?;
+        let (partial, _g4) = output(s, partial, chunks, "euclidean loss: partials")?;
+        let n = n as i64;
+        launch!(self, s, "loss_euclidean_fwd_partials_f32", Self::blocks((chunks as u32, 1, 1));
+            a: cf32, b: cf32, diff: mf32, partial: mf64, n: i64)?;
+        Ok(chunks)
+    }
+
+    /// Euclidean loss, stage two: `loss_out[0] = sum / num / 2`.
+    pub fn loss_euclidean_fwd_finish(
+        &self,
+        s: &CudaStream,
+        partial: &dyn DevicePtr<f64>,
+        chunks: usize,
+        loss_out: &mut dyn DevicePtrMut<f32>,
+        num: f32,
+    ) -> Result<()> {
+        let (partial, _g1) = input(s, partial, chunks, "euclidean loss: partials")?;
+        let (loss_out, _g2) = output(s, loss_out, 1, "euclidean loss: loss")?;
+        let chunks = chunks as i64;
+        launch!(self, s, "loss_euclidean_fwd_finish_f32", Self::blocks((1, 1, 1));
+            partial: cf64, chunks: i64, loss_out: mf32, num: f32)
+    }
+
+    /// `y = ((sign * top_diff[0]) / divisor) * x` over `y.len()` values, the loss weight read on
+    /// the device.
+    pub fn loss_weighted_copy(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        top_diff: &dyn DevicePtr<f32>,
+        y: &mut dyn DevicePtrMut<f32>,
+        sign: f32,
+        divisor: f32,
+    ) -> Result<()> {
+        let n = y.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let (x, _g1) = input(s, x, n, "loss gradient: x")?;
+        let (top_diff, _g2) = input(s, top_diff, 1, "loss gradient: loss weight")?;
+        let (y, _g3) = y.device_ptr_mut(s);
+        let n = n as i64;
+        launch!(self, s, "loss_weighted_copy_f32", self.grid_for(n as usize);
+            x: cf32, top_diff: cf32, y: mf32, n: i64, sign: f32, divisor: f32)
+    }
+
+    /// ArgMax over `rows` rows of `dim` values `axis_dist` apart (see loss.cu); `y` receives
+    /// the layout of `cpu::loss::argmax_forward`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_argmax(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        y: &mut dyn DevicePtrMut<f32>,
+        dim: usize,
+        axis_dist: usize,
+        top_k: usize,
+        out_max_val: bool,
+        has_axis: bool,
+    ) -> Result<()> {
+        if dim == 0 || axis_dist == 0 || top_k == 0 || top_k > dim {
+            bail!("argmax: bad dims (dim {dim}, axis_dist {axis_dist}, top_k {top_k})");
+        }
+        let n = x.len();
+        if n % (dim * axis_dist) != 0 {
+            bail!("argmax: {n} values do not divide into rows of {dim} x {axis_dist}");
+        }
+        let rows = n / dim;
+        if rows == 0 {
+            return Ok(());
+        }
+        let per_row = if out_max_val && !has_axis {
+            2 * top_k
+        } else {
+            top_k
+        };
+        let (x, _g1) = input(s, x, n, "argmax: input")?;
+        let (y, _g2) = output(s, y, rows * per_row, "argmax: output")?;
+        let (rows_i, dim, axis_dist) = (rows as i64, dim as i64, axis_dist as i64);
+        let (top_k, out_max_val, has_axis) =
+            (to_i32(top_k, "top_k")?, out_max_val as i32, has_axis as i32);
+        launch!(self, s, "loss_argmax_f32", self.grid_for_warps(rows);
+            x: cf32, y: mf32, rows_i: i64, dim: i64, axis_dist: i64, top_k: i32, out_max_val: i32, has_axis: i32)
     }
 
     // ---- gemm.cu ------------------------------------------------------------------------------
@@ -2175,6 +2354,51 @@ impl Kernels {
         );
         launch!(self, s, "tensor_axis_extract_f32", self.grid_for(n);
             src: cf32, dst: mf32, outer: i64, src_axis: i64, offset: i64, dst_axis: i64, inner: i64)
+    }
+
+    /// Tile forward: `y` (outer, tiles, inner) from `x` (outer, inner).
+    pub fn tensor_tile_fwd(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        y: &mut dyn DevicePtrMut<f32>,
+        outer: usize,
+        inner: usize,
+        tiles: usize,
+    ) -> Result<()> {
+        let n = outer * tiles * inner;
+        if n == 0 {
+            return Ok(());
+        }
+        let (x, _g1) = input(s, x, outer * inner, "tile: input")?;
+        let (y, _g2) = output(s, y, n, "tile: output")?;
+        let (outer, inner, tiles) = (outer as i64, inner as i64, tiles as i64);
+        launch!(self, s, "tensor_tile_fwd_f32", self.grid_for(n);
+            x: cf32, y: mf32, outer: i64, inner: i64, tiles: i64)
+    }
+
+    /// Tile backward: `dx` (outer, inner) = the sum of the `tiles` copies in `dy`, in tile order.
+    pub fn tensor_tile_bwd(
+        &self,
+        s: &CudaStream,
+        dy: &dyn DevicePtr<f32>,
+        dx: &mut dyn DevicePtrMut<f32>,
+        outer: usize,
+        inner: usize,
+        tiles: usize,
+    ) -> Result<()> {
+        let n = outer * inner;
+        if n == 0 {
+            return Ok(());
+        }
+        if tiles == 0 {
+            bail!("tile backward: 0 tiles");
+        }
+        let (dy, _g1) = input(s, dy, n * tiles, "tile backward: dy")?;
+        let (dx, _g2) = output(s, dx, n, "tile backward: dx")?;
+        let (outer, inner, tiles) = (outer as i64, inner as i64, tiles as i64);
+        launch!(self, s, "tensor_tile_bwd_f32", self.grid_for(n);
+            dy: cf32, dx: mf32, outer: i64, inner: i64, tiles: i64)
     }
 
     pub fn tensor_fill(
@@ -2516,6 +2740,64 @@ impl Kernels {
         let (diff, _g2) = diff.device_ptr_mut(s);
         let n = n as i64;
         launch!(self, s, "solver_clip_scale_f32", self.grid_for(n as usize); diff: mf32, n: i64, sumsq: cf32, clip: f32)
+    }
+
+    // ---- reduction.cu -------------------------------------------------------------------------
+
+    /// Reduction forward: `y[r] = coeff * reduce(x[r, ..])` for `num` rows of `dim` values (both
+    /// stages of reduction.cu); `partial` holds at least [`reduction_partials_len`]`(num, dim)`
+    /// doubles. `op`: 0 sum, 1 sum of |x|, 2 sum of squares.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reduction_forward(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        partial: &mut dyn DevicePtrMut<f64>,
+        y: &mut dyn DevicePtrMut<f32>,
+        num: usize,
+        dim: usize,
+        op: i32,
+        coeff: f32,
+    ) -> Result<()> {
+        if num == 0 {
+            return Ok(());
+        }
+        let chunks = sum_chunks(dim);
+        let pairs = reduction_partials_len(num, dim);
+        let (x, _g1) = input(s, x, num * dim, "reduction: input")?;
+        let (partial, _g2) = output(s, partial, pairs, "reduction: partials")?;
+        let (y, _g3) = output(s, y, num, "reduction: output")?;
+        let (num_i, dim, chunks) = (num as i64, dim as i64, chunks as i64);
+        let blocks = pairs.clamp(1, self.sm_count as usize * 32) as u32;
+        launch!(self, s, "reduction_partials_f32", Self::blocks((blocks, 1, 1));
+            x: cf32, partial: mf64, num_i: i64, dim: i64, chunks: i64, op: i32)?;
+        launch!(self, s, "reduction_finish_f32", self.grid_for(num);
+            partial: cf64, y: mf32, num_i: i64, chunks: i64, coeff: f32)
+    }
+
+    /// Reduction backward: `dx[r, k]` from `dy[r]` (and `x` for |x| and squares).
+    #[allow(clippy::too_many_arguments)]
+    pub fn reduction_bwd(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        dy: &dyn DevicePtr<f32>,
+        dx: &mut dyn DevicePtrMut<f32>,
+        num: usize,
+        dim: usize,
+        op: i32,
+        coeff: f32,
+    ) -> Result<()> {
+        let n = num * dim;
+        if n == 0 {
+            return Ok(());
+        }
+        let (x, _g1) = input(s, x, n, "reduction backward: x")?;
+        let (dy, _g2) = input(s, dy, num, "reduction backward: dy")?;
+        let (dx, _g3) = output(s, dx, n, "reduction backward: dx")?;
+        let (num, dim) = (num as i64, dim as i64);
+        launch!(self, s, "reduction_bwd_f32", self.grid_for(n);
+            x: cf32, dy: cf32, dx: mf32, num: i64, dim: i64, op: i32, coeff: f32)
     }
 }
 
