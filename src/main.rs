@@ -159,6 +159,10 @@ enum Command {
         /// Time on this GPU (one id).
         #[arg(long)]
         gpu: Option<String>,
+        /// Also log the arithmetic of convolutions and inner products per forward-backward
+        /// (bench/cpu.sh divides it by the GEMM rate to get the floor).
+        #[arg(long)]
+        flops: bool,
     },
     /// Draw training curves (loss and test accuracy against iterations) from Caffe or crema
     /// logs into a PNG.
@@ -417,6 +421,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             stage,
             allow_unknown_fields,
             gpu,
+            flops,
         } => {
             let args = cli::time::TimeArgs {
                 gpu,
@@ -428,6 +433,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 text: TextOptions {
                     allow_unknown_fields,
                 },
+                flops,
             };
             cli::time::run_time(&args)?;
             Ok(0)

@@ -22,6 +22,8 @@ pub struct TimeArgs {
     pub text: TextOptions,
     /// `--gpu` as caffe takes it.
     pub gpu: Option<String>,
+    /// Log the arithmetic of convolutions and inner products per forward-backward.
+    pub flops: bool,
 }
 
 /// Per-layer and total timings, in milliseconds.
@@ -67,6 +69,12 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions::default())
         .with_context(|| format!("building {}", args.model.display()))?;
     super::backend::place(&mut net, &gpu);
+    if args.flops {
+        crate::info!(
+            "Convolution and InnerProduct FLOPs per forward-backward: {} (3 x forward)",
+            forward_backward_flops(&net)
+        );
+    }
     crate::info!("Performing Forward");
     let loss = net.forward(&mut rng)?;
     crate::info!("Initial loss: {}", fmt_g(loss as f64));
@@ -126,6 +134,39 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
         total_ms,
         iterations: args.iterations,
     })
+}
+
+/// Floating-point operations of the net's convolutions and inner products in one
+/// forward-backward: 2 per multiply-add, and backward counted as twice forward (weight and
+/// input gradients), whether or not a bottom needs its gradient: the convention of the floor
+/// in the timing table (`../shared/fixtures/caffe/timing/timing_table.md`).
+pub fn forward_backward_flops(net: &Net) -> u64 {
+    let mut macs = 0u64;
+    for e in &net.layers {
+        let blobs = e.layer.blobs();
+        let Some(w) = blobs.first() else { continue };
+        let (wc, w0) = (
+            w.count() as u64,
+            w.shape().first().copied().unwrap_or(1) as u64,
+        );
+        for (&b, &t) in e.bottoms.iter().zip(&e.tops) {
+            let (bottom, top) = (&net.blobs[b], &net.blobs[t]);
+            macs += match e.layer.type_name() {
+                // Weights are (num_output, channels / group, kernel...): one pass of all of
+                // them per output position.
+                "Convolution" => wc * top.count() as u64 / w0.max(1),
+                // The same product run from the top (image side) to the bottom (column side),
+                // whose channels lead the weights.
+                "Deconvolution" => wc * bottom.count() as u64 / w0.max(1),
+                // M x K inputs, each multiplied into the N outputs (the top's last axis).
+                "InnerProduct" => {
+                    bottom.count() as u64 * top.shape().last().copied().unwrap_or(0) as u64
+                }
+                _ => 0,
+            };
+        }
+    }
+    2 * 3 * macs
 }
 
 /// `caffe time` calls every layer's Backward, whether or not the net needs it there.

@@ -5,9 +5,10 @@
 
 use anyhow::{bail, Result};
 
+use super::neuron::with_io;
 use super::{check_given_blobs, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::batch_norm as k;
-use crate::blob::{map_buf, read, write, Blob, BlobRef};
+use crate::blob::{read, write, Blob, BlobRef};
 use crate::proto::caffe::{LayerParameter, ParamSpec, Phase};
 use crate::rng::CaffeRng;
 
@@ -73,12 +74,10 @@ impl BatchNormLayer {
             &mut var_sum,
             &mut factor[0],
         );
-        drop((mean_sum, var_sum, factor));
-        self.normalize(x);
     }
 
     /// Global mode: normalise by the stored statistics, which are left untouched.
-    fn forward_global_stats(&mut self, x: &[f32]) {
+    fn forward_global_stats(&mut self) {
         let b = &self.base.blobs;
         let (b0, b1, b2) = (b[0].data_buf(), b[1].data_buf(), b[2].data_buf());
         k::bn_global_stats(
@@ -87,20 +86,6 @@ impl BatchNormLayer {
             read(&b2)[0],
             &mut self.mean,
             &mut self.var,
-        );
-        self.normalize(x);
-    }
-
-    fn normalize(&mut self, x: &[f32]) {
-        k::bn_std(&self.var, self.eps, &mut self.std);
-        k::bn_normalize(
-            x,
-            self.num,
-            self.channels,
-            self.spatial,
-            &self.mean,
-            &self.std,
-            &mut self.x_norm,
         );
     }
 }
@@ -205,17 +190,18 @@ impl Layer for BatchNormLayer {
     }
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
-        // x_norm is computed from the bottom before the top is written, so in-place works.
-        {
-            let xb = bottom[0].data_buf();
-            let x = read(&xb);
-            if self.use_global_stats {
-                self.forward_global_stats(&x);
-            } else {
-                self.forward_training_stats(&x);
-            }
+        // The statistics are taken from the bottom before the top is written, so in-place works.
+        if self.use_global_stats {
+            self.forward_global_stats();
+        } else {
+            self.forward_training_stats(&read(&bottom[0].data_buf()));
         }
-        write(&top[0].data_buf()).copy_from_slice(&self.x_norm);
+        k::bn_std(&self.var, self.eps, &mut self.std);
+        let (num, c, sp) = (self.num, self.channels, self.spatial);
+        let (mean, std, x_norm) = (&self.mean, &self.std, &mut self.x_norm);
+        with_io(&bottom[0].data_buf(), &top[0].data_buf(), |io| {
+            k::bn_normalize(io, num, c, sp, mean, std, x_norm)
+        });
         Ok(())
     }
 
@@ -230,11 +216,11 @@ impl Layer for BatchNormLayer {
         let (c, sp) = (self.channels, self.spatial);
         let (num, global) = (self.num, self.use_global_stats);
         let (std, y) = (&self.std, &self.x_norm);
-        map_buf(&top[0].diff_buf(), &bottom[0].diff_buf(), |dy, dx| {
+        with_io(&top[0].diff_buf(), &bottom[0].diff_buf(), |d| {
             if global {
-                k::bn_backward_global(dy, std, c, sp, dx);
+                k::bn_backward_global(d, std, c, sp);
             } else {
-                k::bn_backward_train(dy, y, std, num, c, sp, dx);
+                k::bn_backward_train(d, y, std, num, c, sp);
             }
         });
         Ok(())

@@ -137,15 +137,15 @@ impl Layer for ScaleLayer {
         let scale = read(&scale_buf);
         let bias = bias_buf.as_ref().map(read);
         if same(&xb, &yb) {
-            self.temp.clear();
-            self.temp.extend_from_slice(&read(&xb));
-            k::scale_forward(
-                &self.temp,
+            let mut y = write(&yb);
+            self.temp.resize(y.len(), 0.0);
+            k::scale_forward_keep(
+                &mut y,
+                &mut self.temp,
                 &scale,
                 bias.as_deref().map(|v| v.as_slice()),
                 self.dim,
                 self.inner,
-                &mut write(&yb),
             );
         } else {
             k::scale_forward(

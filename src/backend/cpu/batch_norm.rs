@@ -1,31 +1,31 @@
 //! BatchNorm arithmetic over blobs laid out as (num, channels, spatial): per-channel batch
 //! statistics, normalisation, the running-statistics update and both backward formulas.
 //!
-//! Per-channel reductions run on one thread each in a fixed order (n, then spatial), so the
-//! result does not depend on the thread count; channels are spread over threads when the blob
-//! is large enough to pay for it.
+//! Per-channel reductions run on one thread each in a fixed order (`sums::Lanes` over the
+//! planes n = 0, 1, ...), so the result does not depend on the thread count; channels are
+//! spread over threads when the blob is large enough to pay for it.
 
 use rayon::prelude::*;
+
+use super::activation::Io;
+use super::sums::Lanes;
 
 /// Below this many elements a single thread is faster than spawning.
 const PAR_MIN: usize = 1 << 15;
 
-/// Sum over the (n, spatial) positions of channel `c` of `f(index)`, in f64 and fixed order.
-fn channel_sum(
+/// Runs `f(plane)` over the `num` planes of channel `c`, in order (n = 0, 1, ...).
+#[inline(always)]
+fn channel_planes(
     num: usize,
     channels: usize,
     spatial: usize,
     c: usize,
-    f: impl Fn(usize) -> f64,
-) -> f64 {
-    let mut s = 0f64;
+    mut f: impl FnMut(std::ops::Range<usize>),
+) {
     for n in 0..num {
         let base = (n * channels + c) * spatial;
-        for i in base..base + spatial {
-            s += f(i);
-        }
+        f(base..base + spatial);
     }
-    s
 }
 
 /// Runs `f(c, &mut out_a[c], &mut out_b[c])` for every channel, in parallel for large blobs.
@@ -77,13 +77,18 @@ pub fn bn_batch_stats(
 ) {
     let m = (num * spatial) as f64;
     per_channel(x.len(), mean, var, |c, mu, v| {
-        let mean_c = (channel_sum(num, channels, spatial, c, |i| x[i] as f64) / m) as f32;
-        let ss = channel_sum(num, channels, spatial, c, |i| {
-            let d = (x[i] - mean_c) as f64;
-            d * d
+        let mut sum = Lanes::default();
+        channel_planes(num, channels, spatial, c, |r| sum.add(&x[r]));
+        let mean_c = (sum.total() / m) as f32;
+        let mut ss = Lanes::default();
+        channel_planes(num, channels, spatial, c, |r| {
+            ss.add_map(&x[r], |v| {
+                let d = (v - mean_c) as f64;
+                d * d
+            })
         });
         *mu = mean_c;
-        *v = (ss / m) as f32;
+        *v = (ss.total() / m) as f32;
     });
 }
 
@@ -138,68 +143,162 @@ pub fn bn_std(var: &[f32], eps: f32, std: &mut [f32]) {
     }
 }
 
-/// `y = (x - mean[c]) / std[c]`.
+/// Runs `f(plane_index, input_plane, output_plane)` over the (n, c) planes of an element-wise
+/// op, in parallel for large blobs; in place the input is the output (read before written).
+fn per_plane_io<F>(io: Io, spatial: usize, f: F)
+where
+    F: Fn(usize, Option<&[f32]>, &mut [f32]) + Sync + Send,
+{
+    if spatial == 0 || io.is_empty() {
+        return;
+    }
+    let par = io.len() >= PAR_MIN;
+    match io {
+        Io::Separate(x, y) => {
+            if par {
+                y.par_chunks_mut(spatial)
+                    .zip(x.par_chunks(spatial))
+                    .enumerate()
+                    .for_each(|(i, (o, x))| f(i, Some(x), o));
+            } else {
+                for (i, (o, x)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
+                    f(i, Some(x), o);
+                }
+            }
+        }
+        Io::InPlace(y) => per_plane(y, spatial, |i, o| f(i, None, o)),
+    }
+}
+
+/// `y = (x - mean[c]) / std[c]`, written both to the layer's output and to `x_norm` (kept for
+/// backward, since a later in-place layer may overwrite the output) in one pass.
+#[allow(clippy::too_many_arguments)]
 pub fn bn_normalize(
-    x: &[f32],
+    io: Io,
     num: usize,
     channels: usize,
     spatial: usize,
     mean: &[f32],
     std: &[f32],
-    y: &mut [f32],
+    x_norm: &mut [f32],
 ) {
-    debug_assert_eq!(x.len(), num * channels * spatial);
-    per_plane(y, spatial, |p, out| {
+    let len = io.len();
+    debug_assert_eq!(len, num * channels * spatial);
+    if spatial == 0 || len == 0 {
+        return;
+    }
+    let x_norm = &mut x_norm[..len];
+    let plane = |p: usize, x: Option<&[f32]>, out: &mut [f32], keep: &mut [f32]| {
         let c = p % channels;
-        let xs = &x[p * spatial..(p + 1) * spatial];
         let (mu, sd) = (mean[c], std[c]);
-        for (o, &v) in out.iter_mut().zip(xs) {
-            *o = (v - mu) / sd;
+        let n = |v: f32| (v - mu) / sd;
+        match x {
+            Some(x) => {
+                for ((o, k), &v) in out.iter_mut().zip(keep.iter_mut()).zip(x) {
+                    *o = n(v);
+                    *k = *o;
+                }
+            }
+            None => {
+                for (o, k) in out.iter_mut().zip(keep.iter_mut()) {
+                    *o = n(*o);
+                    *k = *o;
+                }
+            }
         }
-    });
+    };
+    let par = len >= PAR_MIN;
+    match io {
+        Io::Separate(x, y) if par => y
+            .par_chunks_mut(spatial)
+            .zip(x_norm.par_chunks_mut(spatial))
+            .zip(x.par_chunks(spatial))
+            .enumerate()
+            .for_each(|(p, ((o, k), x))| plane(p, Some(x), o, k)),
+        Io::Separate(x, y) => {
+            let planes = y.chunks_mut(spatial).zip(x_norm.chunks_mut(spatial));
+            for (p, ((o, k), x)) in planes.zip(x.chunks(spatial)).enumerate() {
+                plane(p, Some(x), o, k);
+            }
+        }
+        Io::InPlace(y) if par => y
+            .par_chunks_mut(spatial)
+            .zip(x_norm.par_chunks_mut(spatial))
+            .enumerate()
+            .for_each(|(p, (o, k))| plane(p, None, o, k)),
+        Io::InPlace(y) => {
+            for (p, (o, k)) in y
+                .chunks_mut(spatial)
+                .zip(x_norm.chunks_mut(spatial))
+                .enumerate()
+            {
+                plane(p, None, o, k);
+            }
+        }
+    }
 }
 
 /// Training-mode gradient: `dx = (dy - mean(dy) - mean(dy*y)*y) / std`, the means taken over
-/// the `num*spatial` positions of each channel; `y` is the normalised output.
-#[allow(clippy::too_many_arguments)]
+/// the `num*spatial` positions of each channel; `y` is the normalised output. In place (`dy`
+/// and `dx` one buffer) the sums are taken before any value is overwritten.
 pub fn bn_backward_train(
-    dy: &[f32],
+    d: Io,
     y: &[f32],
     std: &[f32],
     num: usize,
     channels: usize,
     spatial: usize,
-    dx: &mut [f32],
 ) {
     let mut sum_dy_y = vec![0f32; channels];
     let mut sum_dy = vec![0f32; channels];
-    per_channel(dy.len(), &mut sum_dy_y, &mut sum_dy, |c, a, b| {
-        *a = channel_sum(num, channels, spatial, c, |i| dy[i] as f64 * y[i] as f64) as f32;
-        *b = channel_sum(num, channels, spatial, c, |i| dy[i] as f64) as f32;
-    });
+    {
+        let dy: &[f32] = match &d {
+            Io::Separate(dy, _) => dy,
+            Io::InPlace(dy) => dy,
+        };
+        per_channel(dy.len(), &mut sum_dy_y, &mut sum_dy, |c, a, b| {
+            let (mut dot, mut sum) = (Lanes::default(), Lanes::default());
+            // Plane by plane, so the second sum reads a plane the first just brought into cache.
+            channel_planes(num, channels, spatial, c, |r| {
+                dot.add_dot(&dy[r.clone()], &y[r.clone()]);
+                sum.add(&dy[r]);
+            });
+            *a = dot.total() as f32;
+            *b = sum.total() as f32;
+        });
+    }
     let neg_inv_m = -1.0 / (num * spatial) as f32;
-    per_plane(dx, spatial, |p, out| {
+    per_plane_io(d, spatial, |p, dy, out| {
         let c = p % channels;
-        let r = p * spatial..(p + 1) * spatial;
+        let ys = &y[p * spatial..(p + 1) * spatial];
         let (a, b, sd) = (sum_dy_y[c], sum_dy[c], std[c]);
-        for ((o, &g), &v) in out.iter_mut().zip(&dy[r.clone()]).zip(&y[r]) {
-            *o = (g + (v * a + b) * neg_inv_m) / sd;
+        let f = |g: f32, v: f32| (g + (v * a + b) * neg_inv_m) / sd;
+        match dy {
+            Some(dy) => {
+                for ((o, &g), &v) in out.iter_mut().zip(dy).zip(ys) {
+                    *o = f(g, v);
+                }
+            }
+            None => {
+                for (o, &v) in out.iter_mut().zip(ys) {
+                    *o = f(*o, v);
+                }
+            }
         }
     });
 }
 
 /// Global-mode gradient (statistics are constants): `dx = dy / std[c]`.
-pub fn bn_backward_global(
-    dy: &[f32],
-    std: &[f32],
-    channels: usize,
-    spatial: usize,
-    dx: &mut [f32],
-) {
-    per_plane(dx, spatial, |p, out| {
+pub fn bn_backward_global(d: Io, std: &[f32], channels: usize, spatial: usize) {
+    per_plane_io(d, spatial, |p, dy, out| {
         let sd = std[p % channels];
-        for (o, &g) in out.iter_mut().zip(&dy[p * spatial..(p + 1) * spatial]) {
-            *o = g / sd;
+        match dy {
+            Some(dy) => {
+                for (o, &g) in out.iter_mut().zip(dy) {
+                    *o = g / sd;
+                }
+            }
+            None => out.iter_mut().for_each(|o| *o /= sd),
         }
     });
 }

@@ -21,8 +21,24 @@ pub fn sgemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    let par = m * n * k >= PARALLEL_THRESHOLD;
-    sgemm_impl(par, trans_a, trans_b, m, n, k, alpha, a, b, beta, c)
+    sgemm_impl(
+        worth_threads(m, n, k),
+        trans_a,
+        trans_b,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+    )
+}
+
+/// Whether a product of this size is worth spreading over threads.
+pub fn worth_threads(m: usize, n: usize, k: usize) -> bool {
+    m * n * k >= PARALLEL_THRESHOLD
 }
 
 /// `sgemm` on the calling thread only: for callers that already run one product per rayon
@@ -58,45 +74,78 @@ fn sgemm_impl(
     beta: f32,
     c: &mut [f32],
 ) {
+    let lda = if trans_a { m } else { k };
+    let ldb = if trans_b { k } else { n };
+    #[rustfmt::skip]
+    sgemm_ld(parallel, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, n);
+}
+
+/// Values a row-major matrix of `rows` rows of `cols` values takes with leading dimension `ld`.
+fn extent(rows: usize, cols: usize, ld: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * ld + cols
+    }
+}
+
+/// `sgemm` with explicit leading dimensions (the distance between rows of A, B and C as
+/// stored, `>=` their row lengths), on threads when `parallel`. Same bits for either choice.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_ld(
+    parallel: bool,
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
+    let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
     assert!(
-        a.len() >= m * k,
-        "sgemm: A has {} values, needs {}",
-        a.len(),
-        m * k
+        lda >= a_cols && ldb >= b_cols && ldc >= n,
+        "sgemm: leading dimension below the row length"
     );
-    assert!(
-        b.len() >= k * n,
-        "sgemm: B has {} values, needs {}",
-        b.len(),
-        k * n
+    let (na, nb, nc) = (
+        extent(a_rows, a_cols, lda),
+        extent(b_rows, b_cols, ldb),
+        extent(m, n, ldc),
     );
-    assert!(
-        c.len() >= m * n,
-        "sgemm: C has {} values, needs {}",
-        c.len(),
-        m * n
-    );
+    assert!(a.len() >= na, "sgemm: A has {} values, needs {na}", a.len());
+    assert!(b.len() >= nb, "sgemm: B has {} values, needs {nb}", b.len());
+    assert!(c.len() >= nc, "sgemm: C has {} values, needs {nc}", c.len());
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        if beta == 0.0 {
-            c[..m * n].fill(0.0);
-        } else {
-            c[..m * n].iter_mut().for_each(|v| *v *= beta);
+        for row in c[..nc].chunks_mut(ldc) {
+            let row = &mut row[..n];
+            if beta == 0.0 {
+                row.fill(0.0);
+            } else {
+                row.iter_mut().for_each(|v| *v *= beta);
+            }
         }
         return;
     }
     // Strides (column stride, row stride) of op(A) and op(B) in their row-major storage.
     let (a_cs, a_rs) = if trans_a {
-        (m as isize, 1)
+        (lda as isize, 1)
     } else {
-        (1, k as isize)
+        (1, lda as isize)
     };
     let (b_cs, b_rs) = if trans_b {
-        (k as isize, 1)
+        (ldb as isize, 1)
     } else {
-        (1, n as isize)
+        (1, ldb as isize)
     };
     let par = if parallel {
         Parallelism::Rayon(0)
@@ -112,7 +161,7 @@ fn sgemm_impl(
             k,
             c.as_mut_ptr(),
             1,
-            n as isize,
+            ldc as isize,
             read_dst,
             a.as_ptr(),
             a_cs,
@@ -184,6 +233,34 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn leading_dimensions_above_the_row_length() {
+        // Every operand stored with 3 unused values after each row (NaN: never read).
+        let (m, n, k, gap) = (5, 4, 6, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let pad = |v: &[f32], cols: usize| -> Vec<f32> {
+            v.chunks(cols)
+                .flat_map(|r| r.iter().copied().chain([f32::NAN; 3]))
+                .collect()
+        };
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let (a_cols, b_cols) = (if ta { m } else { k }, if tb { k } else { n });
+                let mut want = vec![0.5f32; m * n];
+                sgemm(ta, tb, m, n, k, 1.5, &a, &b, 2.0, &mut want);
+                let mut c = pad(&vec![0.5f32; m * n], n);
+                #[rustfmt::skip]
+                sgemm_ld(false, ta, tb, m, n, k, 1.5, &pad(&a, a_cols), a_cols + gap,
+                         &pad(&b, b_cols), b_cols + gap, 2.0, &mut c, n + gap);
+                for (r, row) in c.chunks(n + gap).enumerate() {
+                    assert_eq!(&row[..n], &want[r * n..(r + 1) * n], "{ta} {tb}");
+                    assert!(row[n..].iter().all(|v| v.is_nan()), "gap written");
+                }
+            }
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::blas::{sgemm, sgemm_serial};
+use super::blas::{sgemm_ld, worth_threads};
 
 /// Below this many multiply-adds in a whole batch, threads cost more than they save.
 const PAR_MIN_WORK: usize = 1 << 17;
@@ -225,21 +225,75 @@ fn scatter_row(col: &[f32], dst: &mut [f32], lo: usize, hi: usize, stride: usize
 
 /// Copies one image's patches into its column buffer (`g.col_buffer_len()` values).
 pub fn im2col(g: &ConvGeom, im: &[f32], col: &mut [f32]) {
-    if g.kernel.len() == 2 && !g.force_nd {
-        im2col_2d(g, im, col);
-    } else {
-        im2col_nd(g, im, col);
-    }
+    im2col_ld(g, im, col, g.col_spatial());
 }
 
 /// Sums one image's column buffer back into image layout (overwriting `im`); overlapping
 /// windows accumulate, as in Caffe's col2im.
 pub fn col2im(g: &ConvGeom, col: &[f32], im: &mut [f32]) {
+    col2im_ld(g, col, im, g.col_spatial());
+}
+
+/// `im2col` into rows `ld` values apart (`ld >= g.col_spatial()`; the gap is left as is).
+fn im2col_ld(g: &ConvGeom, im: &[f32], col: &mut [f32], ld: usize) {
     if g.kernel.len() == 2 && !g.force_nd {
-        col2im_2d(g, col, im);
+        im2col_2d(g, im, col, ld);
+    } else {
+        im2col_nd(g, im, col, ld);
+    }
+}
+
+/// `col2im` from rows `ld` values apart.
+fn col2im_ld(g: &ConvGeom, col: &[f32], im: &mut [f32], ld: usize) {
+    if g.kernel.len() == 2 && !g.force_nd {
+        col2im_2d(g, col, im, ld);
     } else {
         im[..g.im_dim()].fill(0.0);
-        col2im_nd(g, col, im);
+        col2im_nd(g, col, im, ld);
+    }
+}
+
+/// Leading dimension of the CPU's column buffers: the row length, padded by 48 values when
+/// rows would start a multiple of 2 KiB apart. The GEMM reads B down its columns, and such
+/// strides put every row in the same L1 sets (4K aliasing): at 32x32 outputs the forward ran
+/// at 60% of its speed with a padded stride (docs/cpu-perf.md).
+fn col_ld(g: &ConvGeom) -> usize {
+    let p = g.col_spatial();
+    if p >= 512 && p.is_multiple_of(512) {
+        p + 48
+    } else {
+        p
+    }
+}
+
+/// Values of one image's CPU column buffer (rows `col_ld` apart).
+fn col_scratch_len(g: &ConvGeom) -> usize {
+    g.im_channels * g.kernel_count() * col_ld(g)
+}
+
+/// Copies a short run: fixed-size chunks the compiler turns into vector moves (a
+/// `copy_from_slice` of a runtime length becomes a `memmove` call, which cost more than the
+/// copy for the 8-64 value rows of im2col).
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    let src = &src[..dst.len()];
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let v: [f32; 8] = s.try_into().unwrap();
+        d.copy_from_slice(&v);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
+/// `dst += src` over a short run (vectorised, no call).
+#[inline(always)]
+fn add_run(dst: &mut [f32], src: &[f32]) {
+    let src = &src[..dst.len()];
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += *s;
     }
 }
 
@@ -284,15 +338,14 @@ impl Prepared {
     }
 }
 
-/// Calls `seg(col_offset, prepared_offset)` for every row segment of a 2-D column buffer:
-/// `ow` values, contiguous in the prepared image. Every read is in bounds by the output-size
-/// formula, so no padding logic runs per value.
+/// Calls `seg(col_offset, prepared_offset)` for every row segment of a 2-D column buffer
+/// whose rows are `ld` apart: `ow` values, contiguous in the prepared image. Every read is in
+/// bounds by the output-size formula, so no padding logic runs per value.
 #[inline(always)]
-fn for_each_segment_2d(g: &ConvGeom, pr: Prepared, mut seg: impl FnMut(usize, usize)) {
+fn for_each_segment_2d(g: &ConvGeom, pr: Prepared, ld: usize, mut seg: impl FnMut(usize, usize)) {
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let (sh, dh, dw) = (g.stride[0], g.dilation[0], g.dilation[1]);
     let (oh, ow) = (g.col_shape[0], g.col_shape[1]);
-    let p = oh * ow;
     let row_step = sh * pr.wq;
     for c in 0..g.im_channels {
         for ki in 0..kh {
@@ -300,7 +353,7 @@ fn for_each_segment_2d(g: &ConvGeom, pr: Prepared, mut seg: impl FnMut(usize, us
                 let r = (c * kh + ki) * kw + kj;
                 let src0 = pr.at(c, ki * dh, kj * dw);
                 for y in 0..oh {
-                    seg(r * p + y * ow, src0 + y * row_step);
+                    seg(r * ld + y * ow, src0 + y * row_step);
                 }
             }
         }
@@ -414,12 +467,12 @@ fn interleave(buf: &[f32], pad: usize, sw: usize, starts: &[usize], dst: &mut [f
     }
 }
 
-fn im2col_2d(g: &ConvGeom, im: &[f32], col: &mut [f32]) {
+fn im2col_2d(g: &ConvGeom, im: &[f32], col: &mut [f32], ld: usize) {
     let ow = g.col_shape[1];
     let pr = Prepared::new(g);
     let gather = |src: &[f32], col: &mut [f32]| {
-        for_each_segment_2d(g, pr, |o, s| {
-            col[o..o + ow].copy_from_slice(&src[s..s + ow])
+        for_each_segment_2d(g, pr, ld, |o, s| {
+            copy_run(&mut col[o..o + ow], &src[s..s + ow])
         })
     };
     if Prepared::is_identity(g) {
@@ -435,7 +488,7 @@ fn im2col_2d(g: &ConvGeom, im: &[f32], col: &mut [f32]) {
                 let src = &im[(c * h + y) * w..(c * h + y + 1) * w];
                 if pr.sw == 1 {
                     let d = pr.at(c, y + ph, pw);
-                    buf[d..d + w].copy_from_slice(src);
+                    copy_run(&mut buf[d..d + w], src);
                     continue;
                 }
                 for (q, st) in starts.iter_mut().enumerate() {
@@ -448,14 +501,12 @@ fn im2col_2d(g: &ConvGeom, im: &[f32], col: &mut [f32]) {
     });
 }
 
-fn col2im_2d(g: &ConvGeom, col: &[f32], im: &mut [f32]) {
+fn col2im_2d(g: &ConvGeom, col: &[f32], im: &mut [f32], ld: usize) {
     let ow = g.col_shape[1];
     let pr = Prepared::new(g);
     let scatter = |dst: &mut [f32]| {
-        for_each_segment_2d(g, pr, |o, s| {
-            for (d, v) in dst[s..s + ow].iter_mut().zip(&col[o..o + ow]) {
-                *d += *v;
-            }
+        for_each_segment_2d(g, pr, ld, |o, s| {
+            add_run(&mut dst[s..s + ow], &col[o..o + ow])
         })
     };
     if Prepared::is_identity(g) {
@@ -473,7 +524,7 @@ fn col2im_2d(g: &ConvGeom, col: &[f32], im: &mut [f32]) {
                 let dst = &mut im[(c * h + y) * w..(c * h + y + 1) * w];
                 if pr.sw == 1 {
                     let s = pr.at(c, y + ph, pw);
-                    dst.copy_from_slice(&buf[s..s + w]);
+                    copy_run(dst, &buf[s..s + w]);
                     continue;
                 }
                 for (q, st) in starts.iter_mut().enumerate() {
@@ -485,15 +536,20 @@ fn col2im_2d(g: &ConvGeom, col: &[f32], im: &mut [f32]) {
     });
 }
 
-/// N-D walk: for every column-buffer row (channel, kernel offsets) and every position of the
-/// column side's leading spatial dims, the row segment along the last spatial dim.
+/// N-D walk: for every column-buffer row (channel, kernel offsets; rows `ld` apart) and every
+/// position of the column side's leading spatial dims, the row segment along the last
+/// spatial dim.
 #[inline]
-fn for_each_row_nd(g: &ConvGeom, mut row: impl FnMut(usize, Option<usize>, usize, usize, usize)) {
+fn for_each_row_nd(
+    g: &ConvGeom,
+    ld: usize,
+    mut row: impl FnMut(usize, Option<usize>, usize, usize, usize),
+) {
     let nd = g.kernel.len();
     if nd == 0 {
         // No spatial axes: one column, each row is one channel.
         for c in 0..g.im_channels {
-            row(c, Some(c), 0, 1, 0);
+            row(c * ld, Some(c), 0, 1, 0);
         }
         return;
     }
@@ -530,7 +586,7 @@ fn for_each_row_nd(g: &ConvGeom, mut row: impl FnMut(usize, Option<usize>, usize
                     src = src.map(|s| s * g.im_shape[d] + i as usize);
                 }
                 let src = src.map(|s| c * im_sp + s * w);
-                row(r * p + o * ow, src, lo, hi, start);
+                row(r * ld + o * ow, src, lo, hi, start);
                 for d in (0..last).rev() {
                     pos[d] += 1;
                     if pos[d] < g.col_shape[d] {
@@ -543,12 +599,12 @@ fn for_each_row_nd(g: &ConvGeom, mut row: impl FnMut(usize, Option<usize>, usize
     }
 }
 
-fn im2col_nd(g: &ConvGeom, im: &[f32], col: &mut [f32]) {
+fn im2col_nd(g: &ConvGeom, im: &[f32], col: &mut [f32], ld: usize) {
     let nd = g.kernel.len();
     let ow = if nd == 0 { 1 } else { g.col_shape[nd - 1] };
     let w = if nd == 0 { 1 } else { g.im_shape[nd - 1] };
     let sw = if nd == 0 { 1 } else { g.stride[nd - 1] };
-    for_each_row_nd(g, |base, src, lo, hi, start| {
+    for_each_row_nd(g, ld, |base, src, lo, hi, start| {
         let out = &mut col[base..base + ow];
         match src {
             None => out.fill(0.0),
@@ -557,19 +613,42 @@ fn im2col_nd(g: &ConvGeom, im: &[f32], col: &mut [f32]) {
     });
 }
 
-fn col2im_nd(g: &ConvGeom, col: &[f32], im: &mut [f32]) {
+fn col2im_nd(g: &ConvGeom, col: &[f32], im: &mut [f32], ld: usize) {
     let nd = g.kernel.len();
     let ow = if nd == 0 { 1 } else { g.col_shape[nd - 1] };
     let w = if nd == 0 { 1 } else { g.im_shape[nd - 1] };
     let sw = if nd == 0 { 1 } else { g.stride[nd - 1] };
-    for_each_row_nd(g, |base, src, lo, hi, start| {
+    for_each_row_nd(g, ld, |base, src, lo, hi, start| {
         if let Some(s) = src {
             scatter_row(&col[base..base + ow], &mut im[s..s + w], lo, hi, sw, start);
         }
     });
 }
 
-type Gemm = fn(bool, bool, usize, usize, usize, f32, &[f32], &[f32], f32, &mut [f32]);
+/// How an image's products run: on the calling thread (the batch already runs one image per
+/// rayon task), or spread over threads when the product is large enough (`sgemm`'s rule).
+#[derive(Clone, Copy)]
+enum Gemm {
+    Serial,
+    Threaded,
+}
+
+impl Gemm {
+    /// `sgemm_ld` under this policy (same bits either way).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        self,
+        (ta, tb): (bool, bool),
+        (m, n, k): (usize, usize, usize),
+        (a, lda): (&[f32], usize),
+        (b, ldb): (&[f32], usize),
+        beta: f32,
+        (c, ldc): (&mut [f32], usize),
+    ) {
+        let par = matches!(self, Gemm::Threaded) && worth_threads(m, n, k);
+        sgemm_ld(par, ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc);
+    }
+}
 
 /// Whether a batch is worth spreading over threads one image per task.
 fn per_image_parallel(g: &ConvGeom, num: usize) -> bool {
@@ -586,28 +665,25 @@ fn forward_one(
     y: &mut [f32],
 ) {
     let (m, k, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
-    let products = |col: &[f32], y: &mut [f32]| {
+    let products = |col: &[f32], ld: usize, y: &mut [f32]| {
         for gi in 0..g.group {
-            gemm(
-                false,
-                false,
-                m,
-                p,
-                k,
-                1.0,
-                &w[gi * m * k..],
-                &col[gi * k * p..],
+            gemm.run(
+                (false, false),
+                (m, p, k),
+                (&w[gi * m * k..], k),
+                (&col[gi * k * ld..], ld),
                 0.0,
-                &mut y[gi * m * p..],
+                (&mut y[gi * m * p..], p),
             );
         }
     };
     if g.is_1x1() {
-        products(x, y);
+        products(x, p, y);
     } else {
-        with_scratch(g.col_buffer_len(), |col| {
-            im2col(g, x, col);
-            products(col, y);
+        let ld = col_ld(g);
+        with_scratch(col_scratch_len(g), |col| {
+            im2col_ld(g, x, col, ld);
+            products(col, ld, y);
         });
     }
     if let Some(b) = bias {
@@ -650,10 +726,10 @@ pub fn conv_forward(
         y[..num * od]
             .par_chunks_mut(od)
             .zip(x[..num * id].par_chunks(id))
-            .for_each(|(yn, xn)| forward_one(g, sgemm_serial, xn, w, bias, yn));
+            .for_each(|(yn, xn)| forward_one(g, Gemm::Serial, xn, w, bias, yn));
     } else {
         for (yn, xn) in y[..num * od].chunks_mut(od).zip(x.chunks(id.max(1))) {
-            forward_one(g, sgemm, xn, w, bias, yn);
+            forward_one(g, Gemm::Threaded, xn, w, bias, yn);
         }
     }
 }
@@ -661,28 +737,25 @@ pub fn conv_forward(
 /// `dx = col2im(W^T * dy)` for one image (Caffe's `backward_cpu_gemm`).
 fn backward_input_one(g: &ConvGeom, gemm: Gemm, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (m, k, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
-    let products = |col: &mut [f32]| {
+    let products = |col: &mut [f32], ld: usize| {
         for gi in 0..g.group {
-            gemm(
-                true,
-                false,
-                k,
-                p,
-                m,
-                1.0,
-                &w[gi * m * k..],
-                &dy[gi * m * p..],
+            gemm.run(
+                (true, false),
+                (k, p, m),
+                (&w[gi * m * k..], k),
+                (&dy[gi * m * p..], p),
                 0.0,
-                &mut col[gi * k * p..],
+                (&mut col[gi * k * ld..], ld),
             );
         }
     };
     if g.is_1x1() {
-        products(dx);
+        products(dx, p);
     } else {
-        with_scratch(g.col_buffer_len(), |col| {
-            products(col);
-            col2im(g, col, dx);
+        let ld = col_ld(g);
+        with_scratch(col_scratch_len(g), |col| {
+            products(col, ld);
+            col2im_ld(g, col, dx, ld);
         });
     }
 }
@@ -702,10 +775,10 @@ pub fn conv_backward_input(g: &ConvGeom, num: usize, dy: &[f32], w: &[f32], dx: 
         dx[..num * id]
             .par_chunks_mut(id)
             .zip(dy[..num * od].par_chunks(od))
-            .for_each(|(dxn, dyn_)| backward_input_one(g, sgemm_serial, dyn_, w, dxn));
+            .for_each(|(dxn, dyn_)| backward_input_one(g, Gemm::Serial, dyn_, w, dxn));
     } else {
         for (dxn, dyn_) in dx[..num * id].chunks_mut(id).zip(dy.chunks(od.max(1))) {
-            backward_input_one(g, sgemm, dyn_, w, dxn);
+            backward_input_one(g, Gemm::Threaded, dyn_, w, dxn);
         }
     }
 }
@@ -715,28 +788,25 @@ pub fn conv_backward_input(g: &ConvGeom, num: usize, dy: &[f32], w: &[f32], dx: 
 /// runs much faster with the wide column matrix on the left. `beta` 0 starts a fresh sum.
 fn weight_grad_one(g: &ConvGeom, gemm: Gemm, x: &[f32], dy: &[f32], beta: f32, dwt: &mut [f32]) {
     let (m, k, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
-    let products = |col: &[f32], dwt: &mut [f32]| {
+    let products = |col: &[f32], ld: usize, dwt: &mut [f32]| {
         for gi in 0..g.group {
-            gemm(
-                false,
-                true,
-                k,
-                m,
-                p,
-                1.0,
-                &col[gi * k * p..],
-                &dy[gi * m * p..],
+            gemm.run(
+                (false, true),
+                (k, m, p),
+                (&col[gi * k * ld..], ld),
+                (&dy[gi * m * p..], p),
                 beta,
-                &mut dwt[gi * k * m..],
+                (&mut dwt[gi * k * m..], m),
             );
         }
     };
     if g.is_1x1() {
-        products(x, dwt);
+        products(x, p, dwt);
     } else {
-        with_scratch(g.col_buffer_len(), |col| {
-            im2col(g, x, col);
-            products(col, dwt);
+        let ld = col_ld(g);
+        with_scratch(col_scratch_len(g), |col| {
+            im2col_ld(g, x, col, ld);
+            products(col, ld, dwt);
         });
     }
 }
@@ -779,13 +849,18 @@ pub fn conv_weight_grad(
         }
     };
     if chunks == 1 {
-        chunk_sum(sgemm, &mut partials[..wl], &x[..num * id], &dy[..num * od]);
+        chunk_sum(
+            Gemm::Threaded,
+            &mut partials[..wl],
+            &x[..num * id],
+            &dy[..num * od],
+        );
     } else {
         partials[..chunks * wl]
             .par_chunks_mut(wl)
             .zip(x[..num * id].par_chunks(per * id))
             .zip(dy[..num * od].par_chunks(per * od))
-            .for_each(|((part, xs), dys)| chunk_sum(sgemm_serial, part, xs, dys));
+            .for_each(|((part, xs), dys)| chunk_sum(Gemm::Serial, part, xs, dys));
     }
     // dw[gi][mi][ki] += sum_c part_c[gi][ki][mi], one row of dw per task.
     let (m, k) = (g.col_channels / g.group, g.kernel_dim());
@@ -878,6 +953,7 @@ pub fn channel_bias_grad(num: usize, channels: usize, spatial: usize, dy: &[f32]
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu::blas::{sgemm, sgemm_serial};
 
     #[allow(clippy::too_many_arguments)]
     fn geom(
@@ -980,6 +1056,8 @@ mod tests {
             geom(2, 3, 1, &[7, 11], &[3, 3], &[1, 2], &[2, 4], &[1, 1]),
             geom(1, 2, 1, &[5, 20], &[2, 3], &[0, 1], &[1, 9], &[1, 1]),
             geom(3, 2, 1, &[6, 7], &[1, 1], &[0, 0], &[2, 2], &[1, 1]),
+            // 512 output positions: column buffers with a padded leading dimension.
+            geom(2, 3, 1, &[32, 16], &[3, 3], &[1, 1], &[1, 1], &[1, 1]),
         ]
     }
 

@@ -18,4 +18,5 @@ pub mod prelu;
 pub mod reduction;
 pub mod scale;
 pub mod softmax;
+pub mod sums;
 pub mod tensor;

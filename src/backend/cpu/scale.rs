@@ -1,10 +1,12 @@
 //! Scale and Bias arithmetic: a factor or an offset broadcast along `dim` positions of a blob
 //! viewed as (outer, dim, inner), and the reductions of their gradients.
 //!
-//! Each gradient entry `d` is reduced over (outer, inner) by one thread in a fixed order, so
-//! results do not depend on the thread count.
+//! Each gradient entry `d` is reduced over (outer, inner) by one thread in a fixed order
+//! (`sums::Lanes`), so results do not depend on the thread count.
 
 use rayon::prelude::*;
+
+use super::sums::Lanes;
 
 /// Below this many elements a single thread is faster than spawning.
 const PAR_MIN: usize = 1 << 15;
@@ -56,6 +58,48 @@ pub fn scale_forward(
     });
 }
 
+/// In-place forward: `keep` gets the input (the scale gradient needs it), `data` becomes
+/// `scale[d] * data (+ bias[d])`, in one pass.
+pub fn scale_forward_keep(
+    data: &mut [f32],
+    keep: &mut [f32],
+    scale: &[f32],
+    bias: Option<&[f32]>,
+    dim: usize,
+    inner: usize,
+) {
+    let keep = &mut keep[..data.len()];
+    if inner == 0 || data.is_empty() {
+        return;
+    }
+    let row = |r: usize, out: &mut [f32], k: &mut [f32]| {
+        let d = r % dim;
+        let (s, b) = (scale[d], bias.map(|b| b[d]));
+        for (o, k) in out.iter_mut().zip(k.iter_mut()) {
+            *k = *o;
+            // Rounded product, then the bias: as in `scale_forward`.
+            *o = match b {
+                Some(b) => s * *o + b,
+                None => s * *o,
+            };
+        }
+    };
+    if data.len() >= PAR_MIN {
+        data.par_chunks_mut(inner)
+            .zip(keep.par_chunks_mut(inner))
+            .enumerate()
+            .for_each(|(r, (o, k))| row(r, o, k));
+    } else {
+        for (r, (o, k)) in data
+            .chunks_mut(inner)
+            .zip(keep.chunks_mut(inner))
+            .enumerate()
+        {
+            row(r, o, k);
+        }
+    }
+}
+
 /// `data[o,d,i] *= scale[d]` (in-place layers: the bottom diff is the top diff).
 pub fn scale_inplace(data: &mut [f32], scale: &[f32], dim: usize, inner: usize) {
     per_row(data, inner, |r, row| {
@@ -94,26 +138,18 @@ pub fn broadcast_grad(
     accumulate: bool,
 ) {
     let reduce = |d: usize, out: &mut f32| {
-        let mut s = 0f64;
+        let mut s = Lanes::default();
         for o in 0..outer {
-            let base = (o * dim + d) * inner;
+            let r = (o * dim + d) * inner..(o * dim + d + 1) * inner;
             match b {
-                Some(b) => {
-                    for i in base..base + inner {
-                        s += a[i] as f64 * b[i] as f64;
-                    }
-                }
-                None => {
-                    for &v in &a[base..base + inner] {
-                        s += v as f64;
-                    }
-                }
+                Some(b) => s.add_dot(&a[r.clone()], &b[r]),
+                None => s.add(&a[r]),
             }
         }
         if accumulate {
-            *out += s as f32;
+            *out += s.total() as f32;
         } else {
-            *out = s as f32;
+            *out = s.total() as f32;
         }
     };
     if a.len() >= PAR_MIN && dim > 1 {
