@@ -79,7 +79,7 @@ for b in "$STAGE"/bin/*; do
   ldd "$b" | awk '/=> \// {print $3}'
 done | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
-    libc.so.* | libm.so.* | libdl.so.* | librt.so.* | libpthread.so.* | ld-linux*.so.* | libgcc_s.so.*) ;;
+    libc.so.* | libm.so.* | libdl.so.* | librt.so.* | libpthread.so.* | libresolv.so.* | libutil.so.* | ld-linux*.so.* | libgcc_s.so.*) ;;
     *) cp -L "$lib" "$STAGE/lib/" ;;
   esac
 done
