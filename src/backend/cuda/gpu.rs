@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
 use cudarc::driver::sys::cudaError_enum;
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DriverError};
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DeviceRepr, DriverError, ValidAsZeroBits,
+};
 
 use super::device;
 use super::kernels::Kernels;
@@ -103,9 +105,12 @@ fn is_oom(e: &DriverError) -> bool {
 
 /// `n` zeros on `stream`'s device; an out-of-memory error says how much was asked for and how
 /// much is free.
-pub fn alloc_on(stream: &Arc<CudaStream>, n: usize) -> Result<CudaSlice<f32>> {
-    let bytes = n * std::mem::size_of::<f32>();
-    stream.alloc_zeros::<f32>(n).map_err(|e| {
+pub fn alloc_on<T: DeviceRepr + ValidAsZeroBits>(
+    stream: &Arc<CudaStream>,
+    n: usize,
+) -> Result<CudaSlice<T>> {
+    let bytes = n * std::mem::size_of::<T>();
+    stream.alloc_zeros::<T>(n).map_err(|e| {
         if is_oom(&e) {
             let free = stream
                 .context()
