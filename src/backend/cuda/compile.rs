@@ -64,6 +64,9 @@ pub const KERNEL_FILES: &[KernelFile] = &[
     kernel_file!("lrn"),
     kernel_file!("solver"),
     kernel_file!("reduction"),
+    kernel_file!("mvn"),
+    kernel_file!("prelu"),
+    kernel_file!("embed"),
 ];
 
 /// The kernel file of a family.

@@ -339,6 +339,62 @@ impl Conv2d {
     }
 }
 
+/// Most spatial axes the N-D conv kernels take (`CONV_MAX_AXES` in conv.cu; Caffe's blobs have at
+/// most 32 axes, so a convolution at most 31 spatial ones).
+pub const CONV_MAX_AXES: usize = 32;
+
+/// N-D convolution geometry as the N-D conv kernels take it: scalars, and the per-axis table they
+/// read from device memory (im_shape, col_shape, kernel, pad, stride, dilation, each `nd` long).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvNd {
+    pub channels: usize,
+    pub im_spatial: usize,
+    pub col_spatial: usize,
+    pub kernel_count: usize,
+    pub table: Vec<i32>,
+}
+
+impl ConvNd {
+    pub fn from_geom(g: &ConvGeom) -> Result<ConvNd> {
+        let nd = g.kernel.len();
+        if nd > CONV_MAX_AXES {
+            bail!("the CUDA N-D im2col takes at most {CONV_MAX_AXES} spatial axes; this convolution has {nd}");
+        }
+        let mut table = Vec::with_capacity(6 * nd);
+        for axis in [
+            &g.im_shape,
+            &g.col_shape,
+            &g.kernel,
+            &g.pad,
+            &g.stride,
+            &g.dilation,
+        ] {
+            for &v in axis.iter() {
+                table.push(to_i32(v, "convolution geometry")?);
+            }
+        }
+        Ok(ConvNd {
+            channels: g.im_channels,
+            im_spatial: g.im_spatial(),
+            col_spatial: g.col_spatial(),
+            kernel_count: g.kernel_count(),
+            table,
+        })
+    }
+
+    pub fn nd(&self) -> usize {
+        self.table.len() / 6
+    }
+
+    pub fn im_len(&self) -> usize {
+        self.channels * self.im_spatial
+    }
+
+    pub fn col_len(&self) -> usize {
+        self.channels * self.kernel_count * self.col_spatial
+    }
+}
+
 /// One strided-batched product: `C_z = alpha op(A_z) op(B_z) + beta C_z` for z < batch, with
 /// `A_z = A + z * stride_a` etc. Row-major, as `cpu::blas::sgemm`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -2214,17 +2270,25 @@ impl Kernels {
         im_stride: usize,
         col_stride: usize,
     ) -> Result<(usize, usize)> {
+        Self::image_spans(g.im_len(), g.col_len(), images, im_stride, col_stride)
+    }
+
+    /// Values the image and column buffers must hold for `images` images at these strides.
+    fn image_spans(
+        im_len: usize,
+        col_len: usize,
+        images: usize,
+        im_stride: usize,
+        col_stride: usize,
+    ) -> Result<(usize, usize)> {
         if images > 65535 {
             bail!("im2col: {images} images exceed the grid's 65535; split the batch");
         }
-        if images > 1 && (im_stride < g.im_len() || col_stride < g.col_len()) {
-            bail!("im2col: image strides ({im_stride}, {col_stride}) are shorter than an image ({}, {})", g.im_len(), g.col_len());
+        if images > 1 && (im_stride < im_len || col_stride < col_len) {
+            bail!("im2col: image strides ({im_stride}, {col_stride}) are shorter than an image ({im_len}, {col_len})");
         }
         let last = images.saturating_sub(1);
-        Ok((
-            last * im_stride + g.im_len(),
-            last * col_stride + g.col_len(),
-        ))
+        Ok((last * im_stride + im_len, last * col_stride + col_len))
     }
 
     /// im2col for `images` images, `im_stride` / `col_stride` values apart.
@@ -2285,6 +2349,96 @@ impl Kernels {
         launch!(self, s, "conv_col2im_f32", cfg;
             col: cf32, im: mf32, channels: i32, h: i32, w: i32, kh: i32, kw: i32, pad_h: i32, pad_w: i32, sh: i32, sw: i32,
             dh: i32, dw: i32, oh: i32, ow: i32, im_stride: i64, col_stride: i64)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn conv_nd_args(g: &ConvNd, table: &dyn DevicePtr<i32>) -> Result<(i32, i32, i64, i64, i64)> {
+        check_len(table.len(), g.table.len(), "N-D im2col: geometry table")?;
+        Ok((
+            g.nd() as i32,
+            to_i32(g.channels, "channels")?,
+            g.im_spatial as i64,
+            g.col_spatial as i64,
+            g.kernel_count as i64,
+        ))
+    }
+
+    /// N-D im2col for `images` images; `table` holds `g.table` on the device.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_im2col_nd(
+        &self,
+        s: &CudaStream,
+        im: &dyn DevicePtr<f32>,
+        col: &mut dyn DevicePtrMut<f32>,
+        g: &ConvNd,
+        table: &dyn DevicePtr<i32>,
+        images: usize,
+        im_stride: usize,
+        col_stride: usize,
+    ) -> Result<()> {
+        let n = g.col_len();
+        if images == 0 || n == 0 {
+            return Ok(());
+        }
+        let (ni, nc) = Self::image_spans(g.im_len(), n, images, im_stride, col_stride)?;
+        let (nd, channels, im_spatial, col_spatial, kernel_count) = Self::conv_nd_args(g, table)?;
+        let (im, _g1) = input(s, im, ni, "N-D im2col: image")?;
+        let (col, _g2) = output(s, col, nc, "N-D im2col: columns")?;
+        let (geom, _g3) = table.device_ptr(s);
+        let (im_stride, col_stride) = (im_stride as i64, col_stride as i64);
+        let mut cfg = self.grid_for(n);
+        cfg.grid_dim.2 = images as u32;
+        launch!(self, s, "conv_im2col_nd_f32", cfg;
+            im: cf32, col: mf32, geom: ci32, nd: i32, channels: i32, im_spatial: i64, col_spatial: i64,
+            kernel_count: i64, im_stride: i64, col_stride: i64)
+    }
+
+    /// N-D col2im (overwrites the images) for `images` images.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_col2im_nd(
+        &self,
+        s: &CudaStream,
+        col: &dyn DevicePtr<f32>,
+        im: &mut dyn DevicePtrMut<f32>,
+        g: &ConvNd,
+        table: &dyn DevicePtr<i32>,
+        images: usize,
+        im_stride: usize,
+        col_stride: usize,
+    ) -> Result<()> {
+        let n = g.im_len();
+        if images == 0 || n == 0 {
+            return Ok(());
+        }
+        let (ni, nc) = Self::image_spans(n, g.col_len(), images, im_stride, col_stride)?;
+        let (nd, channels, im_spatial, col_spatial, kernel_count) = Self::conv_nd_args(g, table)?;
+        let (col, _g1) = input(s, col, nc, "N-D col2im: columns")?;
+        let (im, _g2) = output(s, im, ni, "N-D col2im: image")?;
+        let (geom, _g3) = table.device_ptr(s);
+        let (im_stride, col_stride) = (im_stride as i64, col_stride as i64);
+        let mut cfg = self.grid_for(n);
+        cfg.grid_dim.2 = images as u32;
+        launch!(self, s, "conv_col2im_nd_f32", cfg;
+            col: cf32, im: mf32, geom: ci32, nd: i32, channels: i32, im_spatial: i64, col_spatial: i64,
+            kernel_count: i64, im_stride: i64, col_stride: i64)
+    }
+
+    /// `dw[i] += sum over z < images of partial[z * n + i]`, in image order.
+    pub fn conv_sum_partials(
+        &self,
+        s: &CudaStream,
+        partial: &dyn DevicePtr<f32>,
+        dw: &mut dyn DevicePtrMut<f32>,
+        n: usize,
+        images: usize,
+    ) -> Result<()> {
+        if n == 0 || images == 0 {
+            return Ok(());
+        }
+        let (partial, _g1) = input(s, partial, n * images, "weight gradient: partials")?;
+        let (dw, _g2) = output(s, dw, n, "weight gradient: output")?;
+        let (n_i, images) = (n as i64, to_i32(images, "images")?);
+        launch!(self, s, "conv_sum_partials_f32", self.grid_for(n); partial: cf32, dw: mf32, n_i: i64, images: i32)
     }
 
     // ---- tensor.cu ----------------------------------------------------------------------------
@@ -2535,6 +2689,102 @@ impl Kernels {
         launch!(self, s, "lrn_across_bwd_f32", self.grid_for(n);
             x: cf32, scale: cf32, ratio: cf32, dy: cf32, dx: mf32, num: i64, channels: i32, plane: i64, size: i32,
             beta: f32, cache_ratio: f32)
+    }
+
+    fn within_args(planes: usize, h: usize, w: usize, size: usize) -> Result<(i64, i32, i32, i32)> {
+        Ok((
+            planes as i64,
+            to_i32(h, "height")?,
+            to_i32(w, "width")?,
+            to_i32(size, "local_size")?,
+        ))
+    }
+
+    /// WITHIN_CHANNEL forward: `pooled`, `power` (kept for backward) and `y`, over `planes`
+    /// planes of `h x w`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lrn_within_fwd(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        pooled: &mut dyn DevicePtrMut<f32>,
+        power: &mut dyn DevicePtrMut<f32>,
+        y: &mut dyn DevicePtrMut<f32>,
+        planes: usize,
+        h: usize,
+        w: usize,
+        size: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        let n = planes * h * w;
+        if n == 0 {
+            return Ok(());
+        }
+        let (x, _g1) = input(s, x, n, "lrn: x")?;
+        let (pooled, _g2) = output(s, pooled, n, "lrn: pooled squares")?;
+        let (power, _g3) = output(s, power, n, "lrn: power")?;
+        let (y, _g4) = output(s, y, n, "lrn: y")?;
+        let (planes, h, w, size) = Self::within_args(planes, h, w, size)?;
+        launch!(self, s, "lrn_within_fwd_f32", self.grid_for(n);
+            x: cf32, pooled: mf32, power: mf32, y: mf32, planes: i64, h: i32, w: i32, size: i32, alpha: f32, beta: f32)
+    }
+
+    /// WITHIN_CHANNEL backward, first pass: the gradient reaching the pooled squares.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lrn_within_dpool(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        pooled: &dyn DevicePtr<f32>,
+        power: &dyn DevicePtr<f32>,
+        dy: &dyn DevicePtr<f32>,
+        dpool: &mut dyn DevicePtrMut<f32>,
+        n: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let diff_scale = -beta * alpha;
+        let (x, _g1) = input(s, x, n, "lrn backward: x")?;
+        let (pooled, _g2) = input(s, pooled, n, "lrn backward: pooled squares")?;
+        let (power, _g3) = input(s, power, n, "lrn backward: power")?;
+        let (dy, _g4) = input(s, dy, n, "lrn backward: dy")?;
+        let (dpool, _g5) = output(s, dpool, n, "lrn backward: pooled gradient")?;
+        let n_i = n as i64;
+        launch!(self, s, "lrn_within_dpool_f32", self.grid_for(n);
+            x: cf32, pooled: cf32, power: cf32, dy: cf32, dpool: mf32, n_i: i64, alpha: f32, diff_scale: f32)
+    }
+
+    /// WITHIN_CHANNEL backward, second pass: `dx` (must not alias `dpool` or `x`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn lrn_within_bwd(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        power: &dyn DevicePtr<f32>,
+        dy: &dyn DevicePtr<f32>,
+        dpool: &dyn DevicePtr<f32>,
+        dx: &mut dyn DevicePtrMut<f32>,
+        planes: usize,
+        h: usize,
+        w: usize,
+        size: usize,
+    ) -> Result<()> {
+        let n = planes * h * w;
+        if n == 0 {
+            return Ok(());
+        }
+        let (x, _g1) = input(s, x, n, "lrn backward: x")?;
+        let (power, _g2) = input(s, power, n, "lrn backward: power")?;
+        let (dy, _g3) = input(s, dy, n, "lrn backward: dy")?;
+        let (dpool, _g4) = input(s, dpool, n, "lrn backward: pooled gradient")?;
+        let (dx, _g5) = output(s, dx, n, "lrn backward: dx")?;
+        let (planes, h, w, size) = Self::within_args(planes, h, w, size)?;
+        launch!(self, s, "lrn_within_bwd_f32", self.grid_for(n);
+            x: cf32, power: cf32, dy: cf32, dpool: cf32, dx: mf32, planes: i64, h: i32, w: i32, size: i32)
     }
 
     // ---- solver.cu ----------------------------------------------------------------------------
@@ -2798,6 +3048,282 @@ impl Kernels {
         let (num, dim) = (num as i64, dim as i64);
         launch!(self, s, "reduction_bwd_f32", self.grid_for(n);
             x: cf32, dy: cf32, dx: mf32, num: i64, dim: i64, op: i32, coeff: f32)
+    }
+
+    // ---- mvn.cu -------------------------------------------------------------------------------
+
+    /// Grid for a block-per-row kernel over `rows` rows (grid-stride beyond).
+    fn grid_for_rows(&self, rows: usize) -> LaunchConfig {
+        Self::blocks((rows.clamp(1, self.sm_count as usize * 32) as u32, 1, 1))
+    }
+
+    /// MVN forward over `rows` rows of `dim`; with `normalize_variance`, `std` receives each
+    /// row's sqrt(var) + eps.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mvn_fwd(
+        &self,
+        s: &CudaStream,
+        mut io: Io,
+        std: &mut dyn DevicePtrMut<f32>,
+        rows: usize,
+        dim: usize,
+        normalize_variance: bool,
+        eps: f32,
+    ) -> Result<()> {
+        let n = rows * dim;
+        if n == 0 {
+            return Ok(());
+        }
+        check_len(io.len(), n, "mvn forward")?;
+        let (std, _g1) = output(s, std, rows, "mvn: std")?;
+        let (x, y, _g) = io.pointers(s);
+        let (rows_i, dim, nv) = (rows as i64, dim as i64, normalize_variance as i32);
+        launch!(self, s, "mvn_fwd_f32", self.grid_for_rows(rows);
+            x: cf32, y: mf32, std: mf32, rows_i: i64, dim: i64, nv: i32, eps: f32)
+    }
+
+    /// MVN backward; `d` carries dy (in) and dx (out).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mvn_bwd(
+        &self,
+        s: &CudaStream,
+        y: &dyn DevicePtr<f32>,
+        mut d: Io,
+        std: &dyn DevicePtr<f32>,
+        rows: usize,
+        dim: usize,
+        normalize_variance: bool,
+    ) -> Result<()> {
+        let n = rows * dim;
+        if n == 0 {
+            return Ok(());
+        }
+        check_len(d.len(), n, "mvn backward")?;
+        let inv_dim = 1.0 / dim as f32;
+        let (y, _g1) = input(s, y, n, "mvn backward: y")?;
+        let (std, _g2) = opt_input(
+            s,
+            normalize_variance.then_some(std),
+            rows,
+            "mvn backward: std",
+        )?;
+        let (dy, dx, _g) = d.pointers(s);
+        let (rows_i, dim, nv) = (rows as i64, dim as i64, normalize_variance as i32);
+        launch!(self, s, "mvn_bwd_f32", self.grid_for_rows(rows);
+            y: cf32, dy: cf32, dx: mf32, std: cf32, rows_i: i64, dim: i64, nv: i32, inv_dim: f32)
+    }
+
+    // ---- prelu.cu -----------------------------------------------------------------------------
+
+    /// `y = max(x, 0) + a * min(x, 0)` over (num, channels, dim); `slope` holds one value when
+    /// `shared`, else `channels`.
+    pub fn prelu_fwd(
+        &self,
+        s: &CudaStream,
+        mut io: Io,
+        slope: &dyn DevicePtr<f32>,
+        channels: usize,
+        dim: usize,
+        shared: bool,
+    ) -> Result<()> {
+        let n = io.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let slopes = if shared { 1 } else { channels };
+        let (slope, _g1) = input(s, slope, slopes, "prelu: slope")?;
+        let (x, y, _g) = io.pointers(s);
+        let (n_i, channels, dim, shared) = (
+            n as i64,
+            channels.max(1) as i64,
+            dim.max(1) as i64,
+            shared as i32,
+        );
+        launch!(self, s, "prelu_fwd_f32", self.grid_for(n);
+            x: cf32, slope: cf32, y: mf32, n_i: i64, channels: i64, dim: i64, shared: i32)
+    }
+
+    /// `dx = x > 0 ? dy : dy * a`; `d` carries dy (in) and dx (out).
+    #[allow(clippy::too_many_arguments)]
+    pub fn prelu_bwd(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        mut d: Io,
+        slope: &dyn DevicePtr<f32>,
+        channels: usize,
+        dim: usize,
+        shared: bool,
+    ) -> Result<()> {
+        let n = d.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let slopes = if shared { 1 } else { channels };
+        let (x, _g1) = input(s, x, n, "prelu backward: x")?;
+        let (slope, _g2) = input(s, slope, slopes, "prelu backward: slope")?;
+        let (dy, dx, _g) = d.pointers(s);
+        let (n_i, channels, dim, shared) = (
+            n as i64,
+            channels.max(1) as i64,
+            dim.max(1) as i64,
+            shared as i32,
+        );
+        launch!(self, s, "prelu_bwd_f32", self.grid_for(n);
+            x: cf32, dy: cf32, slope: cf32, dx: mf32, n_i: i64, channels: i64, dim: i64, shared: i32)
+    }
+
+    /// Stage one of the slope gradient (per-channel partials, [`channel_partials_len`] doubles);
+    /// returns the chunk count. Finish with [`Kernels::scale_grad_finish`] (per channel) or
+    /// [`Kernels::prelu_slope_finish_shared`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn prelu_slope_partials(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        dy: &dyn DevicePtr<f32>,
+        partial: &mut dyn DevicePtrMut<f64>,
+        num: usize,
+        channels: usize,
+        dim: usize,
+    ) -> Result<usize> {
+        let n = num * channels * dim;
+        let chunks = channel_chunks(num, dim);
+        if n == 0 {
+            return Ok(chunks);
+        }
+        let (x, _g1) = input(s, x, n, "prelu slope gradient: x")?;
+        let (dy, _g2) = input(s, dy, n, "prelu slope gradient: dy")?;
+        let (partial, _g3) = output(
+            s,
+            partial,
+            channels * chunks,
+            "prelu slope gradient: partials",
+        )?;
+        let cfg = Self::blocks((channels as u32, chunks as u32, 1));
+        let (num, channels, dim) = (num as i64, channels as i64, dim as i64);
+        launch!(self, s, "prelu_slope_partials_f32", cfg; x: cf32, dy: cf32, partial: mf64, num: i64, channels: i64, dim: i64)?;
+        Ok(chunks)
+    }
+
+    /// A shared slope's gradient: `g[0] += sum of the first count partials`.
+    pub fn prelu_slope_finish_shared(
+        &self,
+        s: &CudaStream,
+        partial: &dyn DevicePtr<f64>,
+        g: &mut dyn DevicePtrMut<f32>,
+        count: usize,
+    ) -> Result<()> {
+        let (partial, _g1) = input(s, partial, count, "prelu slope gradient: partials")?;
+        let (g, _g2) = output(s, g, 1, "prelu slope gradient: output")?;
+        let count = count as i64;
+        launch!(self, s, "prelu_slope_finish_shared_f32", Self::blocks((1, 1, 1)); partial: cf64, g: mf32, count: i64)
+    }
+
+    // ---- embed.cu -----------------------------------------------------------------------------
+
+    /// The first of `m` indices that is not an integer in [0, k), if any. Reads one value back
+    /// (synchronises the stream): call it where the CPU layer checks its indices.
+    pub fn embed_find_bad_index(
+        &self,
+        s: &Arc<CudaStream>,
+        idx: &dyn DevicePtr<f32>,
+        m: usize,
+        k: usize,
+        scratch: &mut CudaSlice<u64>,
+    ) -> Result<Option<usize>> {
+        if m == 0 {
+            return Ok(None);
+        }
+        check_len(scratch.len(), 1, "index check: scratch")?;
+        s.memcpy_htod(&[u64::MAX][..], scratch)
+            .context("index check: resetting the scratch value")?;
+        {
+            let (idx, _g1) = input(s, idx, m, "index check: indices")?;
+            let (first_bad, _g2) = scratch.device_ptr_mut(s);
+            let (m_i, k) = (m as i64, k as i64);
+            let r: Result<()> = launch!(self, s, "embed_find_bad_index_f32", self.grid_for(m);
+                idx: cf32, m_i: i64, k: i64, first_bad: mu64);
+            r?;
+        }
+        let mut host = [0u64; 1];
+        s.memcpy_dtoh(&*scratch, &mut host[..])
+            .context("index check: reading the result")?;
+        s.synchronize().context("index check: synchronising")?;
+        Ok(if host[0] == u64::MAX {
+            None
+        } else {
+            Some(host[0] as usize)
+        })
+    }
+
+    /// `y[i, :] = w[idx[i], :] (+ bias)` for m indices into a (k, n) table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn embed_fwd(
+        &self,
+        s: &CudaStream,
+        idx: &dyn DevicePtr<f32>,
+        w: &dyn DevicePtr<f32>,
+        bias: Option<&dyn DevicePtr<f32>>,
+        y: &mut dyn DevicePtrMut<f32>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        if m * n == 0 {
+            return Ok(());
+        }
+        let (idx, _g1) = input(s, idx, m, "embed: indices")?;
+        let (w, _g2) = input(s, w, k * n, "embed: weights")?;
+        let (bias, _g3) = opt_input(s, bias, n, "embed: bias")?;
+        let (y, _g4) = output(s, y, m * n, "embed: y")?;
+        let (m_i, k, n_i) = (m as i64, k as i64, n as i64);
+        launch!(self, s, "embed_fwd_f32", self.grid_for(m * n);
+            idx: cf32, w: cf32, bias: cf32, y: mf32, m_i: i64, k: i64, n_i: i64)
+    }
+
+    /// Where each table row is first used (see embed.cu); `first` (k ints) must be zeroed.
+    pub fn embed_first_use(
+        &self,
+        s: &CudaStream,
+        idx: &dyn DevicePtr<f32>,
+        first: &mut dyn DevicePtrMut<i32>,
+        m: usize,
+        k: usize,
+    ) -> Result<()> {
+        if m == 0 || k == 0 {
+            return Ok(());
+        }
+        to_i32(m, "embed: indices per batch")?;
+        let (idx, _g1) = input(s, idx, m, "embed backward: indices")?;
+        let (first, _g2) = output(s, first, k, "embed backward: first uses")?;
+        let (m_i, k_i) = (m as i64, k as i64);
+        launch!(self, s, "embed_first_use_f32", self.grid_for(m); idx: cf32, first: mi32, m_i: i64, k_i: i64)
+    }
+
+    /// `dw[idx[i], :] += dy[i, :]`, in index order; `first` from [`Kernels::embed_first_use`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn embed_bwd_weights(
+        &self,
+        s: &CudaStream,
+        idx: &dyn DevicePtr<f32>,
+        first: &dyn DevicePtr<i32>,
+        dy: &dyn DevicePtr<f32>,
+        dw: &mut dyn DevicePtrMut<f32>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        if m * n == 0 || k == 0 {
+            return Ok(());
+        }
+        let (idx, _g1) = input(s, idx, m, "embed backward: indices")?;
+        let (first, _g2) = input(s, first, k, "embed backward: first uses")?;
+        let (dy, _g3) = input(s, dy, m * n, "embed backward: dy")?;
+        let (dw, _g4) = output(s, dw, k * n, "embed backward: weight gradient")?;
+        let (m_i, k_i, n_i) = (m as i64, k as i64, n as i64);
+        launch!(self, s, "embed_bwd_weights_f32", self.grid_for(k * n);
+            idx: cf32, first: ci32, dy: cf32, dw: mf32, m_i: i64, k_i: i64, n_i: i64)
     }
 }
 

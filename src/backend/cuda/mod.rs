@@ -1,8 +1,9 @@
 //! The CUDA backend: finding a GPU ([`device`]), compiling the kernels in `kernels/*.cu` with
 //! NVRTC at run time ([`compile`]), typed launch wrappers for every kernel entry point
 //! ([`kernels`]), an open device with its stream and copy accounting ([`gpu`]), and the glue the
-//! layers' `forward_gpu`/`backward_gpu` use ([`ops`]), and the pinned staging buffers the data
-//! layers upload their batches through ([`staging`]). Blob memory (`crate::blob::Mem`) keeps a
+//! layers' `forward_gpu`/`backward_gpu` use ([`ops`]), the pinned staging buffers the data
+//! layers upload their batches through ([`staging`]), and the convolution arithmetic that
+//! Convolution and Deconvolution share ([`conv`]). Blob memory (`crate::blob::Mem`) keeps a
 //! device copy next to the host one.
 //!
 //! It is always compiled: cudarc loads libcuda and libnvrtc at run time, so a build needs no
@@ -10,6 +11,7 @@
 //! panic.
 
 pub mod compile;
+pub mod conv;
 pub mod device;
 pub mod gpu;
 pub mod kernels;

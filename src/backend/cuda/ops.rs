@@ -1,9 +1,9 @@
 //! Glue between blobs' memory and the kernel wrappers, shared by the layers' GPU paths.
 
 use anyhow::{anyhow, Result};
-use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, ValidAsZeroBits};
 
-use super::gpu::{alloc_on, Gpu};
+use super::gpu::{self, alloc_on, Gpu};
 use super::kernels::Io;
 use crate::blob::{same, Buf};
 
@@ -80,4 +80,78 @@ pub fn zero(g: &Gpu, buf: &Buf) -> Result<()> {
     }
     let mut d = buf.device_out(g)?;
     g.zero(&mut d)
+}
+
+/// `buf` from value `offset` on (a matrix or an image inside a batch).
+pub fn at<T>(buf: &CudaSlice<T>, offset: usize) -> Result<CudaView<'_, T>> {
+    let len = buf.len();
+    buf.try_slice(offset..)
+        .ok_or_else(|| anyhow!("offset {offset} is past a device buffer of {len} values"))
+}
+
+/// `buf` from value `offset` on, to be written.
+pub fn at_mut<T>(buf: &mut CudaSlice<T>, offset: usize) -> Result<CudaViewMut<'_, T>> {
+    let len = buf.len();
+    buf.try_slice_mut(offset..)
+        .ok_or_else(|| anyhow!("offset {offset} is past a device buffer of {len} values"))
+}
+
+/// A small table of integers (a convolution's N-D geometry) copied to the device, counted in
+/// the traffic like every other copy. Layers upload such tables when a shape changes, not per
+/// pass.
+pub fn upload_table(g: &Gpu, table: &[i32]) -> Result<CudaSlice<i32>> {
+    // The driver refuses empty allocations; an empty table is never read.
+    let padded: Vec<i32> = if table.is_empty() {
+        vec![0]
+    } else {
+        table.to_vec()
+    };
+    let mut dev = gpu::alloc_on::<i32>(g.stream(), padded.len())?;
+    g.stream()
+        .memcpy_htod(&padded[..], &mut dev)
+        .map_err(|e| anyhow!("copying {} bytes to the GPU: {e}", padded.len() * 4))?;
+    gpu::record_upload(padded.len() * 4);
+    Ok(dev)
+}
+
+/// A layer's own device memory (statistics, a column buffer, partial sums, a mask): allocated
+/// at first use and again only when the size asked for changes, so steady-state passes
+/// allocate nothing. Its values are kept between passes (backward reads what forward left).
+pub struct DeviceBuf<T> {
+    buf: Option<CudaSlice<T>>,
+}
+
+impl<T> Default for DeviceBuf<T> {
+    fn default() -> Self {
+        DeviceBuf { buf: None }
+    }
+}
+
+impl<T: DeviceRepr + ValidAsZeroBits> DeviceBuf<T> {
+    /// The buffer, holding exactly `n` values (one when `n` is 0: the driver refuses empty
+    /// allocations); zeros when newly allocated.
+    pub fn get(&mut self, g: &Gpu, n: usize) -> Result<&mut CudaSlice<T>> {
+        let n = n.max(1);
+        if self.buf.as_ref().is_none_or(|b| b.len() != n) {
+            self.buf = None; // free the old one before asking for the new
+            self.buf = Some(gpu::alloc_on::<T>(g.stream(), n)?);
+        }
+        Ok(self.buf.as_mut().expect("just allocated"))
+    }
+
+    /// The buffer, holding at least `n` values: grown when too small, never shrunk (for scratch
+    /// that several passes size differently, such as a column buffer).
+    pub fn at_least(&mut self, g: &Gpu, n: usize) -> Result<&mut CudaSlice<T>> {
+        if self.buf.as_ref().is_none_or(|b| b.len() < n.max(1)) {
+            return self.get(g, n);
+        }
+        Ok(self.buf.as_mut().expect("checked above"))
+    }
+
+    /// The buffer as the last `get` left it (for a backward that reads what forward wrote).
+    pub fn current(&self, what: &str) -> Result<&CudaSlice<T>> {
+        self.buf
+            .as_ref()
+            .ok_or_else(|| anyhow!("{what}: backward on the GPU before a forward on the GPU"))
+    }
 }
