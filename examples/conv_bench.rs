@@ -1,5 +1,7 @@
 //! Times the CPU convolution kernels on the layer shapes of LeNet, CIFAR-10 quick and
-//! ResNet-20 (forward, weight gradient, input gradient), on `RAYON_NUM_THREADS` threads.
+//! ResNet-20 (forward, weight gradient, input gradient), on `RAYON_NUM_THREADS` threads: each
+//! shape through the im2col + GEMM path and through the direct kernels where they apply
+//! (`CREMA_BENCH_PATH=gemm` or `direct` for one of them), interleaved.
 use std::time::Instant;
 
 use crema::backend::cpu::conv::*;
@@ -65,8 +67,13 @@ fn main() {
         ("res20 64-64", 128, geom(64, 64, 8, 3, 1, 1)),
     ];
     println!("threads {}", rayon::current_num_threads());
-    let (mut tf, mut tw, mut td) = (0.0, 0.0, 0.0);
     let only = std::env::var("CREMA_BENCH_ONLY").unwrap_or_default();
+    let paths: Vec<(&str, bool)> = match std::env::var("CREMA_BENCH_PATH").as_deref() {
+        Ok("gemm") => vec![("gemm", true)],
+        Ok("direct") => vec![("direct", false)],
+        _ => vec![("gemm", true), ("direct", false)],
+    };
+    let mut totals = vec![(0.0, 0.0, 0.0); paths.len()];
     for (name, num, g) in cases {
         if !name.contains(only.as_str()) {
             continue;
@@ -86,33 +93,27 @@ fn main() {
         let mut dw = vec![0f32; g.weight_len()];
         let mut db = vec![0f32; g.col_channels];
         let mut partials = Vec::new();
-        let f = time(&mut || conv_forward(&g, num, &x, &w, Some(&b), &mut y));
-        let wg = time(&mut || {
-            conv_weight_grad(&g, num, &x, &dy, &mut dw, &mut partials);
-            channel_bias_grad(num, g.col_channels, g.col_spatial(), &dy, &mut db);
-        });
-        let d = time(&mut || conv_backward_input(&g, num, &dy, &w, &mut dx));
-        let mut col = vec![0f32; g.col_buffer_len()];
-        let i2c = time(&mut || {
-            for n in 0..num {
-                im2col(&g, &x[n * g.im_dim()..(n + 1) * g.im_dim()], &mut col);
-            }
-        });
-        let c2i = time(&mut || {
-            for n in 0..num {
-                col2im(&g, &col, &mut dx[n * g.im_dim()..(n + 1) * g.im_dim()]);
-            }
-        });
         let gflop = 2.0 * (num * g.col_channels * g.kernel_dim() * g.col_spatial()) as f64 / 1e9;
-        println!(
-            "{name:14} fwd {f:7.2} ms ({:5.1} GF/s)  wgrad {wg:7.2} ms ({:5.1})  dgrad {d:7.2} ms ({:5.1})  im2col {i2c:6.2} col2im {c2i:6.2}",
-            gflop / f * 1e3,
-            gflop / wg * 1e3,
-            gflop / d * 1e3
-        );
-        tf += f;
-        tw += wg;
-        td += d;
+        for (pi, &(path, gemm_only)) in paths.iter().enumerate() {
+            set_gemm_only(gemm_only);
+            let f = time(&mut || conv_forward(&g, num, &x, &w, Some(&b), &mut y));
+            let wg = time(&mut || {
+                conv_weight_grad(&g, num, &x, &dy, &mut dw, &mut partials);
+                channel_bias_grad(num, g.col_channels, g.col_spatial(), &dy, &mut db);
+            });
+            let d = time(&mut || conv_backward_input(&g, num, &dy, &w, &mut dx));
+            println!(
+                "{name:14} {path:6} fwd {f:7.2} ms ({:5.1} GF/s)  wgrad {wg:7.2} ms ({:5.1})  dgrad {d:7.2} ms ({:5.1})",
+                gflop / f * 1e3,
+                gflop / wg * 1e3,
+                gflop / d * 1e3
+            );
+            totals[pi].0 += f;
+            totals[pi].1 += wg;
+            totals[pi].2 += d;
+        }
     }
-    println!("total fwd {tf:.1} ms, wgrad {tw:.1} ms, dgrad {td:.1} ms");
+    for (&(path, _), (tf, tw, td)) in paths.iter().zip(totals) {
+        println!("total {path:6} fwd {tf:.1} ms, wgrad {tw:.1} ms, dgrad {td:.1} ms");
+    }
 }

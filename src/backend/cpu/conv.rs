@@ -24,6 +24,24 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::blas::{sgemm_ld, worth_threads};
+#[cfg(target_arch = "x86_64")]
+use super::conv_direct as direct;
+
+thread_local! {
+    static GEMM_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Benchmarks and tests compare the direct kernels (`conv_direct.rs`, where the CPU and the
+/// geometry allow them) with the im2col + GEMM path: `true` makes the calls this thread makes
+/// from now on take the latter everywhere.
+pub fn set_gemm_only(on: bool) {
+    GEMM_ONLY.with(|f| f.set(on));
+}
+
+#[cfg(target_arch = "x86_64")]
+fn direct_enabled() -> bool {
+    !GEMM_ONLY.with(|f| f.get())
+}
 
 /// Below this many multiply-adds in a whole batch, threads cost more than they save.
 const PAR_MIN_WORK: usize = 1 << 17;
@@ -302,15 +320,15 @@ fn add_run(dst: &mut [f32], src: &[f32]) {
 /// `q, q + sw, q + 2 sw, ...`, `wq` of them), so that every row segment of the column buffer
 /// is a contiguous run of one plane, whatever the stride.
 #[derive(Clone, Copy)]
-struct Prepared {
-    hp: usize,
-    wq: usize,
-    sw: usize,
-    channels: usize,
+pub(super) struct Prepared {
+    pub hp: usize,
+    pub wq: usize,
+    pub sw: usize,
+    pub channels: usize,
 }
 
 impl Prepared {
-    fn new(g: &ConvGeom) -> Prepared {
+    pub fn new(g: &ConvGeom) -> Prepared {
         let hp = g.im_shape[0] + 2 * g.pad[0];
         let wp = g.im_shape[1] + 2 * g.pad[1];
         let sw = g.stride[1];
@@ -322,13 +340,13 @@ impl Prepared {
         }
     }
 
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.sw * self.channels * self.hp * self.wq
     }
 
     /// Offset of padded position (row, column) of channel c.
     #[inline(always)]
-    fn at(&self, c: usize, row: usize, col: usize) -> usize {
+    pub fn at(&self, c: usize, row: usize, col: usize) -> usize {
         ((col % self.sw * self.channels + c) * self.hp + row) * self.wq + col / self.sw
     }
 
@@ -366,7 +384,7 @@ thread_local! {
 
 /// Runs `f` with this thread's prepared-image buffer (separate from the column buffer, which
 /// is in use at the same time).
-fn with_prepared<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_prepared<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut v = PREPARED.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if v.len() < len {
         v.resize(len, 0.0);
@@ -479,26 +497,55 @@ fn im2col_2d(g: &ConvGeom, im: &[f32], col: &mut [f32], ld: usize) {
         gather(im, col);
         return;
     }
-    let (h, w, ph, pw) = (g.im_shape[0], g.im_shape[1], g.pad[0], g.pad[1]);
-    let mut starts = vec![0usize; pr.sw];
     with_prepared(pr.len(), |buf| {
-        buf.fill(0.0);
-        for c in 0..g.im_channels {
-            for y in 0..h {
-                let src = &im[(c * h + y) * w..(c * h + y + 1) * w];
-                if pr.sw == 1 {
-                    let d = pr.at(c, y + ph, pw);
-                    copy_run(&mut buf[d..d + w], src);
-                    continue;
-                }
-                for (q, st) in starts.iter_mut().enumerate() {
-                    *st = ((q * pr.channels + c) * pr.hp + y + ph) * pr.wq;
-                }
-                deinterleave(src, pw, pr.sw, &starts, buf);
-            }
-        }
+        prepare_2d(g, pr, im, buf);
         gather(buf, col);
     });
+}
+
+/// Writes one image into its prepared layout (`buf`: at least `pr.len()` values; all of it is
+/// written, padding included).
+pub(super) fn prepare_2d(g: &ConvGeom, pr: Prepared, im: &[f32], buf: &mut [f32]) {
+    let (h, w, ph, pw) = (g.im_shape[0], g.im_shape[1], g.pad[0], g.pad[1]);
+    let mut starts = [0usize; 8];
+    let mut starts_vec;
+    let starts: &mut [usize] = if pr.sw <= 8 {
+        &mut starts[..pr.sw]
+    } else {
+        starts_vec = vec![0usize; pr.sw];
+        &mut starts_vec
+    };
+    if pr.sw == 1 {
+        // One plane per channel, rows of wq = w + 2 pw: zero only the padding around the
+        // copied rows.
+        let (hp, wq) = (pr.hp, pr.wq);
+        for c in 0..g.im_channels {
+            let plane = &mut buf[c * hp * wq..(c + 1) * hp * wq];
+            let (top, rest) = plane.split_at_mut(ph * wq);
+            top.fill(0.0);
+            let (mid, bottom) = rest.split_at_mut(h * wq);
+            bottom.fill(0.0);
+            for (y, row) in mid.chunks_exact_mut(wq).enumerate() {
+                row[..pw].fill(0.0);
+                copy_run(
+                    &mut row[pw..pw + w],
+                    &im[(c * h + y) * w..(c * h + y + 1) * w],
+                );
+                row[pw + w..].fill(0.0);
+            }
+        }
+        return;
+    }
+    buf[..pr.len()].fill(0.0);
+    for c in 0..g.im_channels {
+        for y in 0..h {
+            let src = &im[(c * h + y) * w..(c * h + y + 1) * w];
+            for (q, st) in starts.iter_mut().enumerate() {
+                *st = ((q * pr.channels + c) * pr.hp + y + ph) * pr.wq;
+            }
+            deinterleave(src, pw, pr.sw, starts, buf);
+        }
+    }
 }
 
 fn col2im_2d(g: &ConvGeom, col: &[f32], im: &mut [f32], ld: usize) {
@@ -722,6 +769,28 @@ pub fn conv_forward(
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if direct::forward_pays(g) && direct_enabled() {
+        let plan = direct::ForwardPlan::new(g);
+        let packed = direct::PackedWeights::new(g, w);
+        let one = |xn: &[f32], yn: &mut [f32]| {
+            plan.run(g, &packed, xn, yn);
+            if let Some(b) = bias {
+                add_bias_one(b, g.col_spatial(), yn);
+            }
+        };
+        if per_image_parallel(g, num) {
+            y[..num * od]
+                .par_chunks_mut(od)
+                .zip(x[..num * id].par_chunks(id))
+                .for_each(|(yn, xn)| one(xn, yn));
+        } else {
+            for (yn, xn) in y[..num * od].chunks_mut(od).zip(x.chunks(id)) {
+                one(xn, yn);
+            }
+        }
+        return;
+    }
     if per_image_parallel(g, num) {
         y[..num * od]
             .par_chunks_mut(od)
@@ -769,6 +838,25 @@ pub fn conv_backward_input(g: &ConvGeom, num: usize, dy: &[f32], w: &[f32], dx: 
     }
     if od == 0 {
         dx[..num * id].fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = direct::input_grad_geom(g).filter(|_| direct_enabled()) {
+        // The input gradient is the forward of `t` over dy with flipped weights.
+        let mut flipped = Vec::new();
+        direct::flip_weights(g, w, &mut flipped);
+        let packed = direct::PackedWeights::new(&t, &flipped);
+        let plan = direct::ForwardPlan::new(&t);
+        if per_image_parallel(g, num) {
+            dx[..num * id]
+                .par_chunks_mut(id)
+                .zip(dy[..num * od].par_chunks(od))
+                .for_each(|(dxn, dyn_)| plan.run(&t, &packed, dyn_, dxn));
+        } else {
+            for (dxn, dyn_) in dx[..num * id].chunks_mut(id).zip(dy.chunks(od)) {
+                plan.run(&t, &packed, dyn_, dxn);
+            }
+        }
         return;
     }
     if per_image_parallel(g, num) {
@@ -842,7 +930,16 @@ pub fn conv_weight_grad(
     if partials.len() < chunks * wl {
         partials.resize(chunks * wl, 0.0);
     }
+    #[cfg(target_arch = "x86_64")]
+    let direct = direct::handles(g) && direct_enabled();
+    #[cfg(not(target_arch = "x86_64"))]
+    let direct = false;
     let chunk_sum = |gemm: Gemm, part: &mut [f32], xs: &[f32], dys: &[f32]| {
+        #[cfg(target_arch = "x86_64")]
+        if direct {
+            direct::weight_grad_chunk(g, xs.len() / id, xs, dys, part);
+            return;
+        }
         for (i, (xn, dyn_)) in xs.chunks(id).zip(dys.chunks(od)).enumerate() {
             let beta = if i == 0 { 0.0 } else { 1.0 };
             weight_grad_one(g, gemm, xn, dyn_, beta, part);
@@ -1058,6 +1155,13 @@ mod tests {
             geom(3, 2, 1, &[6, 7], &[1, 1], &[0, 0], &[2, 2], &[1, 1]),
             // 512 output positions: column buffers with a padded leading dimension.
             geom(2, 3, 1, &[32, 16], &[3, 3], &[1, 1], &[1, 1], &[1, 1]),
+            // Same-size outputs with 8+ input channels per group: the direct input gradient
+            // (11 wide: a short vector per row; dilated; grouped).
+            geom(8, 8, 1, &[9, 11], &[3, 3], &[1, 1], &[1, 1], &[1, 1]),
+            geom(9, 10, 1, &[7, 10], &[3, 3], &[2, 2], &[1, 1], &[2, 2]),
+            geom(16, 12, 2, &[5, 9], &[3, 5], &[1, 2], &[1, 1], &[1, 1]),
+            // 1200 taps: the direct forward in two passes over the taps.
+            geom(48, 3, 1, &[6, 6], &[5, 5], &[2, 2], &[1, 1], &[1, 1]),
         ]
     }
 
@@ -1137,6 +1241,44 @@ mod tests {
                 (got_x - want_x).abs() < 1e-3 * want_x.abs().max(1.0),
                 "{g:?}: {got_x} vs {want_x}"
             );
+        }
+    }
+
+    #[test]
+    fn direct_and_gemm_paths_agree() {
+        // Whatever path the CPU takes by default (the direct kernels where they apply),
+        // against the im2col + GEMM path, on batches that split the weight gradient in chunks.
+        #[cfg(target_arch = "x86_64")]
+        if direct::cpu_supported() {
+            let n = |f: &dyn Fn(&ConvGeom) -> bool| configs().iter().filter(|g| f(g)).count();
+            assert!(n(&|g| direct::handles(g)) >= 10);
+            assert!(n(&|g| direct::forward_pays(g)) >= 2);
+            assert!(n(&|g| direct::input_grad_geom(g).is_some()) >= 3);
+            assert!(n(&|g| direct::handles(g) && g.kernel_dim() > 1024) == 1);
+        }
+        for g in configs() {
+            let num = 5;
+            let x = values(num * g.im_dim(), 0.8);
+            let w = values(g.weight_len(), 1.7);
+            let dy = values(num * g.col_dim(), 2.9);
+            let run = |gemm_only: bool| {
+                set_gemm_only(gemm_only);
+                let mut y = vec![f32::NAN; num * g.col_dim()];
+                conv_forward(&g, num, &x, &w, None, &mut y);
+                let mut dx = vec![f32::NAN; num * g.im_dim()];
+                conv_backward_input(&g, num, &dy, &w, &mut dx);
+                let mut dw = vec![0.5f32; g.weight_len()];
+                conv_weight_grad(&g, num, &x, &dy, &mut dw, &mut Vec::new());
+                set_gemm_only(false);
+                (y, dx, dw)
+            };
+            let (a, b) = (run(false), run(true));
+            for (what, got, want) in [("y", &a.0, &b.0), ("dx", &a.1, &b.1), ("dw", &a.2, &b.2)] {
+                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+                for (p, q) in got.iter().zip(want.iter()) {
+                    assert!((p - q).abs() <= 1e-5 * scale, "{g:?} {what}: {p} vs {q}");
+                }
+            }
         }
     }
 

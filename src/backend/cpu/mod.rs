@@ -7,6 +7,8 @@ pub mod activation;
 pub mod batch_norm;
 pub mod blas;
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+pub mod conv_direct;
 pub mod eltwise;
 pub mod embed;
 pub mod inner_product;

@@ -1,0 +1,587 @@
+//! Direct 2-D convolution on x86-64 with AVX2 and FMA: the products of the im2col + GEMM
+//! formulation (`conv.rs`) computed straight from the prepared image (zero-padded, split
+//! into column phases for strided convolutions), without writing a column buffer. For a
+//! 16-channel 3x3 layer the column buffer is 9 times the image and writing it cost a third of
+//! the convolution (docs/cpu-perf.md).
+//!
+//! Every column-buffer row (channel c, kernel offset ki, kj) is, for output row `oy`, a
+//! contiguous run of the prepared image starting at `tap(c, ki, kj) + oy * stride_h * wq`, so a
+//! vector of 8 consecutive outputs of one row reads 8 consecutive values at a per-tap offset.
+//! - Forward: a tile of 4 output channels x 3 such vectors accumulates `W[m][k] * image` over
+//!   all taps k in order (12 accumulators, one fused multiply-add per tap and value).
+//! - Input gradient (stride 1): the forward of the output gradient with the kernel flipped and
+//!   transposed, padded by `dilation * (kernel - 1) - pad`.
+//! - Weight gradient: a tile of 4 output channels x 3 taps accumulates `dy * image` over every
+//!   output vector of a chunk of images, lane by lane, then adds the 8 lanes in a fixed order.
+//!
+//! The order of every sum depends on the shapes only (images are independent; weight-gradient
+//! chunks are fixed by `conv::weight_grad_chunks`), so results do not depend on the thread
+//! count. They differ from the GEMM path's in rounding only (other summation order, fused
+//! multiply-adds).
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::conv::{prepare_2d, with_prepared, ConvGeom, Prepared};
+
+/// Values per vector (256-bit registers).
+const LANES: usize = 8;
+/// The most taps per forward pass over a tile (the block's weights for them: 32 KiB with 8
+/// channels). Longer reductions run in several equal passes, each adding to the outputs of the
+/// last; splitting shorter ones cost more than it saved (docs/cpu-perf.md).
+const MAX_TAPS_PER_PASS: usize = 1024;
+
+/// The instruction sets the kernels are compiled for. Both use 256-bit vectors; with
+/// AVX-512VL there are 32 of them instead of 16, which holds a tile of 8 channels x 3 vectors
+/// (24 accumulators) instead of 4 x 2: twice the multiply-adds per value loaded.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Isa {
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// This CPU's (checked once), if it has AVX2 and FMA.
+    fn detect() -> Option<Isa> {
+        static ISA: OnceLock<Option<Isa>> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+                None
+            } else if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+                Some(Isa::Avx512)
+            } else {
+                Some(Isa::Avx2)
+            }
+        })
+    }
+
+    /// Output channels per tile.
+    fn rows(self) -> usize {
+        match self {
+            Isa::Avx2 => 4,
+            Isa::Avx512 => 8,
+        }
+    }
+
+    /// Vectors (forward) or taps (weight gradient) per tile.
+    fn vecs(self) -> usize {
+        match self {
+            Isa::Avx2 => 2,
+            Isa::Avx512 => 3,
+        }
+    }
+}
+
+/// Whether this CPU has the instructions the kernels use.
+pub fn cpu_supported() -> bool {
+    Isa::detect().is_some()
+}
+
+/// Whether the direct kernels take this convolution's weight gradient: 2-D (not forced to the
+/// N-D path) with a kernel larger than 1x1 (a 1x1 convolution's column buffer is the image
+/// itself, or a subsampled copy of it: cheap next to the GEMM).
+pub fn handles(g: &ConvGeom) -> bool {
+    g.kernel.len() == 2
+        && !g.force_nd
+        && g.kernel_count() > 1
+        && cpu_supported()
+        && g.col_spatial() > 0
+}
+
+/// Whether the direct kernels take the forward too: they need enough taps per output to keep
+/// the tiles busy (with LeNet's and ResNet's first layers, 25 and 27 taps, the GEMM was
+/// faster; CIFAR-10's 75 were even).
+pub fn forward_pays(g: &ConvGeom) -> bool {
+    handles(g) && g.kernel_dim() >= 64
+}
+
+/// The geometry whose forward is this convolution's input gradient (stride 1 only: the
+/// flipped kernel over the output gradient padded by `dilation * (kernel - 1) - pad`), if the
+/// direct kernels take it.
+pub fn input_grad_geom(g: &ConvGeom) -> Option<ConvGeom> {
+    if !handles(g) {
+        return None;
+    }
+    let mut pad = Vec::with_capacity(2);
+    for i in 0..2 {
+        // Only where the output is the input's size: otherwise the flipped kernel runs over a
+        // border of zeros (LeNet's 5x5 without padding: 2.25 times the work).
+        if g.stride[i] != 1 || g.col_shape[i] != g.im_shape[i] {
+            return None;
+        }
+        pad.push((g.dilation[i] * (g.kernel[i] - 1)).checked_sub(g.pad[i])?);
+    }
+    // The input gradient's channels are the tiles' rows: too few leave them mostly empty.
+    if g.im_channels / g.group < Isa::detect()?.rows() {
+        return None;
+    }
+    let t = ConvGeom {
+        im_channels: g.col_channels,
+        col_channels: g.im_channels,
+        group: g.group,
+        im_shape: g.col_shape.clone(),
+        col_shape: g.im_shape.clone(),
+        kernel: g.kernel.clone(),
+        pad,
+        stride: vec![1, 1],
+        dilation: g.dilation.clone(),
+        force_nd: false,
+    };
+    (t.im_spatial() > 0 && forward_pays(&t)).then_some(t)
+}
+
+/// The weights of `input_grad_geom(g)`: `W'[c][m][ki][kj] = W[m][c][kh-1-ki][kw-1-kj]` within
+/// each group.
+pub fn flip_weights(g: &ConvGeom, w: &[f32], out: &mut Vec<f32>) {
+    let (cg, mg) = (g.im_channels / g.group, g.col_channels / g.group);
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let kc = kh * kw;
+    out.clear();
+    out.resize(g.weight_len(), 0.0);
+    for gi in 0..g.group {
+        for c in 0..cg {
+            for m in 0..mg {
+                let src = ((gi * mg + m) * cg + c) * kc;
+                let dst = ((gi * cg + c) * mg + m) * kc;
+                for t in 0..kc {
+                    out[dst + t] = w[src + kc - 1 - t];
+                }
+            }
+        }
+    }
+}
+
+/// One vector of outputs: where its 8 inputs start in the prepared image (tap 0), where its
+/// outputs start in an output channel, and how many of the 8 are real (the last vector of a
+/// row may be short).
+#[derive(Clone, Copy)]
+struct OutVec {
+    src: usize,
+    dst: usize,
+    len: usize,
+}
+
+/// What one pass needs besides the data: the prepared layout, tap offsets, output vectors.
+struct Plan {
+    pr: Prepared,
+    /// Values of one prepared image, with room for a vector read past the last row.
+    pr_len: usize,
+    /// Per group, the prepared-image offset of every tap (c, ki, kj) in the weights' order.
+    offs: Vec<usize>,
+    /// Output vectors of one image, row by row.
+    vectors: Vec<OutVec>,
+}
+
+impl Plan {
+    fn new(g: &ConvGeom) -> Plan {
+        let pr = Prepared::new(g);
+        let (kh, kw) = (g.kernel[0], g.kernel[1]);
+        let (dh, dw, sh) = (g.dilation[0], g.dilation[1], g.stride[0]);
+        let mut offs = Vec::with_capacity(g.im_channels * kh * kw);
+        for c in 0..g.im_channels {
+            for ki in 0..kh {
+                for kj in 0..kw {
+                    offs.push(pr.at(c, ki * dh, kj * dw));
+                }
+            }
+        }
+        let (oh, ow) = (g.col_shape[0], g.col_shape[1]);
+        let mut vectors = Vec::with_capacity(oh * ow.div_ceil(LANES));
+        for oy in 0..oh {
+            for x in (0..ow).step_by(LANES) {
+                vectors.push(OutVec {
+                    src: oy * sh * pr.wq + x,
+                    dst: oy * ow + x,
+                    len: LANES.min(ow - x),
+                });
+            }
+        }
+        Plan {
+            pr,
+            pr_len: pr.len() + LANES,
+            offs,
+            vectors,
+        }
+    }
+
+    /// Prepares one image into `buf` (`pr_len` values), the slack zeroed.
+    fn prepare(&self, g: &ConvGeom, im: &[f32], buf: &mut [f32]) {
+        prepare_2d(g, self.pr, im, buf);
+        buf[self.pr.len()..self.pr_len].fill(0.0);
+    }
+}
+
+/// Forward weights packed for the tiles: per group, per block of `rows` output channels, per
+/// tap, the block's weights (zeros past the last channel).
+pub struct PackedWeights {
+    data: Vec<f32>,
+    isa: Isa,
+    blocks: usize,
+    kdim: usize,
+}
+
+impl PackedWeights {
+    /// Packs `w` (`g.weight_len()` values) for this CPU's kernels (`handles(g)` must hold).
+    pub fn new(g: &ConvGeom, w: &[f32]) -> PackedWeights {
+        let isa = Isa::detect().expect("conv_direct used on a CPU without AVX2 and FMA");
+        let r = isa.rows();
+        let (mg, kdim) = (g.col_channels / g.group, g.kernel_dim());
+        let blocks = mg.div_ceil(r);
+        let mut data = vec![0f32; g.group * blocks * kdim * r];
+        for gi in 0..g.group {
+            for m in 0..mg {
+                let (b, i) = (m / r, m % r);
+                let row = &w[(gi * mg + m) * kdim..(gi * mg + m + 1) * kdim];
+                let base = (gi * blocks + b) * kdim * r;
+                for (k, &v) in row.iter().enumerate() {
+                    data[base + k * r + i] = v;
+                }
+            }
+        }
+        PackedWeights {
+            data,
+            isa,
+            blocks,
+            kdim,
+        }
+    }
+
+    fn block(&self, gi: usize, b: usize) -> &[f32] {
+        let n = self.kdim * self.isa.rows();
+        &self.data[(gi * self.blocks + b) * n..][..n]
+    }
+}
+
+/// A forward pass over a batch: one plan, run image by image (from any thread).
+pub struct ForwardPlan {
+    plan: Plan,
+}
+
+impl ForwardPlan {
+    pub fn new(g: &ConvGeom) -> ForwardPlan {
+        ForwardPlan { plan: Plan::new(g) }
+    }
+
+    /// `y = W * im2col(x)` for one image (`x`: `g.im_dim()` values, `y`: `g.col_dim()`), no
+    /// bias.
+    pub fn run(&self, g: &ConvGeom, w: &PackedWeights, x: &[f32], y: &mut [f32]) {
+        let plan = &self.plan;
+        let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
+        assert!(x.len() >= g.im_dim() && y.len() >= g.col_dim());
+        assert_eq!(w.kdim, kdim);
+        let (isa, r) = (w.isa, w.isa.rows());
+        with_prepared(plan.pr_len, |buf| {
+            plan.prepare(g, x, buf);
+            for gi in 0..g.group {
+                let offs = &plan.offs[gi * kdim..(gi + 1) * kdim];
+                for b in 0..w.blocks {
+                    let rows = r.min(mg - b * r);
+                    let y0 = (gi * mg + b * r) * p;
+                    let ys = &mut y[y0..y0 + rows * p];
+                    let per_pass = kdim.div_ceil(kdim.div_ceil(MAX_TAPS_PER_PASS));
+                    for k0 in (0..kdim).step_by(per_pass) {
+                        let kn = per_pass.min(kdim - k0);
+                        let a = &w.block(gi, b)[k0 * r..(k0 + kn) * r];
+                        for chunk in plan.vectors.chunks(isa.vecs()) {
+                            let t = FwdTile {
+                                kdim: kn,
+                                a,
+                                offs: &offs[k0..k0 + kn],
+                                im: buf,
+                                vecs: chunk,
+                                y: ys,
+                                ystride: p,
+                                rows,
+                                accumulate: k0 > 0,
+                            };
+                            // SAFETY: the CPU has the ISA's instructions (`Isa::detect`); every tap
+                            // offset plus a vector start stays within the prepared image plus its
+                            // slack (the output-size formula bounds every read of a real output, and
+                            // a short vector reads at most LANES - 1 values past its row); outputs
+                            // are written for `rows` channels and `len` values per vector, in `ys`.
+                            unsafe { t.run(isa) };
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// One forward tile: `rows` output channels x `vecs.len()` vectors.
+struct FwdTile<'a> {
+    kdim: usize,
+    /// Packed weights of the block: `[k][rows of the ISA]`.
+    a: &'a [f32],
+    offs: &'a [usize],
+    im: &'a [f32],
+    vecs: &'a [OutVec],
+    /// The block's first output channel; channel i at `i * ystride`.
+    y: &'a mut [f32],
+    ystride: usize,
+    rows: usize,
+    /// Add to the outputs (a later pass over the taps) instead of overwriting them.
+    accumulate: bool,
+}
+
+impl FwdTile<'_> {
+    unsafe fn run(self, isa: Isa) {
+        debug_assert!(self.a.len() >= self.kdim * isa.rows() && self.offs.len() >= self.kdim);
+        for v in self.vecs {
+            debug_assert!(v.src + self.offs[self.kdim - 1] + LANES <= self.im.len());
+        }
+        match (isa, self.vecs.len()) {
+            (Isa::Avx512, 3) => avx512::fwd::<8, 3>(self),
+            (Isa::Avx512, 2) => avx512::fwd::<8, 2>(self),
+            (Isa::Avx512, _) => avx512::fwd::<8, 1>(self),
+            (Isa::Avx2, 2) => avx2::fwd::<4, 2>(self),
+            (Isa::Avx2, _) => avx2::fwd::<4, 1>(self),
+        }
+    }
+
+    /// Stores the accumulators of channel `i`, vector `j`.
+    #[inline(always)]
+    fn store(&mut self, i: usize, j: usize, v: &[f32; LANES]) {
+        let ov = self.vecs[j];
+        let at = i * self.ystride + ov.dst;
+        self.y[at..at + ov.len].copy_from_slice(&v[..ov.len]);
+    }
+
+    /// The current outputs of channel `i`, vector `j` (lanes past a short vector's end 0).
+    #[inline(always)]
+    fn load(&self, i: usize, j: usize) -> [f32; LANES] {
+        let ov = self.vecs[j];
+        let at = i * self.ystride + ov.dst;
+        let mut v = [0f32; LANES];
+        v[..ov.len].copy_from_slice(&self.y[at..at + ov.len]);
+        v
+    }
+}
+
+/// Output vectors a weight-gradient tile runs over between loading and storing its
+/// accumulators (the images of small layers are taken several at a time).
+const WGRAD_VECTORS_PER_VISIT: usize = 64;
+
+/// Weight gradient of a chunk of images, transposed (`[group][tap][m]`, like
+/// `conv::weight_grad_one`'s partials) and overwritten: `part[gi][k][m] = sum over the images
+/// and output positions of dy[m][pos] * im2col(x)[k][pos]`.
+///
+/// For each block of output channels, the images are visited a few at a time: their dy rows
+/// of the block are packed vector by vector (`[vector][row][8]`, zeros past a row's end) so
+/// that the kernel reads them at fixed distances, then every tap block runs over them, its
+/// accumulators (8 lanes each) kept in memory between visits. The lanes are added at the end.
+pub fn weight_grad_chunk(g: &ConvGeom, num: usize, x: &[f32], dy: &[f32], part: &mut [f32]) {
+    let isa = Isa::detect().expect("conv_direct used on a CPU without AVX2 and FMA");
+    let plan = Plan::new(g);
+    let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
+    let (id, od) = (g.im_dim(), g.col_dim());
+    assert!(x.len() >= num * id && dy.len() >= num * od && part.len() >= g.weight_len());
+    let (r, nt) = (isa.rows(), isa.vecs());
+    let nvec = plan.vectors.len();
+    let tap_blocks = kdim.div_ceil(nt);
+    let per_visit = WGRAD_VECTORS_PER_VISIT.div_ceil(nvec.max(1)).min(num);
+    let mut state = vec![[0f32; LANES]; tap_blocks * r * nt];
+    let mut packed = vec![0f32; per_visit * nvec * r * LANES];
+    let masks: Vec<[f32; LANES]> = plan
+        .vectors
+        .iter()
+        .map(|v| std::array::from_fn(|l| f32::from_bits(if l < v.len { !0 } else { 0 })))
+        .collect();
+    let srcs: Vec<usize> = plan.vectors.iter().map(|v| v.src).collect();
+    with_prepared(num * plan.pr_len, |buf| {
+        for n in 0..num {
+            plan.prepare(
+                g,
+                &x[n * id..(n + 1) * id],
+                &mut buf[n * plan.pr_len..(n + 1) * plan.pr_len],
+            );
+        }
+        for gi in 0..g.group {
+            let offs = &plan.offs[gi * kdim..(gi + 1) * kdim];
+            let out = &mut part[gi * kdim * mg..(gi + 1) * kdim * mg];
+            for m0 in (0..mg).step_by(r) {
+                let rows = r.min(mg - m0);
+                state.iter_mut().for_each(|v| *v = [0.0; LANES]);
+                for n0 in (0..num).step_by(per_visit) {
+                    let n1 = num.min(n0 + per_visit);
+                    for n in n0..n1 {
+                        let d = &dy[n * od + (gi * mg + m0) * p..];
+                        let dst = &mut packed[(n - n0) * nvec * r * LANES..];
+                        for (vi, v) in plan.vectors.iter().enumerate() {
+                            for i in 0..r {
+                                let o = &mut dst[(vi * r + i) * LANES..(vi * r + i + 1) * LANES];
+                                if i < rows && v.len == LANES {
+                                    let src: &[f32; LANES] =
+                                        d[i * p + v.dst..][..LANES].try_into().unwrap();
+                                    o.copy_from_slice(src);
+                                } else if i < rows {
+                                    for (l, ol) in o.iter_mut().enumerate() {
+                                        *ol = if l < v.len { d[i * p + v.dst + l] } else { 0.0 };
+                                    }
+                                } else {
+                                    o.fill(0.0);
+                                }
+                            }
+                        }
+                    }
+                    for (tb, acc) in state.chunks_mut(r * nt).enumerate() {
+                        let k0 = tb * nt;
+                        let t = WgradTile {
+                            num: n1 - n0,
+                            im: &buf[n0 * plan.pr_len..n1 * plan.pr_len],
+                            im_stride: plan.pr_len,
+                            dy: &packed[..(n1 - n0) * nvec * r * LANES],
+                            srcs: &srcs,
+                            masks: &masks,
+                            offs: &offs[k0..kdim.min(k0 + nt)],
+                        };
+                        // SAFETY: the CPU has the ISA's instructions; image reads stay within
+                        // the visited prepared images plus slack (as in the forward), dy reads
+                        // within `packed`; `acc` holds the tile's `r * nt` accumulators.
+                        unsafe { t.run(isa, acc) };
+                    }
+                }
+                for (tb, acc) in state.chunks(r * nt).enumerate() {
+                    for j in 0..nt.min(kdim - tb * nt) {
+                        for i in 0..rows {
+                            out[(tb * nt + j) * mg + m0 + i] = lane_sum(&acc[i * nt + j]);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The 8 lanes of an accumulator added in a fixed order.
+fn lane_sum(v: &[f32; LANES]) -> f32 {
+    ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))
+}
+
+/// One weight-gradient tile: the ISA's rows x `offs.len()` taps over every output vector of
+/// `num` images.
+struct WgradTile<'a> {
+    num: usize,
+    /// The images' prepared copies, `im_stride` apart.
+    im: &'a [f32],
+    im_stride: usize,
+    /// The images' packed dy: `[image][vector][row][8]`.
+    dy: &'a [f32],
+    /// Per output vector: its start in a prepared image, and its lanes that are real.
+    srcs: &'a [usize],
+    masks: &'a [[f32; LANES]],
+    offs: &'a [usize],
+}
+
+impl WgradTile<'_> {
+    /// Adds the tile's products to `acc` (`[row][tap]`, the ISA's rows x vecs entries).
+    unsafe fn run(&self, isa: Isa, acc: &mut [[f32; LANES]]) {
+        debug_assert_eq!(acc.len(), isa.rows() * isa.vecs());
+        debug_assert!(self.dy.len() >= self.num * self.srcs.len() * isa.rows() * LANES);
+        match (isa, self.offs.len()) {
+            (Isa::Avx512, 3) => avx512::wgrad::<8, 3>(self, acc),
+            (Isa::Avx512, 2) => avx512::wgrad::<8, 2>(self, acc),
+            (Isa::Avx512, _) => avx512::wgrad::<8, 1>(self, acc),
+            (Isa::Avx2, 2) => avx2::wgrad::<4, 2>(self, acc),
+            (Isa::Avx2, _) => avx2::wgrad::<4, 1>(self, acc),
+        }
+    }
+}
+
+/// The kernels, compiled once per instruction set (the same source; `$features` decides the
+/// registers the compiler may use).
+macro_rules! kernels {
+    ($isa:ident, $features:literal) => {
+        mod $isa {
+            use super::*;
+
+            /// `R` channels x `V` vectors: for every tap k in order, `acc[i][j] += a[k][i] *
+            /// image[offs[k] + vector j]`.
+            #[target_feature(enable = $features)]
+            pub unsafe fn fwd<const R: usize, const V: usize>(mut t: FwdTile) {
+                let mut src = [t.im.as_ptr(); V];
+                for j in 0..V {
+                    src[j] = t.im.as_ptr().add(t.vecs[j].src);
+                }
+                let mut acc = [[_mm256_setzero_ps(); V]; R];
+                if t.accumulate {
+                    for (i, row) in acc.iter_mut().enumerate().take(t.rows) {
+                        for j in 0..V {
+                            row[j] = _mm256_loadu_ps(t.load(i, j).as_ptr());
+                        }
+                    }
+                }
+                let (ap, op) = (t.a.as_ptr(), t.offs.as_ptr());
+                for k in 0..t.kdim {
+                    let o = *op.add(k);
+                    let mut b = [_mm256_setzero_ps(); V];
+                    for j in 0..V {
+                        b[j] = _mm256_loadu_ps(src[j].add(o));
+                    }
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        let ai = _mm256_broadcast_ss(&*ap.add(k * R + i));
+                        for j in 0..V {
+                            row[j] = _mm256_fmadd_ps(ai, b[j], row[j]);
+                        }
+                    }
+                }
+                for (i, row) in acc.iter().enumerate().take(t.rows) {
+                    for j in 0..V {
+                        let mut v = [0f32; LANES];
+                        _mm256_storeu_ps(v.as_mut_ptr(), row[j]);
+                        t.store(i, j, &v);
+                    }
+                }
+            }
+
+            /// `R` channels x `T` taps: `acc[i][j] += dy[vector][row i] * (image[offs[j] +
+            /// vector] masked to the vector's real lanes)` over all vectors of the tile's
+            /// images; `acc` is `[row][tap]` with the ISA's `vecs()` taps per row.
+            #[target_feature(enable = $features)]
+            pub unsafe fn wgrad<const R: usize, const T: usize>(
+                t: &WgradTile,
+                out: &mut [[f32; LANES]],
+            ) {
+                let stride = out.len() / R;
+                let mut acc = [[_mm256_setzero_ps(); T]; R];
+                for i in 0..R {
+                    for j in 0..T {
+                        acc[i][j] = _mm256_loadu_ps(out[i * stride + j].as_ptr());
+                    }
+                }
+                let nvec = t.srcs.len();
+                let mut d = t.dy.as_ptr();
+                for n in 0..t.num {
+                    let im = t.im.as_ptr().add(n * t.im_stride);
+                    let mut b0 = [im; T];
+                    for j in 0..T {
+                        b0[j] = im.add(t.offs[j]);
+                    }
+                    for v in 0..nvec {
+                        let src = *t.srcs.get_unchecked(v);
+                        let mask = _mm256_loadu_ps(t.masks.get_unchecked(v).as_ptr());
+                        let mut b = [_mm256_setzero_ps(); T];
+                        for j in 0..T {
+                            b[j] = _mm256_and_ps(_mm256_loadu_ps(b0[j].add(src)), mask);
+                        }
+                        for i in 0..R {
+                            let di = _mm256_loadu_ps(d.add(i * LANES));
+                            for j in 0..T {
+                                acc[i][j] = _mm256_fmadd_ps(di, b[j], acc[i][j]);
+                            }
+                        }
+                        d = d.add(R * LANES);
+                    }
+                }
+                for i in 0..R {
+                    for j in 0..T {
+                        _mm256_storeu_ps(out[i * stride + j].as_mut_ptr(), acc[i][j]);
+                    }
+                }
+            }
+        }
+    };
+}
+
+kernels!(avx2, "avx2,fma");
+kernels!(avx512, "avx2,fma,avx512f,avx512vl");
