@@ -179,36 +179,57 @@ impl Layer for ScaleLayer {
         let (outer, dim, inner) = (self.outer, self.dim, self.inner);
         let dyb = top[0].diff_buf();
         let in_place = same(&bottom[0].data_buf(), &top[0].data_buf());
-        if let Some(bi) = self.bias_index {
-            if self.base.param_needs_grad(bi) {
-                let gb = self.base.blobs[bi].diff_buf();
-                k::broadcast_grad(&read(&dyb), None, outer, dim, inner, &mut write(&gb), true);
+        let learned = bottom.len() == 1;
+        let bias_grad = self.bias_index.filter(|&bi| self.base.param_needs_grad(bi));
+        let scale_grad = (learned && self.base.param_needs_grad(0)) || (!learned && pd[1]);
+        // Caffe accumulates a learned scale's gradient except when it writes the result
+        // straight into the diff: the element-wise case (outer == inner == 1) and the
+        // outer == 1 case with a vector scale. A bottom's gradient is always overwritten.
+        let accumulate = learned && !(outer == 1 && (inner == 1 || dim > 1));
+        let xb = bottom[0].data_buf();
+        let x = read(&xb);
+        let xs: &[f32] = if in_place { &self.temp } else { &x };
+        match (bias_grad, learned && scale_grad) {
+            (Some(bi), true) => {
+                // The usual learned scale and bias: both sums in one pass over dy.
+                let (gb, gs) = (
+                    self.base.blobs[bi].diff_buf(),
+                    self.base.blobs[0].diff_buf(),
+                );
+                k::bias_and_scale_grad(
+                    &read(&dyb),
+                    xs,
+                    outer,
+                    dim,
+                    inner,
+                    (&mut write(&gb), true),
+                    (&mut write(&gs), accumulate),
+                );
+            }
+            _ => {
+                if let Some(bi) = bias_grad {
+                    let gb = self.base.blobs[bi].diff_buf();
+                    k::broadcast_grad(&read(&dyb), None, outer, dim, inner, &mut write(&gb), true);
+                }
+                if scale_grad {
+                    let gb = if learned {
+                        self.base.blobs[0].diff_buf()
+                    } else {
+                        bottom[1].diff_buf()
+                    };
+                    k::broadcast_grad(
+                        &read(&dyb),
+                        Some(xs),
+                        outer,
+                        dim,
+                        inner,
+                        &mut write(&gb),
+                        accumulate,
+                    );
+                }
             }
         }
-        let learned = bottom.len() == 1;
-        if (learned && self.base.param_needs_grad(0)) || (!learned && pd[1]) {
-            let gb = if learned {
-                self.base.blobs[0].diff_buf()
-            } else {
-                bottom[1].diff_buf()
-            };
-            // Caffe accumulates a learned scale's gradient except when it writes the result
-            // straight into the diff: the element-wise case (outer == inner == 1) and the
-            // outer == 1 case with a vector scale. A bottom's gradient is always overwritten.
-            let accumulate = learned && !(outer == 1 && (inner == 1 || dim > 1));
-            let xb = bottom[0].data_buf();
-            let x = read(&xb);
-            let xs: &[f32] = if in_place { &self.temp } else { &x };
-            k::broadcast_grad(
-                &read(&dyb),
-                Some(xs),
-                outer,
-                dim,
-                inner,
-                &mut write(&gb),
-                accumulate,
-            );
-        }
+        drop(x);
         if pd[0] {
             let scale_buf = if learned {
                 self.base.blobs[0].data_buf()

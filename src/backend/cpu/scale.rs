@@ -161,6 +161,44 @@ pub fn broadcast_grad(
     }
 }
 
+/// Both reductions of a learned Scale with a bias in one pass over `dy`: `gb[d] (+)= sum of
+/// dy` and `gs[d] (+)= sum of dy * x` (each with its own `accumulate`), as two
+/// `broadcast_grad` calls would give them.
+#[allow(clippy::too_many_arguments)]
+pub fn bias_and_scale_grad(
+    dy: &[f32],
+    x: &[f32],
+    outer: usize,
+    dim: usize,
+    inner: usize,
+    (gb, acc_b): (&mut [f32], bool),
+    (gs, acc_s): (&mut [f32], bool),
+) {
+    let reduce = |d: usize, b: &mut f32, s: &mut f32| {
+        let (mut sb, mut ss) = (Lanes::default(), Lanes::default());
+        for o in 0..outer {
+            let r = (o * dim + d) * inner..(o * dim + d + 1) * inner;
+            // Row by row: the second sum reads a row the first just brought into cache.
+            sb.add(&dy[r.clone()]);
+            ss.add_dot(&dy[r.clone()], &x[r]);
+        }
+        let (tb, ts) = (sb.total() as f32, ss.total() as f32);
+        *b = if acc_b { *b + tb } else { tb };
+        *s = if acc_s { *s + ts } else { ts };
+    };
+    let (gb, gs) = (&mut gb[..dim], &mut gs[..dim]);
+    if dy.len() >= PAR_MIN && dim > 1 {
+        gb.par_iter_mut()
+            .zip(gs.par_iter_mut())
+            .enumerate()
+            .for_each(|(d, (b, s))| reduce(d, b, s));
+    } else {
+        for (d, (b, s)) in gb.iter_mut().zip(gs.iter_mut()).enumerate() {
+            reduce(d, b, s);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +221,12 @@ mod tests {
                 1. + 4. + 5. + 10. + 11.
             ]
         );
+        // The one-pass pair gives what the two reductions give.
+        let (mut b1, mut s1) = (vec![1f32; 3], vec![2f32; 3]);
+        broadcast_grad(&x, None, 2, 3, 2, &mut b1, true);
+        broadcast_grad(&x, Some(&y), 2, 3, 2, &mut s1, false);
+        let (mut b2, mut s2) = (vec![1f32; 3], vec![2f32; 3]);
+        bias_and_scale_grad(&x, &y, 2, 3, 2, (&mut b2, true), (&mut s2, false));
+        assert_eq!((b1, s1), (b2, s2));
     }
 }
