@@ -1,6 +1,7 @@
-// Convolution's data movement: 2-D im2col / col2im with padding, stride and dilation (a
+// Convolution's data movement: im2col / col2im with padding, stride and dilation, 2-D and N-D (a
 // convolution is then gemm(weights, col), its input gradient col2im(gemm(weights^T, dy)), its
-// weight gradient gemm(dy, col^T); the products are gemm.cu's). Reference: src/backend/cpu/conv.rs.
+// weight gradient gemm(dy, col^T); the products are gemm.cu's, the orchestration
+// src/backend/cuda/conv.rs). Reference: src/backend/cpu/conv.rs.
 // The column buffer of one image is (channels * kh * kw) rows x (OH * OW) columns, row-major,
 // rows ordered (channel, ki, kj): Caffe's layout, so weights are interchangeable.
 //
@@ -66,5 +67,103 @@ extern "C" __global__ void conv_col2im_f32(const float* col, float* im, int chan
             }
         }
         imz[idx] = sum;
+    }
+}
+
+// ---- N-D im2col / col2im: any number of spatial axes (1-D, 3-D, force_nd_im2col) ----
+//
+// The geometry lives in device memory (`geom`, 6 * nd ints, uploaded once per shape): im_shape,
+// col_shape, kernel, pad, stride, dilation, each nd long, axis 0 first. Each block copies it to
+// shared memory. Column row r is (channel, kernel offset k) with k a row-major index over the
+// kernel's axes, as in the 2-D kernels and Caffe's im2col_nd.
+#define CONV_MAX_AXES 32
+
+__device__ __forceinline__ void load_geometry(const int* geom, int nd, int* sg) {
+    for (int i = threadIdx.x; i < 6 * nd; i += blockDim.x) sg[i] = geom[i];
+    __syncthreads();
+}
+
+// One thread per column element (grid-stride over rows * col_spatial), blockIdx.z the image.
+// An index's coordinates are peeled off from the last axis to the first, so no per-axis arrays.
+extern "C" __global__ void conv_im2col_nd_f32(const float* im, float* col, const int* geom, int nd, int channels,
+                                             i64 im_spatial, i64 col_spatial, i64 kernel_count, i64 im_stride,
+                                             i64 col_stride) {
+    __shared__ int sg[6 * CONV_MAX_AXES];
+    load_geometry(geom, nd, sg);
+    const int *im_shape = sg, *col_shape = sg + nd, *kernel = sg + 2 * nd, *pad = sg + 3 * nd,
+              *stride = sg + 4 * nd, *dilation = sg + 5 * nd;
+    const float* imz = im + (i64)blockIdx.z * im_stride;
+    float* colz = col + (i64)blockIdx.z * col_stride;
+    const i64 n = (i64)channels * kernel_count * col_spatial;
+    GRID_STRIDE_LOOP(i, n) {
+        const i64 r = i / col_spatial;
+        i64 p = i - r * col_spatial;
+        const i64 c = r / kernel_count;
+        i64 k = r - c * kernel_count;
+        i64 offset = 0, mult = 1;
+        bool inside = true;
+        for (int d = nd - 1; d >= 0; --d) {
+            const i64 kd = k % kernel[d], od = p % col_shape[d];
+            k /= kernel[d];
+            p /= col_shape[d];
+            const i64 id = od * stride[d] - pad[d] + kd * dilation[d];
+            inside = inside && id >= 0 && id < im_shape[d];
+            offset += id * mult;
+            mult *= im_shape[d];
+        }
+        colz[i] = inside ? imz[c * im_spatial + offset] : 0.0f;
+    }
+}
+
+// The transpose, overwriting im: one thread per image element gathers, in ascending kernel
+// offset, the column elements whose window position lands on it: the order in which the CPU's
+// N-D col2im scatters into that element, so the sums round identically. Grid-stride over
+// channels * im_spatial, blockIdx.z the image.
+extern "C" __global__ void conv_col2im_nd_f32(const float* col, float* im, const int* geom, int nd, int channels,
+                                             i64 im_spatial, i64 col_spatial, i64 kernel_count, i64 im_stride,
+                                             i64 col_stride) {
+    __shared__ int sg[6 * CONV_MAX_AXES];
+    load_geometry(geom, nd, sg);
+    const int *im_shape = sg, *col_shape = sg + nd, *kernel = sg + 2 * nd, *pad = sg + 3 * nd,
+              *stride = sg + 4 * nd, *dilation = sg + 5 * nd;
+    const float* colz = col + (i64)blockIdx.z * col_stride;
+    float* imz = im + (i64)blockIdx.z * im_stride;
+    const i64 n = (i64)channels * im_spatial;
+    GRID_STRIDE_LOOP(idx, n) {
+        const i64 c = idx / im_spatial, s = idx - c * im_spatial;
+        float sum = 0.0f;
+        for (i64 k = 0; k < kernel_count; ++k) {
+            i64 rem_s = s, rem_k = k, pos = 0, mult = 1;
+            bool hit = true;
+            for (int d = nd - 1; d >= 0 && hit; --d) {
+                const i64 id = rem_s % im_shape[d], kd = rem_k % kernel[d];
+                rem_s /= im_shape[d];
+                rem_k /= kernel[d];
+                // Output position o reads input position id through kernel offset kd when
+                // o * stride = id + pad - kd * dilation.
+                const i64 t = id + pad[d] - kd * dilation[d];
+                if (t < 0 || t % stride[d] != 0 || t / stride[d] >= col_shape[d]) {
+                    hit = false;
+                } else {
+                    pos += (t / stride[d]) * mult;
+                    mult *= col_shape[d];
+                }
+            }
+            if (hit) sum = radd(sum, colz[(c * kernel_count + k) * col_spatial + pos]);
+        }
+        imz[idx] = sum;
+    }
+}
+
+// ---- Weight-gradient partials ----
+//
+// The weight gradient of a chunk of images is computed as one batched product into per-image
+// partials (partial[z * n + i] for image z), which this kernel adds into dw in image order:
+// dw[i] += ((partial[0][i] + partial[1][i]) + ...). The order depends on the shape only.
+extern "C" __global__ void conv_sum_partials_f32(const float* partial, float* dw, i64 n, int images) {
+    GRID_STRIDE_LOOP(i, n) {
+        float s = partial[i];
+        for (int z = 1; z < images; ++z) s = radd(s, partial[(i64)z * n + i]);
+        dw[i] = radd(dw[i], s);
     }
 }

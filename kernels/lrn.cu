@@ -1,5 +1,7 @@
-// Local response normalisation across channels over (num, channels, plane) blobs (plane = H*W).
-// Reference: src/backend/cpu/lrn.rs.
+// Local response normalisation over (num, channels, plane) blobs (plane = H*W), across channels
+// and within channels. Reference: src/backend/cpu/lrn.rs.
+//
+// ACROSS_CHANNELS:
 //   scale = k + alpha / size * sum of x^2 over the `size` channels centred on c (zero padded)
 //   y = x * scale^-beta
 //   dx = dy * scale^-beta - (2 alpha beta / size) * x * sum over the window around c of
@@ -63,5 +65,90 @@ extern "C" __global__ void lrn_across_bwd_f32(const float* x, const float* scale
         float sum = 0.0f;
         for (int cc = lo; cc < hi; ++cc) sum = radd(sum, ratio[(n * channels + cc) * plane + s]);
         dx[i] = rsub(rmul(dy[i], powf(scale[i], -beta)), rmul(cache_ratio, rmul(x[i], sum)));
+    }
+}
+
+// ---- WITHIN_CHANNEL ----
+//
+// Caffe builds it from layers: the square of x, AVE pooling (kernel `size`, stride 1, pad
+// (size - 1) / 2, with pooling's divisor rule), Power (scale alpha, shift 1, power -beta) and a
+// product with x; the gradient flows back through the same layers and the split's sum. The
+// kernels do the same arithmetic in the CPU's order (src/backend/cpu/lrn.rs, lrn_within_*):
+//   pooled = window sum of x^2 / divisor, power = (alpha * pooled + 1)^-beta, y = x * power
+//   dpool = power / (alpha * pooled + 1) * (-beta * alpha) * (dy * x)
+//   dx = dy * power + (sum over the windows holding the element of dpool / divisor) * 2x
+// `k` is not used, as in Caffe.
+
+// The AVE window of output o along an axis of `len`: in-image range [s, e) and the divisor extent
+// (the window cut at len + pad, so padding counts and positions past it do not).
+__device__ __forceinline__ void within_window(int o, int len, int size, int pad, int& s, int& e, int& ext) {
+    const int start = o - pad;
+    const int end = min(start + size, len + pad);
+    ext = end - start;
+    s = max(start, 0);
+    e = min(end, len);
+}
+
+// pooled, power and y for every element (one thread each). y must not alias x (LRN refuses to
+// run in place).
+extern "C" __global__ void lrn_within_fwd_f32(const float* x, float* pooled, float* power, float* y, i64 planes,
+                                              int H, int W, int size, float alpha, float beta) {
+    const int pad = (size - 1) / 2;
+    GRID_STRIDE_LOOP(i, planes * H * W) {
+        const int w = (int)(i % W);
+        const i64 t = i / W;
+        const int h = (int)(t % H);
+        const float* xp = x + (t / H) * H * W;
+        int hs, he, hext, ws, we, wext;
+        within_window(h, H, size, pad, hs, he, hext);
+        within_window(w, W, size, pad, ws, we, wext);
+        float s = 0.0f;
+        for (int a = hs; a < he; ++a)
+            for (int b = ws; b < we; ++b) {
+                const float v = xp[a * W + b];
+                s = radd(s, rmul(v, v));
+            }
+        const float p = s / (float)(hext * wext);
+        const float q = powf(radd(rmul(alpha, p), 1.0f), -beta);
+        pooled[i] = p;
+        power[i] = q;
+        y[i] = rmul(x[i], q);
+    }
+}
+
+// The gradient reaching the pooled values, element-wise; diff_scale = -beta * alpha.
+extern "C" __global__ void lrn_within_dpool_f32(const float* x, const float* pooled, const float* power,
+                                                const float* dy, float* dpool, i64 n, float alpha,
+                                                float diff_scale) {
+    GRID_STRIDE_LOOP(i, n) {
+        const float a = rmul(power[i] / radd(rmul(alpha, pooled[i]), 1.0f), diff_scale);
+        dpool[i] = rmul(a, rmul(dy[i], x[i]));
+    }
+}
+
+// dx = dy * power + (window gather of dpool / divisor) * 2x. With stride 1, output (ph, pw)'s
+// window holds (h, w) when ph - pad <= h < ph - pad + size; the gather runs in ascending (ph, pw),
+// the order the CPU's scatter adds in. dx must not alias dpool or x.
+extern "C" __global__ void lrn_within_bwd_f32(const float* x, const float* power, const float* dy,
+                                              const float* dpool, float* dx, i64 planes, int H, int W, int size) {
+    const int pad = (size - 1) / 2;
+    GRID_STRIDE_LOOP(i, planes * H * W) {
+        const int w = (int)(i % W);
+        const i64 t = i / W;
+        const int h = (int)(t % H);
+        const float* dp = dpool + (t / H) * H * W;
+        const int ph0 = max(h + pad - size + 1, 0), ph1 = min(h + pad, H - 1);
+        const int pw0 = max(w + pad - size + 1, 0), pw1 = min(w + pad, W - 1);
+        float g = 0.0f;
+        for (int ph = ph0; ph <= ph1; ++ph) {
+            int s, e, hext;
+            within_window(ph, H, size, pad, s, e, hext);
+            for (int pw = pw0; pw <= pw1; ++pw) {
+                int s2, e2, wext;
+                within_window(pw, W, size, pad, s2, e2, wext);
+                g = radd(g, dp[ph * W + pw] / (float)(hext * wext));
+            }
+        }
+        dx[i] = radd(rmul(dy[i], power[i]), rmul(g, rmul(2.0f, x[i])));
     }
 }

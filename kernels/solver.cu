@@ -14,7 +14,9 @@
 //                  the history still moves as in Caffe but the weights must not)
 //
 // Plus the deterministic sum of squares behind clip_gradients: partial sums per fixed chunk (in
-// double), then one block adds all blobs' partials in order.
+// double), then one block adds all blobs' partials in order; and the clipping itself, which
+// reads that sum on the device, so the host never needs the norm to decide (it reads it back
+// only to log Caffe's clipping line).
 #include "common.cuh"
 
 // The normalized, regularized gradient of element i.
@@ -136,4 +138,14 @@ extern "C" __global__ void solver_sumsq_finish_f32(const double* partial, i64 co
     for (i64 j = threadIdx.x; j < count; j += blockDim.x) s += partial[j];
     s = block_sum(s);
     if (threadIdx.x == 0) out[0] = (float)s;
+}
+
+// Caffe's clip_gradients on one blob's gradient: with norm = sqrt(sumsq[0]) (the finish kernel's
+// output), diff *= clip / norm when norm > clip, else nothing. Same operations as the CPU's
+// (f32 sqrt, one division, one product per element).
+extern "C" __global__ void solver_clip_scale_f32(float* diff, i64 n, const float* sumsq, float clip) {
+    const float norm = sqrtf(sumsq[0]);
+    if (!(norm > clip)) return;
+    const float scale = clip / norm;
+    GRID_STRIDE_LOOP(i, n) { diff[i] = rmul(diff[i], scale); }
 }

@@ -6,19 +6,230 @@
 //! train net's weights. Aliasing is explicit (`share_data`, `share_diff`); nothing is copied
 //! behind the user's back.
 
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::rc::Rc;
 
 use anyhow::{bail, Result};
+use cudarc::driver::CudaSlice;
 
+use crate::backend::cuda::gpu::{self, Gpu};
 use crate::proto::blob::{checked_count, shape_string};
 
 /// A buffer of f32 values that several blobs may share.
-pub type Buf = Rc<RefCell<Vec<f32>>>;
+pub type Buf = Rc<Mem>;
 
 /// Elements one blob may hold (16 Gi floats = 64 GiB): larger shapes are refused before any
 /// allocation, since they come from a corrupt or mistyped prototxt.
 pub const MAX_ALLOC_COUNT: usize = 1 << 34;
+
+/// Which copy of a [`Mem`] holds its current values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// Logically all zeros; neither copy has been written since (filling costs nothing until
+    /// someone looks, which matters for the parameter diffs cleared every iteration).
+    Zero,
+    /// The host vector; the device copy, if any, is stale.
+    Host,
+    /// The device copy; the host vector is stale.
+    Device,
+    /// Both copies agree.
+    Synced,
+}
+
+/// The memory behind a blob's data or diff: a host vector, and on the GPU backend a device
+/// copy. Host access ([`Mem::borrow`], [`read`], [`write`]) and device access
+/// ([`Mem::device`], [`Mem::device_mut`]) bring the copy they use up to date, and every copy is
+/// counted in [`gpu::traffic`], so a GPU run can prove that nothing moves between host and
+/// device except what it logs and the data it feeds. A CPU run never allocates device memory.
+pub struct Mem {
+    host: RefCell<Vec<f32>>,
+    device: RefCell<Option<CudaSlice<f32>>>,
+    head: Cell<Head>,
+}
+
+impl std::fmt::Debug for Mem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mem")
+            .field("len", &self.len())
+            .field("head", &self.head.get())
+            .field("on_device", &self.device.borrow().is_some())
+            .finish()
+    }
+}
+
+impl Mem {
+    /// `n` zeros.
+    pub fn zeros(n: usize) -> Mem {
+        Mem {
+            host: RefCell::new(vec![0.0; n]),
+            device: RefCell::new(None),
+            head: Cell::new(Head::Zero),
+        }
+    }
+
+    pub fn from_vec(v: Vec<f32>) -> Mem {
+        Mem {
+            host: RefCell::new(v),
+            device: RefCell::new(None),
+            head: Cell::new(Head::Host),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.host.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a device copy exists (a GPU run touched this memory).
+    pub fn on_device(&self) -> bool {
+        self.device.borrow().is_some()
+    }
+
+    /// Whether the values are known to be all zeros without looking at them: filled with zero
+    /// and not written since. False says nothing (the values may still be zeros). The GPU
+    /// solver asks this instead of reading a gradient back to see whether it is zero.
+    pub fn is_known_zero(&self) -> bool {
+        self.head.get() == Head::Zero
+    }
+
+    /// Brings the host vector up to date (a counted device-to-host copy when the device holds
+    /// the values). A failed copy means the CUDA context is lost; there is nothing a caller
+    /// could do with the values, so crema stops with the driver's error.
+    fn sync_to_host(&self) {
+        match self.head.get() {
+            Head::Zero => {
+                self.host.borrow_mut().fill(0.0);
+                // A device copy, if any, was never zeroed: it is the stale one now.
+                self.head.set(Head::Host);
+            }
+            Head::Device => {
+                let dev = self.device.borrow();
+                let dev = dev.as_ref().expect("device head without device memory");
+                if let Err(e) = gpu::download(dev, &mut self.host.borrow_mut()) {
+                    gpu::fatal(&e);
+                }
+                self.head.set(Head::Synced);
+            }
+            Head::Host | Head::Synced => {}
+        }
+    }
+
+    /// The values, read on the host.
+    pub fn borrow(&self) -> Ref<'_, Vec<f32>> {
+        self.sync_to_host();
+        self.host.borrow()
+    }
+
+    /// The values, written on the host (the device copy becomes stale).
+    pub fn borrow_mut(&self) -> RefMut<'_, Vec<f32>> {
+        self.sync_to_host();
+        self.head.set(Head::Host);
+        self.host.borrow_mut()
+    }
+
+    /// Makes sure a device copy of the right length exists; returns whether it was created
+    /// (its contents are then zeros).
+    fn ensure_device(&self, g: &Gpu) -> Result<bool> {
+        // The driver refuses empty allocations; an empty blob gets one unused value.
+        let n = self.len().max(1);
+        // Checked through a shared borrow first: a layer may read one buffer twice at once (the
+        // same blob as two bottoms, or an in-place layer reading its input and output).
+        if self.device.borrow().as_ref().is_some_and(|d| d.len() == n) {
+            return Ok(false);
+        }
+        *self.device.borrow_mut() = Some(g.alloc_zeros(n)?);
+        Ok(true)
+    }
+
+    /// Brings the device copy up to date (a counted host-to-device copy when the host holds
+    /// the values).
+    fn sync_to_device(&self, g: &Gpu) -> Result<()> {
+        let created = self.ensure_device(g)?;
+        match self.head.get() {
+            Head::Zero => {
+                if !created {
+                    let mut dev = self.device.borrow_mut();
+                    g.zero(dev.as_mut().expect("device memory was just ensured"))?;
+                }
+                self.head.set(Head::Device);
+            }
+            Head::Host => {
+                let mut dev = self.device.borrow_mut();
+                gpu::upload(
+                    g,
+                    &self.host.borrow(),
+                    dev.as_mut().expect("device memory was just ensured"),
+                )?;
+                self.head.set(Head::Synced);
+            }
+            Head::Device | Head::Synced => {}
+        }
+        Ok(())
+    }
+
+    /// The values, read on the device.
+    pub fn device(&self, g: &Gpu) -> Result<Ref<'_, CudaSlice<f32>>> {
+        self.sync_to_device(g)?;
+        Ok(Ref::map(self.device.borrow(), |d| {
+            d.as_ref().expect("device memory was just synced")
+        }))
+    }
+
+    /// The values, read and written on the device (the host vector becomes stale).
+    pub fn device_mut(&self, g: &Gpu) -> Result<RefMut<'_, CudaSlice<f32>>> {
+        self.sync_to_device(g)?;
+        self.head.set(Head::Device);
+        Ok(RefMut::map(self.device.borrow_mut(), |d| {
+            d.as_mut().expect("device memory was just synced")
+        }))
+    }
+
+    /// Device memory a kernel is about to overwrite completely: allocated if needed, never
+    /// uploaded (whatever the host held is discarded).
+    pub fn device_out(&self, g: &Gpu) -> Result<RefMut<'_, CudaSlice<f32>>> {
+        self.ensure_device(g)?;
+        self.head.set(Head::Device);
+        Ok(RefMut::map(self.device.borrow_mut(), |d| {
+            d.as_mut().expect("device memory was just ensured")
+        }))
+    }
+
+    /// Sets every value to `v`; zero costs nothing until the memory is next used.
+    pub fn fill(&self, v: f32) {
+        if v == 0.0 {
+            self.head.set(Head::Zero);
+        } else {
+            self.borrow_mut().fill(v);
+        }
+    }
+
+    /// New length: values up to the old length are kept (on whichever side holds them), new
+    /// ones are zero. A device copy is resized on the device, never through the host.
+    fn resize(&self, n: usize) -> Result<()> {
+        let old = self.len();
+        if old == n {
+            return Ok(());
+        }
+        self.host.borrow_mut().resize(n, 0.0);
+        let mut dev = self.device.borrow_mut();
+        match (self.head.get(), dev.as_ref()) {
+            (Head::Device | Head::Synced, Some(d)) => {
+                let resized = gpu::resized(d, n)?;
+                *dev = Some(resized);
+            }
+            _ => *dev = None,
+        }
+        Ok(())
+    }
+}
+
+/// Blob-level aliasing: several blobs may hold the same `Buf`.
+fn new_buf(n: usize) -> Buf {
+    Rc::new(Mem::zeros(n))
+}
 
 #[derive(Debug)]
 pub struct Blob {
@@ -29,10 +240,6 @@ pub struct Blob {
 
 /// Blobs are handled through shared references; their contents have interior mutability.
 pub type BlobRef = Rc<Blob>;
-
-fn new_buf(n: usize) -> Buf {
-    Rc::new(RefCell::new(vec![0.0; n]))
-}
 
 impl Blob {
     /// An empty blob (shape `[0]`); layers give their tops a shape in setup.
@@ -64,7 +271,7 @@ impl Blob {
         let n = data.len();
         Ok(Rc::new(Blob {
             shape: RefCell::new(shape.to_vec()),
-            data: RefCell::new(Rc::new(RefCell::new(data))),
+            data: RefCell::new(Rc::new(Mem::from_vec(data))),
             diff: RefCell::new(new_buf(n)),
         }))
     }
@@ -131,11 +338,7 @@ impl Blob {
         }
         *self.shape.borrow_mut() = shape.to_vec();
         for buf in [&self.data, &self.diff] {
-            let b = buf.borrow();
-            let mut v = b.borrow_mut();
-            if v.len() != count {
-                v.resize(count, 0.0);
-            }
+            buf.borrow().resize(count)?;
         }
         Ok(())
     }
@@ -206,11 +409,11 @@ impl Blob {
     }
 
     pub fn fill_data(&self, v: f32) {
-        self.data_buf().borrow_mut().fill(v);
+        self.data_buf().fill(v);
     }
 
     pub fn fill_diff(&self, v: f32) {
-        self.diff_buf().borrow_mut().fill(v);
+        self.diff_buf().fill(v);
     }
 
     pub fn shape_string(&self) -> String {
@@ -258,5 +461,20 @@ mod tests {
         assert!(a.reshape(&[1 << 20, 1 << 20, 1 << 10]).is_err());
         assert_eq!(a.canonical_axis(-1).unwrap(), 1);
         assert!(a.canonical_axis(2).is_err());
+    }
+
+    #[test]
+    fn zero_fill_is_lazy_and_resize_keeps_values() {
+        let m = Mem::from_vec(vec![1.0, 2.0, 3.0]);
+        m.fill(0.0);
+        assert_eq!(*m.borrow(), vec![0.0; 3]);
+        m.borrow_mut()[1] = 5.0;
+        m.resize(4).unwrap();
+        assert_eq!(*m.borrow(), vec![0.0, 5.0, 0.0, 0.0]);
+        m.resize(2).unwrap();
+        assert_eq!(*m.borrow(), vec![0.0, 5.0]);
+        m.fill(2.5);
+        assert_eq!(*m.borrow(), vec![2.5, 2.5]);
+        assert!(!m.on_device(), "a CPU run never allocates device memory");
     }
 }

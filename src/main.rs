@@ -75,6 +75,10 @@ enum Command {
         /// After N iterations, compare every blob's hash with the audit's prediction.
         #[arg(long = "verify-freeze", alias = "verify_freeze")]
         verify_freeze: Option<i32>,
+        /// No progress line on the terminal (also: CREMA_NO_PROGRESS=1). It is only ever drawn
+        /// when stderr is a terminal; logs written to files or pipes never carry it.
+        #[arg(long = "no-progress", alias = "no_progress")]
+        no_progress: bool,
     },
     /// Print the freeze audit: which blobs training will change, and why.
     Audit {
@@ -152,6 +156,9 @@ enum Command {
         stage: String,
         #[arg(long = "allow-unknown-fields", alias = "allow_unknown_fields")]
         allow_unknown_fields: bool,
+        /// Time on this GPU (one id).
+        #[arg(long)]
+        gpu: Option<String>,
         /// Also log the arithmetic of convolutions and inner products per forward-backward
         /// (bench/cpu.sh divides it by the GEMM rate to get the floor).
         #[arg(long)]
@@ -180,6 +187,17 @@ enum Command {
         /// Device ids: `0`, `0,1` or `all` (default 0).
         #[arg(long)]
         gpu: Option<String>,
+    },
+    /// Run every GPU op against the CPU backend on random inputs of several shapes (layers
+    /// forward and backward, solver updates) and print the max relative error per op; exit 1 on
+    /// any failure, 2 when there is no usable GPU.
+    Selftest {
+        /// The GPU to test.
+        #[arg(long, default_value_t = 0)]
+        gpu: usize,
+        /// Only ops whose name contains this (e.g. Convolution, solver, dropout-kernel).
+        #[arg(long)]
+        filter: Option<String>,
     },
     /// List the embedded CUDA kernels; with --check, compile them all through NVRTC (no GPU
     /// needed) and report registers, shared memory and spills per entry point.
@@ -350,6 +368,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             freeze,
             strict_freeze,
             verify_freeze,
+            no_progress,
         } => {
             let args = cli::train::TrainArgs {
                 solver,
@@ -366,6 +385,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 freeze: split_list(&freeze),
                 strict_freeze,
                 verify_freeze,
+                no_progress,
             };
             cli::train::run_train(&args)?;
             Ok(0)
@@ -400,9 +420,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             level,
             stage,
             allow_unknown_fields,
+            gpu,
             flops,
         } => {
             let args = cli::time::TimeArgs {
+                gpu,
                 model,
                 iterations,
                 phase: cli::time::parse_phase(&phase)?,
@@ -435,6 +457,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::DeviceQuery { gpu } => {
             print!("{}", cli::device::device_query(gpu.as_deref())?);
             Ok(0)
+        }
+        Command::Selftest { gpu, filter } => {
+            cli::selftest::run_selftest(&cli::selftest::SelftestArgs { gpu, filter })
         }
         Command::Kernels {
             check,

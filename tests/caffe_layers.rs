@@ -4,10 +4,17 @@
 //! statistics, set top diffs, backward, compare bottom and param diffs. A new case folder is
 //! picked up without edits. Tolerances are the fixtures README's: forward 1e-5, gradients 1e-4
 //! (max abs error over max abs reference, 1e-6 absolute floor).
+//!
+//! With `CREMA_TEST_GPU=<id>` every case runs on that GPU too, with the same tolerances (these
+//! are Caffe's numbers); without it the GPU variant says SKIPPED and why.
+
+mod common;
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{anyhow, bail, Context, Result};
+use crema::backend::cuda::gpu::Gpu;
 use crema::net::{BuildOptions, Net};
 use crema::proto::caffe::{NetState, Phase};
 use crema::proto::{read_net_text, TextOptions};
@@ -17,7 +24,7 @@ use crema::util::npy::read_npy_f32;
 fn fixtures_dir() -> PathBuf {
     match std::env::var("CREMA_LAYER_FIXTURES") {
         Ok(p) => PathBuf::from(p),
-        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe/layers"),
+        Err(_) => common::caffe_fixtures().join("layers"),
     }
 }
 
@@ -54,7 +61,7 @@ fn npy(dir: &Path, name: &str) -> Result<Option<Vec<f32>>> {
     Ok(Some(read_npy_f32(&p)?.1))
 }
 
-fn run_case(dir: &Path) -> Result<()> {
+fn run_case(dir: &Path, gpu: Option<&Rc<Gpu>>) -> Result<()> {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json"))?)?;
     let phase = match meta["phase"].as_str() {
@@ -68,6 +75,7 @@ fn run_case(dir: &Path) -> Result<()> {
     };
     let mut rng = CaffeRng::new(meta["seed"].as_u64().unwrap_or(1));
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions { verbose: false })?;
+    net.gpu = gpu.cloned();
     let li = net
         .layer_index("L")
         .ok_or_else(|| anyhow!("case has no layer 'L'"))?;
@@ -176,9 +184,7 @@ fn run_case(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn every_caffe_layer_case_matches() {
-    crema::util::glog::set_min_level(1);
+fn cases() -> Vec<PathBuf> {
     let root = fixtures_dir();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("cannot read layer fixtures at {}: {e}", root.display()))
@@ -187,10 +193,18 @@ fn every_caffe_layer_case_matches() {
         .collect();
     cases.sort();
     assert!(!cases.is_empty(), "no cases under {}", root.display());
+    cases
+}
+
+/// Runs every case on the CPU (`gpu` None) or a GPU, printing ok/FAIL per case.
+fn run_all(gpu: Option<&Rc<Gpu>>) {
+    crema::util::glog::set_min_level(1);
+    let cases = cases();
+    let backend = if gpu.is_some() { "GPU" } else { "CPU" };
     let mut failures = Vec::new();
     for c in &cases {
         let name = c.file_name().unwrap().to_string_lossy().to_string();
-        match run_case(c) {
+        match run_case(c, gpu) {
             Ok(()) => println!("ok    {name}"),
             Err(e) => {
                 println!("FAIL  {name}: {e:#}");
@@ -199,14 +213,26 @@ fn every_caffe_layer_case_matches() {
         }
     }
     println!(
-        "{} of {} layer cases pass",
+        "{} of {} layer cases pass on the {backend}",
         cases.len() - failures.len(),
         cases.len()
     );
     assert!(
         failures.is_empty(),
-        "{} case(s) failed:\n{}",
+        "{} case(s) failed on the {backend}:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn every_caffe_layer_case_matches() {
+    run_all(None);
+}
+
+#[test]
+fn every_caffe_layer_case_matches_on_the_gpu() {
+    if let Some(g) = common::gpu_or_skip("the Caffe layer cases") {
+        run_all(Some(&g));
+    }
 }

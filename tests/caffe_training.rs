@@ -5,11 +5,19 @@
 //! solverstate must match Caffe's (`logs/<variant>_losses.json`, `snap/`).
 //!
 //! Caffe resolves relative paths against the working directory, so this binary changes it;
-//! that is why all cases run sequentially in one test.
+//! that is why the cases run one after another, under a lock held by whichever test runs them.
+//!
+//! With `CREMA_TEST_GPU=<id>` every variant trains on that GPU too, against the same numbers
+//! and tolerances; without it the GPU variant says SKIPPED and why.
+
+mod common;
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
+use crema::backend::cuda::gpu::Gpu;
 use crema::proto::blob::read_blob;
 use crema::proto::{read_net_binary, read_solver_text, read_solverstate, TextOptions};
 use crema::solver::{Solver, SolverOptions, TrainRecord};
@@ -18,7 +26,7 @@ fn fixtures_dirs() -> Vec<PathBuf> {
     match std::env::var("CREMA_TRAIN_FIXTURES") {
         Ok(p) => p.split(':').map(PathBuf::from).collect(),
         Err(_) => {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe");
+            let root = common::caffe_fixtures();
             vec![root.join("e2e_lmdb"), root.join("e2e_hdf5")]
         }
     }
@@ -223,7 +231,7 @@ fn check_snapshot(
     Ok(())
 }
 
-fn run_variant(fixture: &Path, solver_file: &str) -> Result<()> {
+fn run_variant(fixture: &Path, solver_file: &str, gpu: Option<&Rc<Gpu>>) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let work = tmp.path().join("run");
     copy_dir(fixture, &work)?;
@@ -243,6 +251,7 @@ fn run_variant(fixture: &Path, solver_file: &str) -> Result<()> {
         ..Default::default()
     };
     let mut solver = Solver::new(param, &opts)?;
+    solver.set_gpu(gpu.cloned());
     solver.load_weights(&["init.caffemodel".to_string()])?;
     solver.record = Some(TrainRecord::default());
     solver.solve(None)?;
@@ -263,9 +272,14 @@ fn run_variant(fixture: &Path, solver_file: &str) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn every_solver_variant_matches_caffe() {
+/// The working directory is the process's: one harness run at a time.
+static CWD: Mutex<()> = Mutex::new(());
+
+/// Trains every variant on the CPU (`gpu` None) or a GPU, printing ok/FAIL per variant.
+fn run_all(gpu: Option<&Rc<Gpu>>) {
+    let _cwd = CWD.lock().unwrap_or_else(|e| e.into_inner());
     crema::util::glog::set_min_level(1);
+    let backend = if gpu.is_some() { "GPU" } else { "CPU" };
     let cwd = std::env::current_dir().unwrap();
     let mut failures = Vec::new();
     let mut count = 0;
@@ -281,7 +295,7 @@ fn every_solver_variant_matches_caffe() {
         for s in solvers {
             count += 1;
             let label = format!("{}/{s}", dir.file_name().unwrap().to_string_lossy());
-            match run_variant(&dir, &s) {
+            match run_variant(&dir, &s, gpu) {
                 Ok(()) => println!("ok    {label}"),
                 Err(e) => {
                     println!("FAIL  {label}: {e:#}");
@@ -293,13 +307,25 @@ fn every_solver_variant_matches_caffe() {
     }
     assert!(count > 0, "no solver variants found");
     println!(
-        "{} of {count} training variants match Caffe",
+        "{} of {count} training variants match Caffe on the {backend}",
         count - failures.len()
     );
     assert!(
         failures.is_empty(),
-        "{} variant(s) failed:\n{}",
+        "{} variant(s) failed on the {backend}:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn every_solver_variant_matches_caffe() {
+    run_all(None);
+}
+
+#[test]
+fn every_solver_variant_matches_caffe_on_the_gpu() {
+    if let Some(g) = common::gpu_or_skip("the Caffe training variants") {
+        run_all(Some(&g));
+    }
 }

@@ -7,8 +7,16 @@ use std::process::Command;
 use crema::proto::blob::read_blob;
 use prost::Message;
 
+/// The shared folder (`CREMA_SHARED`, or `../shared` beside the repository).
+fn shared_dir() -> PathBuf {
+    match std::env::var_os("CREMA_SHARED") {
+        Some(s) => PathBuf::from(s),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+    }
+}
+
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe/convert_imageset")
+    shared_dir().join("fixtures/caffe/convert_imageset")
 }
 
 fn crema(args: &[&str], cwd: &Path) -> std::process::Output {

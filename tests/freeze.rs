@@ -1,11 +1,17 @@
 //! Freezing: the user's story reproduced against real Caffe (`../shared/fixtures/caffe/frozen`),
 //! `--freeze` equivalence, the audit's predictions checked against blob hashes for every solver
-//! type, and the audit's wording for the seed's net (golden text).
+//! type, and the audit's wording for the seed's net (golden text). The frozen fixture also runs
+//! on a GPU when `CREMA_TEST_GPU=<id>` is set (else its GPU variant says SKIPPED and why).
+
+mod common;
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use crema::audit::verify::{hash_params, verify};
+use crema::backend::cuda::gpu::Gpu;
 use crema::net::{BuildOptions, Net};
 use crema::proto::caffe::{LayerParameter, NetParameter, NetState, Phase};
 use crema::proto::{parse_net_text, parse_solver_text, read_solver_text, TextOptions};
@@ -13,8 +19,11 @@ use crema::rng::CaffeRng;
 use crema::solver::{Solver, SolverOptions, TrainRecord};
 
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe")
+    common::caffe_fixtures()
 }
+
+/// The working directory is the process's: one fixture run at a time.
+static CWD: Mutex<()> = Mutex::new(());
 
 fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
     std::fs::create_dir_all(dst)?;
@@ -35,7 +44,7 @@ fn quiet() {
 }
 
 /// Trains one frozen variant in a copy of the fixture folder; returns (solver, work dir).
-fn train_frozen(variant: &str, work: &Path) -> Result<Solver> {
+fn train_frozen(variant: &str, work: &Path, gpu: Option<&Rc<Gpu>>) -> Result<Solver> {
     std::env::set_current_dir(work)?;
     let param = read_solver_text(
         Path::new(&format!("solver_{variant}.prototxt")),
@@ -46,6 +55,7 @@ fn train_frozen(variant: &str, work: &Path) -> Result<Solver> {
         ..Default::default()
     };
     let mut solver = Solver::new(param, &opts)?;
+    solver.set_gpu(gpu.cloned());
     solver.load_weights(&[format!("init_{variant}.caffemodel")])?;
     solver.record = Some(TrainRecord::default());
     solver.solve(None)?;
@@ -57,6 +67,21 @@ fn train_frozen(variant: &str, work: &Path) -> Result<Solver> {
 /// bit-identical.
 #[test]
 fn frozen_fixture_matches_caffe_and_the_audit_explains_it() {
+    frozen_story(None);
+}
+
+#[test]
+fn frozen_fixture_matches_caffe_on_the_gpu() {
+    if let Some(g) = common::gpu_or_skip("the frozen fixture") {
+        frozen_story(Some(&g));
+        println!("ok    frozen fixture on the GPU");
+    }
+}
+
+/// The story on the CPU or a GPU. The `crema diff` exit codes are checked on the CPU run only
+/// (they do not depend on the backend, and the binary is not carried to a GPU machine).
+fn frozen_story(gpu: Option<&Rc<Gpu>>) {
+    let _cwd = CWD.lock().unwrap_or_else(|e| e.into_inner());
     quiet();
     let cwd = std::env::current_dir().unwrap();
     let fixture = shared().join("frozen");
@@ -71,7 +96,7 @@ fn frozen_fixture_matches_caffe_and_the_audit_explains_it() {
 
     let result = (|| -> Result<()> {
         // Default BatchNorm: TEST loss drifts like Caffe's.
-        let solver = train_frozen("frozen_bn_default", &work)?;
+        let solver = train_frozen("frozen_bn_default", &work, gpu)?;
         let audit = solver.audit();
         assert!(
             audit
@@ -119,7 +144,7 @@ fn frozen_fixture_matches_caffe_and_the_audit_explains_it() {
         );
 
         // Global statistics: constant TEST loss, snapshot bit-identical to the initial model.
-        let solver = train_frozen("frozen_bn_global", &work)?;
+        let solver = train_frozen("frozen_bn_global", &work, gpu)?;
         let audit = solver.audit();
         assert!(
             audit
@@ -154,6 +179,9 @@ fn frozen_fixture_matches_caffe_and_the_audit_explains_it() {
             "snapshot differs from the initial weights:\n{}",
             d.report
         );
+        if gpu.is_some() {
+            return Ok(());
+        }
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_crema"))
             .args(["diff", snap.to_str().unwrap(), init.to_str().unwrap()])
             .output()?;

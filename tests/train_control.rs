@@ -7,8 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The shared folder (`CREMA_SHARED`, or `../shared` beside the repository).
+fn shared_dir() -> PathBuf {
+    match std::env::var_os("CREMA_SHARED") {
+        Some(s) => PathBuf::from(s),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+    }
+}
+
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/caffe/e2e_lmdb")
+    shared_dir().join("fixtures/caffe/e2e_lmdb")
 }
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -255,4 +263,62 @@ fn killing_a_run_never_leaves_a_truncated_snapshot() {
             }
         }
     }
+}
+
+/// Caffe's device rule: `solver_mode: GPU` on a machine without a usable GPU trains on the CPU
+/// after one warning line; an explicit `--gpu` that cannot be honoured is an error naming why.
+/// (On a machine with a GPU this test checks nothing about the fallback and says so.)
+#[test]
+fn solver_mode_gpu_falls_back_and_explicit_gpu_fails_without_a_gpu() {
+    let probe = Command::new(env!("CARGO_BIN_EXE_crema"))
+        .args(["device_query"])
+        .output()
+        .unwrap();
+    if probe.status.success() {
+        println!("SKIPPED: a GPU is present here, so the no-GPU fallback cannot be observed");
+        return;
+    }
+    let (_t, work) = workdir(&solver(1, "solver_mode: GPU\ndevice_id: 0\n"));
+    let out = crema(&work)
+        .args(["train", "--solver", "solver.prototxt"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("solver_mode is GPU") && l.contains("training on the CPU"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one fallback warning expected:\n{log}");
+    assert!(
+        warnings[0].starts_with('W'),
+        "a glog warning line: {}",
+        warnings[0]
+    );
+    assert!(log.contains("Optimization Done"), "{log}");
+
+    for flag in [&["--gpu=0"][..], &["--gpu", "0,1"][..]] {
+        let out = crema(&work)
+            .args(["train", "--solver", "solver.prototxt"])
+            .args(flag)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "--gpu without a GPU must fail: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = crema(&work)
+        .args(["train", "--solver", "solver.prototxt", "-gpu", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--gpu 0")
+            && (err.contains("no CUDA driver") || err.contains("no GPU") || err.contains("NVRTC")),
+        "the error says which piece is missing: {err}"
+    );
 }

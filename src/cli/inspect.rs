@@ -45,10 +45,7 @@ pub fn inspect_file(path: &Path, opts: TextOptions) -> Result<String> {
                 as_net().or_else(|e| as_solver().map_err(|_| e))
             }
         }
-        FileKind::NetBinary => Ok(describe_model(
-            &file,
-            &proto::decode_net_binary(&bytes, &file)?,
-        )),
+        FileKind::NetBinary => describe_model(&file, &proto::decode_net_binary(&bytes, &file)?),
         FileKind::SolverState => {
             let s: SolverState = proto::binary::decode(&bytes, &file, "solverstate")?;
             describe_solverstate(&file, &s)
@@ -394,7 +391,9 @@ fn blob_summary(b: &BlobProto) -> Result<String> {
     Ok(s)
 }
 
-fn describe_model(file: &str, net: &NetParameter) -> String {
+/// The listing of a caffemodel's layers and blobs; a blob that does not decode (its count
+/// disagrees with its shape, say) is an error naming the layer and blob, not a listing line.
+fn describe_model(file: &str, net: &NetParameter) -> Result<String> {
     let mut out = String::new();
     let nblobs: usize = net.layer.iter().map(|l| l.blobs.len()).sum();
     let _ = writeln!(
@@ -410,11 +409,12 @@ fn describe_model(file: &str, net: &NetParameter) -> String {
         }
         let _ = writeln!(out, "  {:<20} {}", l.name(), l.r#type());
         for (i, b) in l.blobs.iter().enumerate() {
-            let line = blob_summary(b).unwrap_or_else(|e| format!("UNREADABLE: {e}"));
+            let line = blob_summary(b)
+                .with_context(|| format!("{file}: layer '{}' blob {i}", l.name()))?;
             let _ = writeln!(out, "    blob {i}: {line}");
         }
     }
-    out
+    Ok(out)
 }
 
 fn describe_solverstate(file: &str, s: &SolverState) -> Result<String> {

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod audit;
+pub mod backend;
 pub mod convert;
 pub mod device;
 pub mod diff;
@@ -9,5 +10,6 @@ pub mod inspect;
 pub mod kernels;
 pub mod logparse;
 pub mod plot;
+pub mod selftest;
 pub mod time;
 pub mod train;

@@ -20,6 +20,8 @@ pub struct TimeArgs {
     pub level: i32,
     pub stages: Vec<String>,
     pub text: TextOptions,
+    /// `--gpu` as caffe takes it.
+    pub gpu: Option<String>,
     /// Log the arithmetic of convolutions and inner products per forward-backward.
     pub flops: bool,
 }
@@ -49,7 +51,14 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
     if args.iterations == 0 {
         bail!("--iterations must be positive");
     }
-    crate::info!("Use CPU.");
+    let gpu = super::backend::open(&super::backend::request(args.gpu.as_deref(), None)?)?;
+    // Kernels are queued, not finished, when a launch returns: each timed span waits for them.
+    let wait = || -> Result<()> {
+        match &gpu {
+            Some(g) => g.synchronize(),
+            None => Ok(()),
+        }
+    };
     let param = read_net_text(&args.model, args.text)?;
     let state = NetState {
         phase: Some(args.phase as i32),
@@ -59,6 +68,7 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
     let mut rng = CaffeRng::new(1701);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions::default())
         .with_context(|| format!("building {}", args.model.display()))?;
+    super::backend::place(&mut net, &gpu);
     if args.flops {
         crate::info!(
             "Convolution and InnerProduct FLOPs per forward-backward: {} (3 x forward)",
@@ -92,6 +102,7 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
                     li + 1
                 }
             };
+            wait()?;
             fwd[li] += ms(lt);
             li = next;
         }
@@ -162,7 +173,8 @@ pub fn forward_backward_flops(net: &Net) -> u64 {
 }
 
 /// `caffe time` calls every layer's Backward, whether or not the net needs it there; a fused
-/// chain's backward is one step. `timed(layer, ms)` gets each step's time.
+/// chain's backward is one step. `timed(layer, ms)` gets each step's time, queued GPU kernels
+/// included.
 fn backward_all(
     net: &mut Net,
     rng: &mut CaffeRng,
@@ -178,6 +190,9 @@ fn backward_all(
         } else {
             backward_layer_always(net, rng, li)?;
         }
+        if let Some(g) = &net.gpu {
+            g.synchronize()?;
+        }
         timed(li, ms(lt));
     }
     Ok(())
@@ -187,9 +202,17 @@ fn backward_layer_always(net: &mut Net, rng: &mut CaffeRng, li: usize) -> Result
     let e = &mut net.layers[li];
     let bottom: Vec<BlobRef> = e.bottoms.iter().map(|&i| net.blobs[i].clone()).collect();
     let top: Vec<BlobRef> = e.tops.iter().map(|&i| net.blobs[i].clone()).collect();
-    let mut ctx = crate::layers::Ctx { rng };
+    let mut ctx = crate::layers::Ctx {
+        rng,
+        gpu: net.gpu.as_deref(),
+    };
     let name = e.param.name().to_string();
-    e.layer
-        .backward(&mut ctx, &top, &e.bottom_need_backward, &bottom)
-        .with_context(|| format!("backward of layer '{name}'"))
+    crate::layers::backward_on(
+        e.layer.as_mut(),
+        &mut ctx,
+        &top,
+        &e.bottom_need_backward,
+        &bottom,
+    )
+    .with_context(|| format!("backward of layer '{name}'"))
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::backend;
 use crate::net::{BuildOptions, Net};
 use crate::proto::caffe::{NetState, Phase};
 use crate::proto::{read_net_binary, read_net_text, read_solver_text, TextOptions};
@@ -29,23 +30,8 @@ pub struct TrainArgs {
     pub strict_freeze: bool,
     /// Verify the audit against blob hashes after this many iterations.
     pub verify_freeze: Option<i32>,
-}
-
-/// Decides the device as `caffe train` does: `--gpu` wins; otherwise the GPU only when the
-/// solver file writes `solver_mode: GPU`. Returns true when training runs on the CPU.
-fn choose_device(gpu: Option<&str>, solver_mode_gpu_written: bool) -> Result<()> {
-    if let Some(g) = gpu {
-        bail!(
-            "--gpu {g}: this build of crema has no CUDA backend yet, so it cannot run on a GPU. \
-             Leave out --gpu to train on the CPU."
-        );
-    }
-    if solver_mode_gpu_written {
-        crate::warn!("solver_mode is GPU but this build of crema has no CUDA backend yet: training on the CPU instead.");
-    } else {
-        crate::info!("Use CPU.");
-    }
-    Ok(())
+    /// `--no-progress`: no progress line even on a terminal.
+    pub no_progress: bool,
 }
 
 pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
@@ -59,9 +45,12 @@ pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
         ts.level = Some(args.level);
         ts.stage.extend(args.stages.iter().cloned());
     }
-    let gpu_written = param.solver_mode.is_some()
-        && param.solver_mode() == crate::proto::caffe::solver_parameter::SolverMode::Gpu;
-    choose_device(args.gpu.as_deref(), gpu_written)?;
+    // solver_mode: GPU counts only where the file writes it (Caffe's default is GPU, but a
+    // solver that never asked should not print a fallback warning).
+    let solver_gpu = (param.solver_mode.is_some()
+        && param.solver_mode() == crate::proto::caffe::solver_parameter::SolverMode::Gpu)
+        .then(|| param.device_id().max(0) as usize);
+    let device = backend::request(args.gpu.as_deref(), solver_gpu)?;
 
     // --weights replaces the solver's `weights`; --snapshot clears them.
     let weights: Vec<String> = match (&args.weights, &args.snapshot) {
@@ -88,7 +77,18 @@ pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
         solver_file: Some(args.solver.clone()),
         freeze: args.freeze.clone(),
     };
+    let gpu = backend::open(&device)?;
     let mut solver = Solver::new(param, &opts)?;
+    solver.set_gpu(gpu);
+    if traffic_requested() {
+        if solver.gpu.is_some() {
+            solver.log_traffic = true;
+        } else {
+            crate::warn!(
+                "{TRAFFIC_ENV} is set, but this run computes on the CPU: no GPU traffic to log"
+            );
+        }
+    }
     solver.check_snapshot_write_permissions()?;
     solver.action_source = Some(install(sigint, sighup)?);
     if !weights.is_empty() {
@@ -147,9 +147,17 @@ pub fn run_train(args: &TrainArgs) -> Result<SolveOutcome> {
             }
         }));
     }
+    solver.show_progress = crate::util::progress::wanted(args.no_progress);
     crate::info!("Starting Optimization");
     let outcome = solver.solve(None)?;
     Ok(outcome)
+}
+
+/// Set to 1 to log, for every training iteration, the bytes copied between host and device.
+pub const TRAFFIC_ENV: &str = "CREMA_GPU_TRAFFIC";
+
+fn traffic_requested() -> bool {
+    std::env::var(TRAFFIC_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 pub struct TestArgs {
@@ -168,7 +176,7 @@ pub fn run_test(args: &TestArgs) -> Result<Vec<(String, f32)>> {
     if args.weights.is_empty() {
         bail!("Need model weights to score (--weights).");
     }
-    choose_device(args.gpu.as_deref(), false)?;
+    let gpu = backend::open(&backend::request(args.gpu.as_deref(), None)?)?;
     let param = read_net_text(&args.model, args.text)?;
     let state = NetState {
         phase: Some(Phase::Test as i32),
@@ -177,6 +185,7 @@ pub fn run_test(args: &TestArgs) -> Result<Vec<(String, f32)>> {
     };
     let mut rng = CaffeRng::new(1701);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions::default())?;
+    backend::place(&mut net, &gpu);
     for w in args
         .weights
         .split(',')

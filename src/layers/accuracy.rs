@@ -4,10 +4,14 @@
 //! differentiable: a request to propagate a gradient through it is an error, as in Caffe.
 
 use anyhow::{bail, Context, Result};
+use cudarc::driver::{CudaSlice, DevicePtrMut};
 
 use super::softmax_loss::check_labels;
+use super::softmax_loss::check_labels_gpu;
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::loss as ops;
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::ops as dev;
 use crate::blob::{read, write, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -19,6 +23,11 @@ pub struct AccuracyLayer {
     ignore: Option<i32>,
     /// (outer, classes, inner) of the current input.
     dims: (usize, usize, usize),
+    /// GPU runs: per position, whether it is correct and its label (-1 when ignored); the label
+    /// check's result.
+    correct_gpu: Option<CudaSlice<f32>>,
+    labels_gpu: Option<CudaSlice<i32>>,
+    label_check: Option<CudaSlice<u64>>,
 }
 
 impl AccuracyLayer {
@@ -30,6 +39,9 @@ impl AccuracyLayer {
             axis: p.axis(),
             ignore: p.ignore_label,
             dims: (0, 0, 0),
+            correct_gpu: None,
+            labels_gpu: None,
+            label_check: None,
         }
     }
 }
@@ -138,5 +150,67 @@ impl Layer for AccuracyLayer {
             bail!("layer '{}': Accuracy has no gradient (asked to propagate to bottom {i}); it cannot be used as a loss", self.name());
         }
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (k, s) = (g.kernels(), g.stream());
+        let (outer, classes, inner) = self.dims;
+        let positions = outer * inner;
+        let labels = bottom[1].data_buf();
+        {
+            let sb = bottom[0].data_buf();
+            let (scores, l) = (sb.device(g)?, labels.device(g)?);
+            let correct = dev::scratch(g, &mut self.correct_gpu, positions)?;
+            let label_out = dev::scratch(g, &mut self.labels_gpu, positions)?;
+            k.loss_accuracy_terms(
+                s,
+                &*scores,
+                &*l,
+                correct,
+                label_out,
+                outer,
+                classes,
+                inner,
+                self.top_k,
+                self.ignore,
+            )?;
+            let ab = top[0].data_buf();
+            let mut accuracy = ab.device_out(g)?;
+            let pb = top.get(1).map(|t| t.data_buf());
+            let mut per_class = match &pb {
+                Some(b) => Some(b.device_out(g)?),
+                None => None,
+            };
+            k.loss_accuracy_finish(
+                s,
+                &*correct,
+                &*label_out,
+                positions,
+                &mut *accuracy,
+                per_class
+                    .as_deref_mut()
+                    .map(|p| p as &mut dyn DevicePtrMut<f32>),
+                classes,
+            )?;
+        }
+        let name = self.base.name().to_string();
+        check_labels_gpu(
+            &name,
+            g,
+            &labels,
+            classes,
+            self.ignore,
+            &mut self.label_check,
+        )
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::loss as ops;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::{read, write, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -138,5 +139,35 @@ impl Layer for ArgMaxLayer {
             bail!("layer '{}': ArgMax has no gradient", self.name());
         }
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (dim, axis_dist) = self.dims;
+        if bottom[0].count() == 0 {
+            return Ok(());
+        }
+        let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
+        let x = xb.device(g)?;
+        let mut y = yb.device_out(g)?;
+        g.kernels().loss_argmax(
+            g.stream(),
+            &*x,
+            &mut *y,
+            dim,
+            axis_dist,
+            self.top_k,
+            self.out_max_val,
+            self.axis.is_some(),
+        )
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

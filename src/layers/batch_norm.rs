@@ -9,6 +9,9 @@ use super::neuron::with_io;
 use super::{check_given_blobs, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::batch_norm as k;
 use crate::backend::cpu::bn_scale_relu::Dims;
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::kernels::{channel_partials_len, ChannelTerm, Io};
+use crate::backend::cuda::ops::{self, DeviceBuf};
 use crate::blob::{read, write, Blob, BlobRef};
 use crate::proto::caffe::{LayerParameter, ParamSpec, Phase};
 use crate::rng::CaffeRng;
@@ -28,6 +31,21 @@ pub struct BatchNormLayer {
     std: Vec<f32>,
     /// The normalised output, kept because a later in-place layer may overwrite the top.
     x_norm: Vec<f32>,
+    /// The same on the GPU path, with the per-channel reduction scratch.
+    dev: BatchNormGpu,
+}
+
+/// BatchNorm's device memory: the statistics of the last forward, sqrt(var + eps), the
+/// normalised output, the per-channel sums backward needs, and the reductions' partials.
+#[derive(Default)]
+struct BatchNormGpu {
+    mean: DeviceBuf<f32>,
+    var: DeviceBuf<f32>,
+    std: DeviceBuf<f32>,
+    x_norm: DeviceBuf<f32>,
+    sum_dyy: DeviceBuf<f32>,
+    sum_dy: DeviceBuf<f32>,
+    partial: DeviceBuf<f64>,
 }
 
 impl BatchNormLayer {
@@ -50,6 +68,7 @@ impl BatchNormLayer {
             var: Vec::new(),
             std: Vec::new(),
             x_norm: Vec::new(),
+            dev: BatchNormGpu::default(),
         }
     }
 
@@ -248,5 +267,112 @@ impl Layer for BatchNormLayer {
             }
         });
         Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (kern, s) = (g.kernels(), g.stream());
+        let (num, c, sp) = (self.num, self.channels, self.spatial);
+        let count = num * c * sp;
+        let d = &mut self.dev;
+        let (mean, var, std) = (d.mean.get(g, c)?, d.var.get(g, c)?, d.std.get(g, c)?);
+        let x_norm = d.x_norm.get(g, count)?;
+        {
+            let xb = bottom[0].data_buf();
+            let x = xb.device(g)?;
+            let b = &self.base.blobs;
+            let (b0, b1, b2) = (b[0].data_buf(), b[1].data_buf(), b[2].data_buf());
+            if self.use_global_stats {
+                // The stored statistics are only read: a frozen layer's blobs never change.
+                let (mean_sum, var_sum, factor) = (b0.device(g)?, b1.device(g)?, b2.device(g)?);
+                kern.batchnorm_global_stats(s, &*mean_sum, &*var_sum, &*factor, mean, var, c)?;
+            } else {
+                // Two passes, as Caffe: the mean, then the mean of (x - mean)^2.
+                let m = (num * sp) as f64;
+                let partial = d.partial.get(g, channel_partials_len(c, num, sp))?;
+                let chunks =
+                    kern.batchnorm_channel_partials(s, ChannelTerm::Sum(&*x), partial, num, c, sp)?;
+                kern.batchnorm_channel_finish(s, partial, mean, c, chunks, m)?;
+                let chunks = kern.batchnorm_channel_partials(
+                    s,
+                    ChannelTerm::SquaredDeviation(&*x, mean),
+                    partial,
+                    num,
+                    c,
+                    sp,
+                )?;
+                kern.batchnorm_channel_finish(s, partial, var, c, chunks, m)?;
+                let (mut mean_sum, mut var_sum, mut factor) =
+                    (b0.device_mut(g)?, b1.device_mut(g)?, b2.device_mut(g)?);
+                kern.batchnorm_update_running(
+                    s,
+                    mean,
+                    var,
+                    &mut *mean_sum,
+                    &mut *var_sum,
+                    &mut *factor,
+                    c,
+                    num * sp,
+                    self.moving_average_fraction,
+                )?;
+            }
+            kern.batchnorm_std(s, var, std, c, self.eps)?;
+            // x_norm from the bottom before the top is written, so in-place works.
+            kern.batchnorm_normalize(s, Io::Separate(&*x, x_norm), mean, std, num, c, sp)?;
+        }
+        let yb = top[0].data_buf();
+        let mut y = yb.device_out(g)?;
+        ops::copy_slice(g, x_norm, &mut y, x_norm.len())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        _pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        // Caffe writes the bottom diff whatever propagate_down says.
+        let (kern, s) = (g.kernels(), g.stream());
+        let (num, c, sp) = (self.num, self.channels, self.spatial);
+        let d = &mut self.dev;
+        let std = d.std.current("BatchNorm std")?;
+        let (dyb, dxb) = (top[0].diff_buf(), bottom[0].diff_buf());
+        if self.use_global_stats {
+            return ops::with_io(g, &dyb, &dxb, |io| {
+                kern.batchnorm_bwd_global(s, io, std, num, c, sp)
+            });
+        }
+        let y = d.x_norm.current("BatchNorm x_norm")?;
+        let (sum_dyy, sum_dy) = (d.sum_dyy.get(g, c)?, d.sum_dy.get(g, c)?);
+        let partial = d.partial.get(g, channel_partials_len(c, num, sp))?;
+        {
+            let dy = dyb.device(g)?;
+            let chunks = kern.batchnorm_channel_partials(
+                s,
+                ChannelTerm::Product(&*dy, y),
+                partial,
+                num,
+                c,
+                sp,
+            )?;
+            kern.batchnorm_channel_finish(s, partial, sum_dyy, c, chunks, 1.0)?;
+            let chunks =
+                kern.batchnorm_channel_partials(s, ChannelTerm::Sum(&*dy), partial, num, c, sp)?;
+            kern.batchnorm_channel_finish(s, partial, sum_dy, c, chunks, 1.0)?;
+        }
+        ops::with_io(g, &dyb, &dxb, |io| {
+            kern.batchnorm_bwd_train(s, io, y, std, sum_dyy, sum_dy, num, c, sp)
+        })
     }
 }

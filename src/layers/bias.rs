@@ -6,6 +6,9 @@ use anyhow::{bail, Result};
 
 use super::{check_given_blobs, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::scale as k;
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::kernels::channel_partials_len;
+use crate::backend::cuda::ops::{self, DeviceBuf};
 use crate::blob::{read, write, Blob, BlobRef};
 use crate::proto::caffe::{FillerParameter, LayerParameter};
 use crate::rng::CaffeRng;
@@ -70,6 +73,8 @@ pub struct BiasLayer {
     outer: usize,
     dim: usize,
     inner: usize,
+    /// GPU path: the gradient reduction's partials.
+    partial: DeviceBuf<f64>,
 }
 
 impl BiasLayer {
@@ -79,6 +84,7 @@ impl BiasLayer {
             outer: 0,
             dim: 0,
             inner: 0,
+            partial: DeviceBuf::default(),
         }
     }
 
@@ -187,6 +193,79 @@ impl Layer for BiasLayer {
                 &mut write(&gb),
                 learned,
             );
+        }
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (outer, dim, inner) = (self.outer, self.dim, self.inner);
+        if outer * dim * inner == 0 {
+            return Ok(());
+        }
+        let bias_buf = if bottom.len() > 1 {
+            bottom[1].data_buf()
+        } else {
+            self.base.blobs[0].data_buf()
+        };
+        let bias = bias_buf.device(g)?;
+        ops::with_io(g, &bottom[0].data_buf(), &top[0].data_buf(), |io| {
+            g.kernels()
+                .scale_bias_fwd(g.stream(), io, &*bias, outer, dim, inner)
+        })
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        let (outer, dim, inner) = (self.outer, self.dim, self.inner);
+        let learned = bottom.len() == 1;
+        let want_bias = (learned && self.base.param_needs_grad(0)) || (!learned && pd[1]);
+        let gb = if learned {
+            self.base.blobs[0].diff_buf()
+        } else {
+            bottom[1].diff_buf()
+        };
+        if outer * dim * inner == 0 {
+            // Nothing to sum (no device memory to touch): a bottom's gradient is zero.
+            if want_bias && !learned {
+                gb.fill(0.0);
+            }
+            return Ok(());
+        }
+        let dyb = top[0].diff_buf();
+        // In place, the bottom diff already is the top diff.
+        if pd[0] {
+            ops::copy(g, &dyb, &bottom[0].diff_buf())?;
+        }
+        if want_bias {
+            let (kern, s) = (g.kernels(), g.stream());
+            let dy = dyb.device(g)?;
+            // A learned bias accumulates its gradient; a bottom's gradient is overwritten.
+            let mut gd = if learned {
+                gb.device_mut(g)?
+            } else {
+                gb.device_out(g)?
+            };
+            let partial = self
+                .partial
+                .get(g, channel_partials_len(dim, outer, inner))?;
+            let chunks = kern.scale_grad_partials(s, &*dy, None, partial, outer, dim, inner)?;
+            kern.scale_grad_finish(s, partial, &mut *gd, dim, chunks, learned)?;
         }
         Ok(())
     }

@@ -2,9 +2,11 @@
 //! when in place.
 
 use anyhow::Result;
+use cudarc::driver::CudaSlice;
 
 use super::{neuron, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::activation as act;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::BlobRef;
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -12,6 +14,8 @@ use crate::rng::CaffeRng;
 pub struct BnllLayer {
     base: LayerBase,
     kept: Vec<f32>,
+    /// The input kept on the device when the layer runs in place on the GPU.
+    kept_gpu: Option<CudaSlice<f32>>,
     used_kept: bool,
 }
 
@@ -20,6 +24,7 @@ impl BnllLayer {
         BnllLayer {
             base: LayerBase::new(param),
             kept: Vec::new(),
+            kept_gpu: None,
             used_kept: false,
         }
     }
@@ -73,5 +78,44 @@ impl Layer for BnllLayer {
         };
         neuron::backward(&top[0], &bottom[0], kept, act::bnll_backward);
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        self.used_kept =
+            neuron::forward_gpu(g, &bottom[0], &top[0], Some(&mut self.kept_gpu), |io| {
+                g.kernels().activation_bnll_fwd(g.stream(), io)
+            })?;
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let kept = if self.used_kept {
+            self.kept_gpu.as_ref()
+        } else {
+            None
+        };
+        neuron::backward_gpu(g, &top[0], &bottom[0], kept, |d, x| {
+            g.kernels().activation_bnll_bwd(g.stream(), d, x)
+        })
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

@@ -2,9 +2,11 @@
 //! the input (kept when in place).
 
 use anyhow::{bail, Result};
+use cudarc::driver::CudaSlice;
 
 use super::{neuron, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::activation as act;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::BlobRef;
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -14,6 +16,8 @@ pub struct ClipLayer {
     min: f32,
     max: f32,
     kept: Vec<f32>,
+    /// The input kept on the device when the layer runs in place on the GPU.
+    kept_gpu: Option<CudaSlice<f32>>,
     used_kept: bool,
 }
 
@@ -32,6 +36,7 @@ impl ClipLayer {
             min,
             max,
             kept: Vec::new(),
+            kept_gpu: None,
             used_kept: false,
         })
     }
@@ -90,5 +95,46 @@ impl Layer for ClipLayer {
             act::clip_backward(d, x, lo, hi)
         });
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (lo, hi) = (self.min, self.max);
+        self.used_kept =
+            neuron::forward_gpu(g, &bottom[0], &top[0], Some(&mut self.kept_gpu), |io| {
+                g.kernels().activation_clip_fwd(g.stream(), io, lo, hi)
+            })?;
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let (lo, hi) = (self.min, self.max);
+        let kept = if self.used_kept {
+            self.kept_gpu.as_ref()
+        } else {
+            None
+        };
+        neuron::backward_gpu(g, &top[0], &bottom[0], kept, |d, x| {
+            g.kernels().activation_clip_bwd(g.stream(), d, x, lo, hi)
+        })
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

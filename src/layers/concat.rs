@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::tensor;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::{read, write, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -162,5 +163,84 @@ impl Layer for ConcatLayer {
             offset += n;
         }
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        if bottom.len() == 1 {
+            return Ok(());
+        }
+        let axis = self.axis;
+        let outer = top[0].count_range(0, axis);
+        let inner = top[0].count_from(axis + 1);
+        let top_axis = top[0].dim(axis as isize);
+        let yb = top[0].data_buf();
+        let mut y = yb.device_out(g)?;
+        let mut offset = 0;
+        for b in bottom {
+            let n = b.dim(axis as isize);
+            let xb = b.data_buf();
+            let x = xb.device(g)?;
+            g.kernels().tensor_axis_insert(
+                g.stream(),
+                &*x,
+                &mut *y,
+                outer,
+                n,
+                top_axis,
+                offset,
+                inner,
+            )?;
+            offset += n;
+        }
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if bottom.len() == 1 {
+            return Ok(());
+        }
+        let axis = self.axis;
+        let outer = top[0].count_range(0, axis);
+        let inner = top[0].count_from(axis + 1);
+        let top_axis = top[0].dim(axis as isize);
+        let dyb = top[0].diff_buf();
+        let dy = dyb.device(g)?;
+        let mut offset = 0;
+        for (i, b) in bottom.iter().enumerate() {
+            let n = b.dim(axis as isize);
+            if pd[i] {
+                let dxb = b.diff_buf();
+                let mut dx = dxb.device_out(g)?;
+                g.kernels().tensor_axis_extract(
+                    g.stream(),
+                    &*dy,
+                    &mut *dx,
+                    outer,
+                    top_axis,
+                    offset,
+                    n,
+                    inner,
+                )?;
+            }
+            offset += n;
+        }
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

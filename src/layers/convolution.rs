@@ -9,6 +9,8 @@ use anyhow::{bail, Result};
 
 use super::{check_given_blobs, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::conv::{self as cpu, ConvGeom};
+use crate::backend::cuda::conv::ConvGpu;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::{read, write, Blob, BlobRef};
 use crate::proto::blob::shape_string;
 use crate::proto::caffe::{ConvolutionParameter, LayerParameter};
@@ -308,6 +310,8 @@ impl ConvCore {
 pub struct ConvolutionLayer {
     base: LayerBase,
     core: Option<ConvCore>,
+    /// Device scratch (column buffer, partial sums) of the GPU path.
+    gpu: ConvGpu,
 }
 
 impl ConvolutionLayer {
@@ -315,6 +319,7 @@ impl ConvolutionLayer {
         ConvolutionLayer {
             base: LayerBase::new(param),
             core: None,
+            gpu: ConvGpu::default(),
         }
     }
 }
@@ -417,6 +422,83 @@ impl Layer for ConvolutionLayer {
             if propagate_down.get(i).copied().unwrap_or(false) {
                 let dxb = b.diff_buf();
                 cpu::conv_backward_input(g, core.num, &dy, &read(&wbuf), &mut write(&dxb));
+            }
+        }
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let name = self.base.name().to_string();
+        let core = core_of(&mut self.core, &name)?;
+        let wb = self.base.blobs[0].data_buf();
+        let w = wb.device(g)?;
+        let bb = core.bias_term().then(|| self.base.blobs[1].data_buf());
+        let bias = bb.as_ref().map(|b| b.device(g)).transpose()?;
+        for (b, t) in bottom.iter().zip(top) {
+            let (xb, yb) = (b.data_buf(), t.data_buf());
+            let x = xb.device(g)?;
+            let mut y = yb.device_out(g)?;
+            self.gpu
+                .forward(g, &core.geom, core.num, &x, &w, bias.as_deref(), &mut y)?;
+        }
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        let name = self.base.name().to_string();
+        let core = core_of(&mut self.core, &name)?;
+        let geom = &core.geom;
+        if core.bias_term() && self.base.param_needs_grad(1) {
+            let dbb = self.base.blobs[1].diff_buf();
+            let mut db = dbb.device_mut(g)?;
+            for t in top {
+                let dyb = t.diff_buf();
+                let dy = dyb.device(g)?;
+                self.gpu.bias_grad(
+                    g,
+                    core.num,
+                    geom.col_channels,
+                    geom.col_spatial(),
+                    &dy,
+                    &mut db,
+                )?;
+            }
+        }
+        let want_w = self.base.param_needs_grad(0);
+        let wbuf = self.base.blobs[0].data_buf();
+        let dwbuf = self.base.blobs[0].diff_buf();
+        for (i, (t, b)) in top.iter().zip(bottom).enumerate() {
+            let dyb = t.diff_buf();
+            let dy = dyb.device(g)?;
+            if want_w {
+                let xb = b.data_buf();
+                let x = xb.device(g)?;
+                let mut dw = dwbuf.device_mut(g)?;
+                self.gpu.weight_grad(g, geom, core.num, &x, &dy, &mut dw)?;
+            }
+            if propagate_down.get(i).copied().unwrap_or(false) {
+                let dxb = b.diff_buf();
+                let w = wbuf.device(g)?;
+                let mut dx = dxb.device_out(g)?;
+                self.gpu
+                    .backward_input(g, geom, core.num, &dy, &w, &mut dx)?;
             }
         }
         Ok(())

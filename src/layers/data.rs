@@ -8,6 +8,8 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
 use super::{Arity, Ctx, Layer, LayerBase};
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::staging::BatchUpload;
 use crate::blob::BlobRef;
 use crate::data::image::{decode_image, Image};
 use crate::data::lmdb::LmdbCursor;
@@ -20,6 +22,8 @@ use crate::rng::CaffeRng;
 pub struct DataLayer {
     base: LayerBase,
     prefetch: Option<Prefetcher>,
+    /// Pinned buffers the batches go to the GPU through (GPU runs only).
+    upload: BatchUpload,
 }
 
 impl DataLayer {
@@ -27,6 +31,7 @@ impl DataLayer {
         DataLayer {
             base: LayerBase::new(param),
             prefetch: None,
+            upload: BatchUpload::default(),
         }
     }
 }
@@ -232,6 +237,36 @@ impl Layer for DataLayer {
 
     fn backward(&mut self, _: &mut Ctx, _: &[BlobRef], _: &[bool], _: &[BlobRef]) -> Result<()> {
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        _bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let prefetch = self
+            .prefetch
+            .as_mut()
+            .expect("setup starts the prefetch thread");
+        let batch = prefetch.next()?;
+        self.upload.put(g, &batch, top)
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _: &mut Ctx,
+        _: &Gpu,
+        _: &[BlobRef],
+        _: &[bool],
+        _: &[BlobRef],
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 
     fn data_wait(&self) -> Option<Duration> {

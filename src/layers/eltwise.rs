@@ -3,12 +3,19 @@
 //!
 //! In place (the top is bottom 0) Caffe's SUM would zero its input before reading it and every
 //! backward would read an already overwritten top diff; here the aliased inputs are copied
-//! aside first, so in place gives the out-of-place results.
+//! aside first, so in place gives the out-of-place results. The GPU path does the same with
+//! device copies, and runs each op as the CPU does, one two-operand kernel per bottom in
+//! bottom order (kernels/eltwise.cu), so every element sees the same rounded operations.
 
 use anyhow::{bail, Result};
+use cudarc::driver::CudaSlice;
+use std::cell::Ref;
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::eltwise as ew;
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::kernels::Io as DeviceIo;
+use crate::backend::cuda::ops;
 use crate::blob::{read, same, write, BlobRef, Buf};
 use crate::proto::caffe::{eltwise_parameter::EltwiseOp, LayerParameter};
 use crate::rng::CaffeRng;
@@ -22,6 +29,11 @@ pub struct EltwiseLayer {
     arg: Vec<u32>,
     /// Copies of bottom data that the top overwrote (in place), per bottom.
     kept: Vec<Option<Vec<f32>>>,
+    /// GPU runs: the winning bottom per element (MAX), the top's data before an in-place
+    /// forward overwrote it, and the top diff copied aside when a bottom diff is the top diff.
+    arg_gpu: Option<CudaSlice<i32>>,
+    kept_gpu: Option<CudaSlice<f32>>,
+    dy_gpu: Option<CudaSlice<f32>>,
 }
 
 impl EltwiseLayer {
@@ -43,6 +55,9 @@ impl EltwiseLayer {
             stable_prod_grad: p.stable_prod_grad(),
             arg: Vec::new(),
             kept: Vec::new(),
+            arg_gpu: None,
+            kept_gpu: None,
+            dy_gpu: None,
         })
     }
 }
@@ -64,6 +79,42 @@ fn with_inputs<R>(bufs: &[Buf], kept: &[Option<Vec<f32>>], f: impl FnOnce(&[&[f3
         })
         .collect();
     f(&xs)
+}
+
+/// Each bottom's data on the device, or the kept copy for a bottom that is the top (in place).
+fn inputs_gpu<'a>(
+    g: &Gpu,
+    bufs: &'a [Buf],
+    ybuf: &Buf,
+    kept: Option<&'a CudaSlice<f32>>,
+) -> Result<Vec<DeviceInput<'a>>> {
+    bufs.iter()
+        .map(|b| {
+            if same(b, ybuf) {
+                kept.map(DeviceInput::Kept).ok_or_else(|| {
+                    anyhow::anyhow!("Eltwise: an in-place input was not kept by the forward pass")
+                })
+            } else {
+                Ok(DeviceInput::Blob(b.device(g)?))
+            }
+        })
+        .collect()
+}
+
+/// A bottom's data on the device: borrowed from its blob, or the layer's kept copy.
+enum DeviceInput<'a> {
+    Blob(Ref<'a, CudaSlice<f32>>),
+    Kept(&'a CudaSlice<f32>),
+}
+
+impl std::ops::Deref for DeviceInput<'_> {
+    type Target = CudaSlice<f32>;
+    fn deref(&self) -> &CudaSlice<f32> {
+        match self {
+            DeviceInput::Blob(r) => r,
+            DeviceInput::Kept(k) => k,
+        }
+    }
 }
 
 impl Layer for EltwiseLayer {
@@ -193,5 +244,139 @@ impl Layer for EltwiseLayer {
         }
         drop(dy_guard);
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (k, s) = (g.kernels(), g.stream());
+        let ybuf = top[0].data_buf();
+        let bufs: Vec<Buf> = bottom.iter().map(|b| b.data_buf()).collect();
+        if bufs.iter().any(|b| same(b, &ybuf)) {
+            ops::keep(g, &ybuf, &mut self.kept_gpu)?;
+        }
+        let n = ybuf.len();
+        let arg = if self.op == EltwiseOp::Max {
+            Some(ops::scratch(g, &mut self.arg_gpu, n)?)
+        } else {
+            None
+        };
+        let xs = inputs_gpu(g, &bufs, &ybuf, self.kept_gpu.as_ref())?;
+        let mut y = ybuf.device_out(g)?;
+        match self.op {
+            EltwiseOp::Sum => {
+                for (i, x) in xs.iter().enumerate() {
+                    k.eltwise_sum_fwd(s, &**x, &mut *y, self.coeff[i], i > 0)?;
+                }
+            }
+            EltwiseOp::Prod => {
+                k.eltwise_prod_fwd(s, &*xs[0], &*xs[1], &mut *y)?;
+                for x in &xs[2..] {
+                    k.eltwise_prod_fwd_into(s, &**x, &mut *y)?;
+                }
+            }
+            EltwiseOp::Max => {
+                let arg = arg.expect("MAX has an argmax buffer");
+                k.eltwise_max_first(s, &*xs[0], &*xs[1], &mut *y, arg)?;
+                for (i, x) in xs.iter().enumerate().skip(2) {
+                    k.eltwise_max_next(s, &**x, &mut *y, arg, i)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        let (k, s) = (g.kernels(), g.stream());
+        let dybuf = top[0].diff_buf();
+        // A bottom diff that is the top diff (in place) would be overwritten while later
+        // bottoms still read it.
+        let dy_aliased = bottom.iter().any(|b| same(&b.diff_buf(), &dybuf));
+        if dy_aliased {
+            ops::keep(g, &dybuf, &mut self.dy_gpu)?;
+        }
+        let dy_ref = if dy_aliased {
+            None
+        } else {
+            Some(dybuf.device(g)?)
+        };
+        let dy: &CudaSlice<f32> = match (&dy_ref, &self.dy_gpu) {
+            (Some(r), _) => r,
+            (None, Some(c)) => c,
+            (None, None) => unreachable!("the top diff is either copied or borrowed"),
+        };
+        let ybuf = top[0].data_buf();
+        let bufs: Vec<Buf> = bottom.iter().map(|b| b.data_buf()).collect();
+        let prod = self.op == EltwiseOp::Prod;
+        let xs = if prod {
+            inputs_gpu(g, &bufs, &ybuf, self.kept_gpu.as_ref())?
+        } else {
+            Vec::new()
+        };
+        let y = if prod && !self.stable_prod_grad {
+            Some(ybuf.device(g)?)
+        } else {
+            None
+        };
+        for (i, b) in bottom.iter().enumerate() {
+            if !pd[i] {
+                continue;
+            }
+            let dxbuf = b.diff_buf();
+            let mut dx = dxbuf.device_out(g)?;
+            match self.op {
+                EltwiseOp::Sum => {
+                    k.eltwise_sum_bwd(s, DeviceIo::Separate(dy, &mut *dx), self.coeff[i])?
+                }
+                EltwiseOp::Max => {
+                    let arg = self.arg_gpu.as_ref().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "layer '{}': Eltwise backward before a forward",
+                            self.name()
+                        )
+                    })?;
+                    k.eltwise_max_bwd(s, DeviceIo::Separate(dy, &mut *dx), arg, i)?
+                }
+                EltwiseOp::Prod if self.stable_prod_grad => {
+                    // The product of the other inputs in input order, then times dy.
+                    let others: Vec<&CudaSlice<f32>> = xs
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != i)
+                        .map(|(_, x)| &**x)
+                        .collect();
+                    if others.len() == 1 {
+                        let n = dx.len();
+                        ops::copy_slice(g, others[0], &mut dx, n)?;
+                    } else {
+                        k.eltwise_prod_fwd(s, others[0], others[1], &mut *dx)?;
+                        for x in &others[2..] {
+                            k.eltwise_prod_fwd_into(s, *x, &mut *dx)?;
+                        }
+                    }
+                    k.eltwise_prod_fwd_into(s, dy, &mut *dx)?;
+                }
+                EltwiseOp::Prod => {
+                    let y = y.as_ref().expect("the quotient form reads the top");
+                    k.eltwise_prod_bwd_quotient(s, DeviceIo::Separate(dy, &mut *dx), &**y, &*xs[i])?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

@@ -4,9 +4,11 @@
 //! whose sign is the input's for alpha >= 0. For a negative alpha in place the input is kept.
 
 use anyhow::Result;
+use cudarc::driver::CudaSlice;
 
 use super::{neuron, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::activation as act;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::{read, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -15,6 +17,8 @@ pub struct EluLayer {
     base: LayerBase,
     alpha: f32,
     kept: Vec<f32>,
+    /// The input kept on the device when the layer runs in place on the GPU.
+    kept_gpu: Option<CudaSlice<f32>>,
     used_kept: bool,
 }
 
@@ -25,6 +29,7 @@ impl EluLayer {
             base: LayerBase::new(param),
             alpha,
             kept: Vec::new(),
+            kept_gpu: None,
             used_kept: false,
         }
     }
@@ -89,5 +94,52 @@ impl Layer for EluLayer {
             act::elu_backward(d, x, &y, alpha)
         });
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let alpha = self.alpha;
+        let keep = if alpha < 0.0 {
+            Some(&mut self.kept_gpu)
+        } else {
+            None
+        };
+        self.used_kept = neuron::forward_gpu(g, &bottom[0], &top[0], keep, |io| {
+            g.kernels().activation_elu_fwd(g.stream(), io, alpha)
+        })?;
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let alpha = self.alpha;
+        let kept = if self.used_kept {
+            self.kept_gpu.as_ref()
+        } else {
+            None
+        };
+        let yb = top[0].data_buf();
+        let y = yb.device(g)?;
+        neuron::backward_gpu(g, &top[0], &bottom[0], kept, |d, x| {
+            g.kernels().activation_elu_bwd(g.stream(), d, x, &*y, alpha)
+        })
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

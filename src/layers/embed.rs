@@ -4,9 +4,13 @@
 //! none (Caffe fails when asked for one, and so does this layer).
 
 use anyhow::{bail, Result};
+use cudarc::driver::{CudaSlice, DevicePtr};
 
 use super::{check_given_blobs, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::{blas, embed};
+use crate::backend::cuda::gpu::{self, Gpu};
+use crate::backend::cuda::kernels::channel_partials_len;
+use crate::backend::cuda::ops::DeviceBuf;
 use crate::blob::{read, write, Blob, BlobRef};
 use crate::filler::fill;
 use crate::proto::caffe::LayerParameter;
@@ -18,6 +22,11 @@ pub struct EmbedLayer {
     input_dim: usize,
     bias_term: bool,
     ones: Vec<f32>,
+    /// GPU path: the index check's answer, each table row's first use, and the bias
+    /// gradient's partial sums.
+    bad_index: DeviceBuf<u64>,
+    first_use: DeviceBuf<i32>,
+    bias_partials: DeviceBuf<f64>,
 }
 
 impl EmbedLayer {
@@ -41,6 +50,9 @@ impl EmbedLayer {
             input_dim: p.input_dim() as usize,
             bias_term: p.bias_term(),
             ones: Vec::new(),
+            bad_index: DeviceBuf::default(),
+            first_use: DeviceBuf::default(),
+            bias_partials: DeviceBuf::default(),
         })
     }
 
@@ -57,6 +69,30 @@ impl EmbedLayer {
             }
         }
         Ok(())
+    }
+
+    /// The GPU form of [`EmbedLayer::check_indices`]: the device finds the first bad index (one
+    /// value read back), and only then is that one input copied down for the message.
+    fn check_indices_gpu(&mut self, g: &Gpu, idx: &CudaSlice<f32>, m: usize) -> Result<()> {
+        let scratch = self.bad_index.get(g, 1)?;
+        let Some(i) =
+            g.kernels()
+                .embed_find_bad_index(g.stream(), idx, m, self.input_dim, scratch)?
+        else {
+            return Ok(());
+        };
+        let mut v = [0f32];
+        g.stream()
+            .memcpy_dtoh(&idx.slice(i..i + 1), &mut v[..])
+            .and_then(|_| g.stream().synchronize())
+            .map_err(|e| anyhow::anyhow!("reading a bad embed index back: {e}"))?;
+        gpu::record_download(4);
+        bail!(
+            "layer '{}': input {i} is {}, not an integer index in [0, {}) (input_dim)",
+            self.name(),
+            v[0],
+            self.input_dim
+        )
     }
 }
 
@@ -166,6 +202,84 @@ impl Layer for EmbedLayer {
             let m = idx.len();
             let dbb = self.base.blobs[1].diff_buf();
             blas::sgemv(true, m, n, 1.0, &dy, &self.ones[..m], 1.0, &mut write(&dbb));
+        }
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let m = bottom[0].count();
+        if m == 0 {
+            return Ok(());
+        }
+        let xb = bottom[0].data_buf();
+        let idx = xb.device(g)?;
+        self.check_indices_gpu(g, &idx, m)?;
+        let wb = self.base.blobs[0].data_buf();
+        let w = wb.device(g)?;
+        let bb = self.bias_term.then(|| self.base.blobs[1].data_buf());
+        let bias = bb.as_ref().map(|b| b.device(g)).transpose()?;
+        let yb = top[0].data_buf();
+        let mut y = yb.device_out(g)?;
+        g.kernels().embed_fwd(
+            g.stream(),
+            &*idx,
+            &*w,
+            bias.as_deref().map(|b| b as &dyn DevicePtr<f32>),
+            &mut *y,
+            m,
+            self.input_dim,
+            self.num_output,
+        )
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if pd[0] {
+            bail!(
+                "layer '{}': Can't backpropagate to EmbedLayer input (the indices)",
+                self.name()
+            );
+        }
+        let (k, s) = (g.kernels(), g.stream());
+        let (m, n) = (bottom[0].count(), self.num_output);
+        if m == 0 {
+            return Ok(());
+        }
+        let xb = bottom[0].data_buf();
+        let idx = xb.device(g)?;
+        let dyb = top[0].diff_buf();
+        let dy = dyb.device(g)?;
+        if self.base.param_needs_grad(0) {
+            self.check_indices_gpu(g, &idx, m)?;
+            let dwb = self.base.blobs[0].diff_buf();
+            let mut dw = dwb.device_mut(g)?;
+            let first = self.first_use.get(g, self.input_dim)?;
+            s.memset_zeros(first)?;
+            k.embed_first_use(s, &*idx, first, m, self.input_dim)?;
+            k.embed_bwd_weights(s, &*idx, first, &*dy, &mut *dw, m, self.input_dim, n)?;
+        }
+        if self.bias_term && self.base.param_needs_grad(1) && m > 0 {
+            let dbb = self.base.blobs[1].diff_buf();
+            let mut db = dbb.device_mut(g)?;
+            let partial = self.bias_partials.get(g, channel_partials_len(n, m, 1))?;
+            let chunks = k.scale_grad_partials(s, &*dy, None, partial, m, n, 1)?;
+            k.scale_grad_finish(s, partial, &mut *db, n, chunks, true)?;
         }
         Ok(())
     }

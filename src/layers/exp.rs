@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 
 use super::{neuron, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::activation as act;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::{read, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -91,5 +92,40 @@ impl Layer for ExpLayer {
             act::exp_backward(d, &y, inner)
         });
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (inner, outer) = (self.inner, self.outer);
+        neuron::forward_gpu(g, &bottom[0], &top[0], None, |io| {
+            g.kernels().activation_exp_fwd(g.stream(), io, inner, outer)
+        })?;
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let inner = self.inner;
+        neuron::backward_gpu_from_output(g, &top[0], &bottom[0], |d, y| {
+            g.kernels().activation_exp_bwd(g.stream(), d, y, inner)
+        })
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

@@ -4,6 +4,8 @@
 use anyhow::{anyhow, bail, Result};
 
 use super::{Arity, Ctx, Layer, LayerBase};
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::ops;
 use crate::blob::{read, same, write, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -91,5 +93,35 @@ impl Layer for FlattenLayer {
             write(&dx).copy_from_slice(&read(&dy));
         }
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        ctx: &mut Ctx,
+        _g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        // The top shares the bottom's memory: nothing to compute on any backend.
+        self.forward(ctx, bottom, top)
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if pd[0] {
+            // A no-op unless something gave the top a diff of its own (as the CPU path).
+            ops::copy(g, &top[0].diff_buf(), &bottom[0].diff_buf())?;
+        }
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

@@ -35,6 +35,8 @@ mod imp {
     use anyhow::{bail, Context, Result};
 
     use super::super::{Arity, Ctx, Layer, LayerBase};
+    use crate::backend::cuda::gpu::Gpu;
+    use crate::backend::cuda::staging::PinnedUpload;
     use crate::blob::BlobRef;
     use crate::data::hdf5::{load_datasets, Dataset};
     use crate::data::shuffle;
@@ -57,6 +59,8 @@ mod imp {
         row_shapes: Vec<Vec<usize>>,
         top_names: Vec<String>,
         waited: Duration,
+        /// Pinned buffers the batches go to the GPU through, one per top (GPU runs only).
+        uploads: Vec<PinnedUpload>,
     }
 
     impl HDF5DataLayer {
@@ -75,6 +79,7 @@ mod imp {
                 row_shapes: Vec::new(),
                 top_names: Vec::new(),
                 waited: Duration::ZERO,
+                uploads: Vec::new(),
             }
         }
 
@@ -120,6 +125,20 @@ mod imp {
                 shuffle(&mut self.row_perm, &mut self.rng);
             }
             self.sets = sets;
+            Ok(())
+        }
+
+        /// The next `batch_size` rows: `put(top, offset, row values)` for each row of each top,
+        /// in order.
+        fn read_batch(&mut self, mut put: impl FnMut(usize, usize, &[f32])) -> Result<()> {
+            for i in 0..self.batch_size {
+                let row = self.row_perm[self.current_row];
+                for j in 0..self.sets.len() {
+                    let dim: usize = self.row_shapes[j].iter().product();
+                    put(j, i * dim, &self.sets[j].data[row * dim..(row + 1) * dim]);
+                }
+                self.next_row()?;
+            }
             Ok(())
         }
 
@@ -221,17 +240,50 @@ mod imp {
         fn forward(&mut self, _ctx: &mut Ctx, _bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
             let start = Instant::now();
             let bufs: Vec<_> = top.iter().map(|t| t.data_buf()).collect();
-            for i in 0..self.batch_size {
-                let row = self.row_perm[self.current_row];
-                for (j, buf) in bufs.iter().enumerate() {
-                    let dim: usize = self.row_shapes[j].iter().product();
-                    let src = &self.sets[j].data[row * dim..(row + 1) * dim];
-                    buf.borrow_mut()[i * dim..(i + 1) * dim].copy_from_slice(src);
-                }
-                self.next_row()?;
-            }
+            self.read_batch(|j, at, values| {
+                bufs[j].borrow_mut()[at..at + values.len()].copy_from_slice(values)
+            })?;
             self.waited += start.elapsed();
             Ok(())
+        }
+
+        /// The batch is gathered on the host (HDF5 has no prefetch thread: its rows are in
+        /// memory) and goes up through pinned buffers, one copy per top.
+        fn forward_gpu(
+            &mut self,
+            _ctx: &mut Ctx,
+            g: &Gpu,
+            _bottom: &[BlobRef],
+            top: &[BlobRef],
+        ) -> Result<()> {
+            let start = Instant::now();
+            let mut batch: Vec<Vec<f32>> = top.iter().map(|t| vec![0f32; t.count()]).collect();
+            self.read_batch(|j, at, values| {
+                batch[j][at..at + values.len()].copy_from_slice(values)
+            })?;
+            self.waited += start.elapsed();
+            if self.uploads.len() != top.len() {
+                self.uploads = top.iter().map(|_| PinnedUpload::new()).collect();
+            }
+            for ((up, t), values) in self.uploads.iter_mut().zip(top).zip(&batch) {
+                up.upload(g, values, &t.data_buf())?;
+            }
+            Ok(())
+        }
+
+        fn backward_gpu(
+            &mut self,
+            _: &mut Ctx,
+            _: &Gpu,
+            _: &[BlobRef],
+            _: &[bool],
+            _: &[BlobRef],
+        ) -> Result<()> {
+            Ok(())
+        }
+
+        fn runs_on_gpu(&self) -> bool {
+            true
         }
 
         fn backward(

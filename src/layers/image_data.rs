@@ -8,6 +8,8 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
 use super::{Arity, Ctx, Layer, LayerBase};
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::staging::BatchUpload;
 use crate::blob::BlobRef;
 use crate::data::image::{read_image, read_image_list, resize_linear, ColorMode, Image, ListEntry};
 use crate::data::prefetch::{Batch, BatchLoader, Prefetcher};
@@ -22,6 +24,8 @@ const PREFETCH: usize = 4;
 pub struct ImageDataLayer {
     base: LayerBase,
     prefetch: Option<Prefetcher>,
+    /// Pinned buffers the batches go to the GPU through (GPU runs only).
+    upload: BatchUpload,
 }
 
 impl ImageDataLayer {
@@ -29,6 +33,7 @@ impl ImageDataLayer {
         ImageDataLayer {
             base: LayerBase::new(param),
             prefetch: None,
+            upload: BatchUpload::default(),
         }
     }
 }
@@ -248,6 +253,36 @@ impl Layer for ImageDataLayer {
 
     fn backward(&mut self, _: &mut Ctx, _: &[BlobRef], _: &[bool], _: &[BlobRef]) -> Result<()> {
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        _bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let prefetch = self
+            .prefetch
+            .as_mut()
+            .expect("setup starts the prefetch thread");
+        let batch = prefetch.next()?;
+        self.upload.put(g, &batch, top)
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _: &mut Ctx,
+        _: &Gpu,
+        _: &[BlobRef],
+        _: &[bool],
+        _: &[BlobRef],
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 
     fn data_wait(&self) -> Option<Duration> {

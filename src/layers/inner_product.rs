@@ -8,6 +8,9 @@ use anyhow::{anyhow, bail, Result};
 
 use super::{check_given_blobs, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::inner_product as cpu;
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::kernels::{channel_partials_len, Io};
+use crate::backend::cuda::ops::DeviceBuf;
 use crate::blob::{read, write, Blob, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -21,6 +24,8 @@ pub struct InnerProductLayer {
     n: usize,
     bias_term: bool,
     transpose: bool,
+    /// GPU path: per-chunk partial sums of the bias gradient.
+    bias_partials: DeviceBuf<f64>,
 }
 
 impl InnerProductLayer {
@@ -33,6 +38,7 @@ impl InnerProductLayer {
             n: 0,
             bias_term: true,
             transpose: false,
+            bias_partials: DeviceBuf::default(),
         }
     }
 }
@@ -183,6 +189,107 @@ impl Layer for InnerProductLayer {
                 &read(&wb),
                 &mut write(&dxb),
             );
+        }
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (k, s) = (g.kernels(), g.stream());
+        let (m, n, kk) = (self.m, self.n, self.k);
+        if m == 0 {
+            return Ok(());
+        }
+        let yb = top[0].data_buf();
+        let mut y = yb.device_out(g)?;
+        if kk == 0 {
+            // No inputs per row: the product is zero (the bias alone remains).
+            s.memset_zeros(&mut *y)?;
+        } else {
+            let (xb, wb) = (bottom[0].data_buf(), self.base.blobs[0].data_buf());
+            let (x, w) = (xb.device(g)?, wb.device(g)?);
+            // y = x * op(w), as cpu::ip_forward.
+            k.sgemm(
+                s,
+                false,
+                !self.transpose,
+                m,
+                n,
+                kk,
+                1.0,
+                &*x,
+                &*w,
+                0.0,
+                &mut *y,
+            )?;
+        }
+        if self.bias_term {
+            let bb = self.base.blobs[1].data_buf();
+            let bias = bb.device(g)?;
+            k.scale_bias_fwd(s, Io::InPlace(&mut *y), &*bias, m, n, 1)?;
+        }
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        let (k, s) = (g.kernels(), g.stream());
+        let (m, n, kk) = (self.m, self.n, self.k);
+        if m == 0 {
+            return Ok(());
+        }
+        let dyb = top[0].diff_buf();
+        let dy = dyb.device(g)?;
+        if self.base.param_needs_grad(0) && kk > 0 {
+            let (xb, dwb) = (bottom[0].data_buf(), self.base.blobs[0].diff_buf());
+            let x = xb.device(g)?;
+            let mut dw = dwb.device_mut(g)?;
+            // Accumulated: dw += dy^T x (n x k), or x^T dy (k x n) when transposed.
+            if self.transpose {
+                k.sgemm(s, true, false, kk, n, m, 1.0, &*x, &*dy, 1.0, &mut *dw)?;
+            } else {
+                k.sgemm(s, true, false, n, kk, m, 1.0, &*dy, &*x, 1.0, &mut *dw)?;
+            }
+        }
+        if self.bias_term && self.base.param_needs_grad(1) {
+            let dbb = self.base.blobs[1].diff_buf();
+            let mut db = dbb.device_mut(g)?;
+            let partial = self.bias_partials.get(g, channel_partials_len(n, m, 1))?;
+            let chunks = k.scale_grad_partials(s, &*dy, None, partial, m, n, 1)?;
+            k.scale_grad_finish(s, partial, &mut *db, n, chunks, true)?;
+        }
+        if propagate_down[0] && kk > 0 {
+            let (wb, dxb) = (self.base.blobs[0].data_buf(), bottom[0].diff_buf());
+            let w = wb.device(g)?;
+            let mut dx = dxb.device_out(g)?;
+            k.sgemm(
+                s,
+                false,
+                self.transpose,
+                m,
+                kk,
+                n,
+                1.0,
+                &*dy,
+                &*w,
+                0.0,
+                &mut *dx,
+            )?;
         }
         Ok(())
     }

@@ -2,9 +2,11 @@
 //! when the layer runs in place.
 
 use anyhow::{bail, Result};
+use cudarc::driver::CudaSlice;
 
 use super::{neuron, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::activation as act;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::BlobRef;
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -16,6 +18,8 @@ pub struct LogLayer {
     base_scale: f32,
     num_scale: f32,
     kept: Vec<f32>,
+    /// The input kept on the device when the layer runs in place on the GPU.
+    kept_gpu: Option<CudaSlice<f32>>,
     used_kept: bool,
 }
 
@@ -44,6 +48,7 @@ impl LogLayer {
             base_scale,
             num_scale,
             kept: Vec::new(),
+            kept_gpu: None,
             used_kept: false,
         })
     }
@@ -102,5 +107,48 @@ impl Layer for LogLayer {
             act::log_backward(d, x, scale, shift, ns)
         });
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (scale, shift, bs) = (self.scale, self.shift, self.base_scale);
+        self.used_kept =
+            neuron::forward_gpu(g, &bottom[0], &top[0], Some(&mut self.kept_gpu), |io| {
+                g.kernels()
+                    .activation_log_fwd(g.stream(), io, scale, shift, bs)
+            })?;
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let (scale, shift, ns) = (self.scale, self.shift, self.num_scale);
+        let kept = if self.used_kept {
+            self.kept_gpu.as_ref()
+        } else {
+            None
+        };
+        neuron::backward_gpu(g, &top[0], &bottom[0], kept, |d, x| {
+            g.kernels()
+                .activation_log_bwd(g.stream(), d, x, scale, shift, ns)
+        })
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

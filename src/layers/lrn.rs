@@ -6,6 +6,9 @@ use anyhow::{bail, Result};
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::lrn as k;
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::kernels::Io;
+use crate::backend::cuda::ops::{self, DeviceBuf};
 use crate::blob::{read, same, write, BlobRef};
 use crate::proto::caffe::lrn_parameter::NormRegion;
 use crate::proto::caffe::LayerParameter;
@@ -25,6 +28,11 @@ pub struct LrnLayer {
     scale: Vec<f32>,
     /// WITHIN_CHANNEL: (1 + alpha*pooled)^-beta.
     power: Vec<f32>,
+    /// The same two on the GPU path, and backward's scratch (ACROSS: dy * y / scale;
+    /// WITHIN: the gradient reaching the pooled squares).
+    scale_dev: DeviceBuf<f32>,
+    power_dev: DeviceBuf<f32>,
+    scratch_dev: DeviceBuf<f32>,
 }
 
 impl LrnLayer {
@@ -56,6 +64,9 @@ impl LrnLayer {
             width: 0,
             scale: Vec::new(),
             power: Vec::new(),
+            scale_dev: DeviceBuf::default(),
+            power_dev: DeviceBuf::default(),
+            scratch_dev: DeviceBuf::default(),
         })
     }
 }
@@ -186,5 +197,134 @@ impl Layer for LrnLayer {
             }
         }
         Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
+        if same(&xb, &yb) {
+            bail!("layer '{}': LRN cannot be computed in place", self.name());
+        }
+        let count = bottom[0].count();
+        if count == 0 {
+            return Ok(());
+        }
+        let (kern, s) = (g.kernels(), g.stream());
+        let plane = self.height * self.width;
+        let num = count / (self.channels * plane);
+        let scale = self.scale_dev.get(g, count)?;
+        match self.region {
+            NormRegion::AcrossChannels => {
+                {
+                    let x = xb.device(g)?;
+                    let (size, alpha, k) = (self.size, self.alpha, self.k);
+                    kern.lrn_across_scale(
+                        s,
+                        &*x,
+                        scale,
+                        num,
+                        self.channels,
+                        plane,
+                        size,
+                        alpha,
+                        k,
+                    )?;
+                }
+                let scale = &*scale;
+                ops::with_io(g, &xb, &yb, |io| {
+                    kern.lrn_across_output(s, io, scale, self.beta)
+                })
+            }
+            NormRegion::WithinChannel => {
+                let power = self.power_dev.get(g, count)?;
+                let x = xb.device(g)?;
+                let mut y = yb.device_out(g)?;
+                kern.lrn_within_fwd(
+                    s,
+                    &*x,
+                    scale,
+                    power,
+                    &mut *y,
+                    num * self.channels,
+                    self.height,
+                    self.width,
+                    self.size,
+                    self.alpha,
+                    self.beta,
+                )
+            }
+        }
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        let count = bottom[0].count();
+        // WITHIN_CHANNEL honours propagate_down; Caffe's cross-channel backward writes the
+        // bottom diff whatever it says.
+        if count == 0 || (self.region == NormRegion::WithinChannel && !pd[0]) {
+            return Ok(());
+        }
+        let (kern, s) = (g.kernels(), g.stream());
+        let plane = self.height * self.width;
+        let num = count / (self.channels * plane);
+        let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
+        let (dyb, dxb) = (top[0].diff_buf(), bottom[0].diff_buf());
+        let x = xb.device(g)?;
+        let dy = dyb.device(g)?;
+        let mut dx = dxb.device_out(g)?;
+        let scale = self.scale_dev.current("LRN scale")?;
+        let scratch = self.scratch_dev.get(g, count)?;
+        match self.region {
+            NormRegion::AcrossChannels => {
+                let y = yb.device(g)?;
+                kern.lrn_across_ratio(s, &*dy, &*y, scale, scratch)?;
+                kern.lrn_across_bwd(
+                    s,
+                    &*x,
+                    scale,
+                    scratch,
+                    Io::Separate(&*dy, &mut *dx),
+                    num,
+                    self.channels,
+                    plane,
+                    self.size,
+                    self.alpha,
+                    self.beta,
+                )
+            }
+            NormRegion::WithinChannel => {
+                let power = self.power_dev.current("LRN power")?;
+                kern.lrn_within_dpool(
+                    s, &*x, scale, power, &*dy, scratch, count, self.alpha, self.beta,
+                )?;
+                kern.lrn_within_bwd(
+                    s,
+                    &*x,
+                    power,
+                    &*dy,
+                    scratch,
+                    &mut *dx,
+                    num * self.channels,
+                    self.height,
+                    self.width,
+                    self.size,
+                )
+            }
+        }
     }
 }

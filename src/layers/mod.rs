@@ -9,6 +9,7 @@
 
 use anyhow::{bail, Result};
 
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::BlobRef;
 use crate::proto::caffe::{LayerParameter, Phase};
 use crate::rng::CaffeRng;
@@ -63,6 +64,14 @@ pub mod tile;
 /// What a forward or backward pass may need besides blobs.
 pub struct Ctx<'a> {
     pub rng: &'a mut CaffeRng,
+    /// The GPU the net runs on; `None` on the CPU backend.
+    pub gpu: Option<&'a Gpu>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn cpu(rng: &'a mut CaffeRng) -> Self {
+        Ctx { rng, gpu: None }
+    }
 }
 
 /// How many bottoms or tops a layer accepts.
@@ -162,6 +171,37 @@ pub trait Layer {
         bottom: &[BlobRef],
     ) -> Result<()>;
 
+    /// The CUDA arithmetic, on device memory (`Mem::device`, `Mem::device_out`). Layers with
+    /// no device arithmetic of their own run their CPU code: their blobs are copied to the
+    /// host and back as they are read (counted in `gpu::traffic`). Only the data layers, which
+    /// produce their tops on the host by nature, keep that default.
+    fn forward_gpu(
+        &mut self,
+        ctx: &mut Ctx,
+        _gpu: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        self.forward(ctx, bottom, top)
+    }
+
+    fn backward_gpu(
+        &mut self,
+        ctx: &mut Ctx,
+        _gpu: &Gpu,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        self.backward(ctx, top, propagate_down, bottom)
+    }
+
+    /// Whether `forward_gpu`/`backward_gpu` run on the device (false: the CPU code with
+    /// copies). `crema train --gpu` names the layers for which this is false.
+    fn runs_on_gpu(&self) -> bool {
+        false
+    }
+
     /// Indices of parameter blobs this layer's forward pass overwrites (BatchNorm's running
     /// statistics when it uses batch statistics). The freeze audit asks this; it must agree
     /// with what `forward` does.
@@ -190,6 +230,33 @@ pub trait Layer {
     /// share of time spent waiting for data. `None` for other layers.
     fn data_wait(&self) -> Option<std::time::Duration> {
         None
+    }
+}
+
+/// Forward on the backend `ctx` names.
+pub fn forward_on(
+    layer: &mut dyn Layer,
+    ctx: &mut Ctx,
+    bottom: &[BlobRef],
+    top: &[BlobRef],
+) -> Result<()> {
+    match ctx.gpu {
+        Some(g) => layer.forward_gpu(ctx, g, bottom, top),
+        None => layer.forward(ctx, bottom, top),
+    }
+}
+
+/// Backward on the backend `ctx` names.
+pub fn backward_on(
+    layer: &mut dyn Layer,
+    ctx: &mut Ctx,
+    top: &[BlobRef],
+    propagate_down: &[bool],
+    bottom: &[BlobRef],
+) -> Result<()> {
+    match ctx.gpu {
+        Some(g) => layer.backward_gpu(ctx, g, top, propagate_down, bottom),
+        None => layer.backward(ctx, top, propagate_down, bottom),
     }
 }
 

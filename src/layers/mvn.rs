@@ -7,6 +7,8 @@ use anyhow::{bail, Result};
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::mvn as k;
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::ops::{self, DeviceBuf};
 use crate::blob::{map_buf, read, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -20,6 +22,8 @@ pub struct MvnLayer {
     dim: usize,
     /// sqrt(var) + eps per row, for backward.
     std: Vec<f32>,
+    /// The same on the GPU path.
+    std_dev: DeviceBuf<f32>,
 }
 
 impl MvnLayer {
@@ -32,6 +36,7 @@ impl MvnLayer {
             eps: p.eps(),
             dim: 0,
             std: Vec::new(),
+            std_dev: DeviceBuf::default(),
         }
     }
 }
@@ -104,5 +109,50 @@ impl Layer for MvnLayer {
             k::mvn_backward(&y, dy, dim, nv, std, dx)
         });
         Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (dim, nv, eps) = (self.dim, self.normalize_variance, self.eps);
+        let rows = self.std.len();
+        if rows * dim == 0 {
+            return Ok(());
+        }
+        let std = self.std_dev.get(g, rows)?;
+        ops::with_io(g, &bottom[0].data_buf(), &top[0].data_buf(), |io| {
+            g.kernels().mvn_fwd(g.stream(), io, std, rows, dim, nv, eps)
+        })
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        _pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        // Caffe writes the bottom diff whatever propagate_down says. In place, each row's sums
+        // are taken before any of its values is overwritten (see mvn.cu).
+        let (dim, nv) = (self.dim, self.normalize_variance);
+        let rows = self.std.len();
+        if rows * dim == 0 {
+            return Ok(());
+        }
+        let std = self.std_dev.current("MVN std")?;
+        let yb = top[0].data_buf();
+        let y = yb.device(g)?;
+        ops::with_io(g, &top[0].diff_buf(), &bottom[0].diff_buf(), |io| {
+            g.kernels().mvn_bwd(g.stream(), &*y, io, std, rows, dim, nv)
+        })
     }
 }

@@ -7,6 +7,8 @@ use anyhow::{bail, Result};
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::pooling::{self as ops, PoolGeom};
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::ops::DeviceBuf;
 use crate::blob::{read, write, BlobRef};
 use crate::proto::caffe::pooling_parameter::{PoolMethod, RoundMode};
 use crate::proto::caffe::LayerParameter;
@@ -23,6 +25,8 @@ pub struct PoolingLayer {
     geom: Option<PoolGeom>,
     /// MAX argmax per output, kept for backward whether or not a mask top exists.
     mask: Vec<i32>,
+    /// The same on the GPU path.
+    mask_dev: DeviceBuf<i32>,
 }
 
 impl PoolingLayer {
@@ -130,6 +134,7 @@ impl PoolingLayer {
             pad,
             geom: None,
             mask: Vec::new(),
+            mask_dev: DeviceBuf::default(),
         })
     }
 
@@ -273,5 +278,95 @@ impl Layer for PoolingLayer {
             ),
         }
         Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        gpu: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let g = *self.geom()?;
+        let outputs = g.planes * g.pooled_height * g.pooled_width;
+        if outputs == 0 {
+            return Ok(());
+        }
+        let (k, s) = (gpu.kernels(), gpu.stream());
+        let xb = bottom[0].data_buf();
+        let x = xb.device(gpu)?;
+        let yb = top[0].data_buf();
+        let mut y = yb.device_out(gpu)?;
+        // Global pooling (one window per plane) has its own warp-per-plane kernels.
+        let spatial = g.height * g.width;
+        match self.method {
+            PoolMethod::Max => {
+                let mask = self.mask_dev.get(gpu, outputs)?;
+                let mb = top.get(1).map(|t| t.data_buf());
+                let mut top_mask = mb.as_ref().map(|b| b.device_out(gpu)).transpose()?;
+                let top_mask = top_mask.as_deref_mut().map(|m| m as _);
+                if self.global {
+                    k.pooling_global_max_fwd(
+                        s,
+                        &*x,
+                        &mut *y,
+                        Some(mask),
+                        top_mask,
+                        g.planes,
+                        spatial,
+                    )
+                } else {
+                    k.pooling_max_fwd(s, &*x, &mut *y, Some(mask), top_mask, &g)
+                }
+            }
+            PoolMethod::Ave => {
+                if self.global {
+                    k.pooling_global_ave_fwd(s, &*x, &mut *y, g.planes, spatial)
+                } else {
+                    k.pooling_ave_fwd(s, &*x, &mut *y, &g)
+                }
+            }
+            PoolMethod::Stochastic => bail!(
+                "layer '{}': STOCHASTIC pooling is not available",
+                self.name()
+            ),
+        }
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        gpu: &Gpu,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !propagate_down[0] {
+            return Ok(());
+        }
+        let g = *self.geom()?;
+        if g.planes * g.height * g.width == 0 {
+            return Ok(());
+        }
+        let (k, s) = (gpu.kernels(), gpu.stream());
+        let dyb = top[0].diff_buf();
+        let dy = dyb.device(gpu)?;
+        let dxb = bottom[0].diff_buf();
+        let mut dx = dxb.device_out(gpu)?;
+        match self.method {
+            PoolMethod::Max => {
+                let mask = self.mask_dev.current("pooling mask")?;
+                k.pooling_max_bwd(s, &*dy, mask, &mut *dx, &g)
+            }
+            PoolMethod::Ave => k.pooling_ave_bwd(s, &*dy, &mut *dx, &g),
+            PoolMethod::Stochastic => bail!(
+                "layer '{}': STOCHASTIC pooling is not available",
+                self.name()
+            ),
+        }
     }
 }

@@ -3,9 +3,11 @@
 //! needs the input unless the derivative is constant; it is kept when the layer runs in place.
 
 use anyhow::Result;
+use cudarc::driver::CudaSlice;
 
 use super::{neuron, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::activation as act;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::{read, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -16,6 +18,8 @@ pub struct PowerLayer {
     scale: f32,
     shift: f32,
     kept: Vec<f32>,
+    /// The input kept on the device when the layer runs in place on the GPU.
+    kept_gpu: Option<CudaSlice<f32>>,
     used_kept: bool,
 }
 
@@ -28,6 +32,7 @@ impl PowerLayer {
             scale: p.scale(),
             shift: p.shift(),
             kept: Vec::new(),
+            kept_gpu: None,
             used_kept: false,
         }
     }
@@ -97,5 +102,54 @@ impl Layer for PowerLayer {
             act::power_backward(d, x, &y, power, scale, shift)
         });
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (power, scale, shift) = (self.power, self.scale, self.shift);
+        let keep = if self.backward_needs_input() {
+            Some(&mut self.kept_gpu)
+        } else {
+            None
+        };
+        self.used_kept = neuron::forward_gpu(g, &bottom[0], &top[0], keep, |io| {
+            g.kernels()
+                .activation_power_fwd(g.stream(), io, power, scale, shift)
+        })?;
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let (power, scale, shift) = (self.power, self.scale, self.shift);
+        let kept = if self.used_kept {
+            self.kept_gpu.as_ref()
+        } else {
+            None
+        };
+        let yb = top[0].data_buf();
+        let y = yb.device(g)?;
+        neuron::backward_gpu(g, &top[0], &bottom[0], kept, |d, x| {
+            g.kernels()
+                .activation_power_bwd(g.stream(), d, x, &*y, power, scale, shift)
+        })
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

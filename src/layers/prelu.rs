@@ -2,9 +2,13 @@
 //! slope for all channels with channel_shared (filler default constant 0.25).
 
 use anyhow::{bail, Result};
+use cudarc::driver::CudaSlice;
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::prelu as k;
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::kernels::channel_partials_len;
+use crate::backend::cuda::ops::{self, DeviceBuf};
 use crate::blob::{map_buf, read, same, write, Blob, BlobRef};
 use crate::proto::caffe::{FillerParameter, LayerParameter};
 use crate::rng::CaffeRng;
@@ -17,6 +21,9 @@ pub struct PReluLayer {
     dim: usize,
     /// The input of an in-place forward, which backward needs.
     bottom_memory: Vec<f32>,
+    /// The same on the GPU path, and the slope gradient's partials.
+    bottom_memory_dev: DeviceBuf<f32>,
+    partial: DeviceBuf<f64>,
 }
 
 impl PReluLayer {
@@ -33,6 +40,8 @@ impl PReluLayer {
             channels: 0,
             dim: 0,
             bottom_memory: Vec::new(),
+            bottom_memory_dev: DeviceBuf::default(),
+            partial: DeviceBuf::default(),
         }
     }
 }
@@ -165,6 +174,81 @@ impl Layer for PReluLayer {
             map_buf(&dyb, &bottom[0].diff_buf(), |dy, dx| {
                 k::prelu_input_grad(x, dy, &slope, c, dim, shared, dx)
             });
+        }
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        if bottom[0].count() == 0 {
+            return Ok(());
+        }
+        let (c, dim, shared) = (self.channels, self.dim, self.channel_shared);
+        let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
+        if same(&xb, &yb) {
+            // Backward needs the input the forward overwrites.
+            let x = xb.device(g)?;
+            let keep = self.bottom_memory_dev.get(g, x.len())?;
+            ops::copy_slice(g, &x, keep, x.len())?;
+        }
+        let sb = self.base.blobs[0].data_buf();
+        let slope = sb.device(g)?;
+        ops::with_io(g, &xb, &yb, |io| {
+            g.kernels()
+                .prelu_fwd(g.stream(), io, &*slope, c, dim, shared)
+        })
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if bottom[0].count() == 0 {
+            return Ok(());
+        }
+        let (kern, s) = (g.kernels(), g.stream());
+        let (num, c, dim, shared) = (self.num, self.channels, self.dim, self.channel_shared);
+        let xb = bottom[0].data_buf();
+        let in_place = same(&xb, &top[0].data_buf());
+        let xg = xb.device(g)?;
+        let x: &CudaSlice<f32> = if in_place {
+            self.bottom_memory_dev.current("PReLU input copy")?
+        } else {
+            &xg
+        };
+        let dyb = top[0].diff_buf();
+        // The slope gradient first: in place, the input gradient overwrites the top diff.
+        if self.base.param_needs_grad(0) {
+            let gb = self.base.blobs[0].diff_buf();
+            let dy = dyb.device(g)?;
+            let mut gd = gb.device_mut(g)?;
+            let partial = self.partial.get(g, channel_partials_len(c, num, dim))?;
+            let chunks = kern.prelu_slope_partials(s, x, &*dy, partial, num, c, dim)?;
+            if shared {
+                kern.prelu_slope_finish_shared(s, partial, &mut *gd, c * chunks)?;
+            } else {
+                kern.scale_grad_finish(s, partial, &mut *gd, c, chunks, true)?;
+            }
+        }
+        if pd[0] {
+            let sb = self.base.blobs[0].data_buf();
+            let slope = sb.device(g)?;
+            ops::with_io(g, &dyb, &bottom[0].diff_buf(), |io| {
+                kern.prelu_bwd(s, x, io, &*slope, c, dim, shared)
+            })?;
         }
         Ok(())
     }

@@ -2,9 +2,13 @@
 //! everything, giving a scalar), times `coeff`. The top keeps the axes before `axis`.
 
 use anyhow::{anyhow, Result};
+use cudarc::driver::CudaSlice;
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::reduction::{self as red, ReduceOp};
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::kernels::reduction_partials_len;
+use crate::backend::cuda::ops;
 use crate::blob::{read, write, BlobRef};
 use crate::proto::caffe::{reduction_parameter::ReductionOp, LayerParameter};
 use crate::rng::CaffeRng;
@@ -17,6 +21,8 @@ pub struct ReductionLayer {
     dim: usize,
     /// `coeff`, divided by `dim` for MEAN (as Caffe folds it).
     coeff: f32,
+    /// Per-chunk row sums (GPU runs).
+    partial_gpu: Option<CudaSlice<f64>>,
 }
 
 impl ReductionLayer {
@@ -33,6 +39,16 @@ impl ReductionLayer {
             num: 0,
             dim: 0,
             coeff: 1.0,
+            partial_gpu: None,
+        }
+    }
+
+    /// The op as kernels/reduction.cu numbers it.
+    fn gpu_op(&self) -> i32 {
+        match self.backend_op() {
+            ReduceOp::Sum => 0,
+            ReduceOp::Asum => 1,
+            ReduceOp::SumSq => 2,
         }
     }
 
@@ -123,5 +139,55 @@ impl Layer for ReductionLayer {
             self.coeff,
         );
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (num, dim, op, coeff) = (self.num, self.dim, self.gpu_op(), self.coeff);
+        let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
+        let x = xb.device(g)?;
+        let partial = ops::scratch(g, &mut self.partial_gpu, reduction_partials_len(num, dim))?;
+        let mut y = yb.device_out(g)?;
+        g.kernels()
+            .reduction_forward(g.stream(), &*x, partial, &mut *y, num, dim, op, coeff)
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let (xb, dyb, dxb) = (
+            bottom[0].data_buf(),
+            top[0].diff_buf(),
+            bottom[0].diff_buf(),
+        );
+        let (x, dy) = (xb.device(g)?, dyb.device(g)?);
+        let mut dx = dxb.device_out(g)?;
+        g.kernels().reduction_bwd(
+            g.stream(),
+            &*x,
+            &*dy,
+            &mut *dx,
+            self.num,
+            self.dim,
+            self.gpu_op(),
+            self.coeff,
+        )
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

@@ -5,9 +5,11 @@
 //! wrong gradient); the input is kept instead so the gradient stays right.
 
 use anyhow::Result;
+use cudarc::driver::CudaSlice;
 
 use super::{neuron, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::activation as act;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::BlobRef;
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -16,6 +18,8 @@ pub struct ReluLayer {
     base: LayerBase,
     slope: f32,
     kept: Vec<f32>,
+    /// The input kept on the device when the layer runs in place on the GPU.
+    kept_gpu: Option<CudaSlice<f32>>,
     used_kept: bool,
 }
 
@@ -30,6 +34,7 @@ impl ReluLayer {
             base: LayerBase::new(param),
             slope,
             kept: Vec::new(),
+            kept_gpu: None,
             used_kept: false,
         }
     }
@@ -102,5 +107,50 @@ impl Layer for ReluLayer {
             act::relu_backward(d, x, slope)
         });
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let slope = self.slope;
+        let keep = if slope < 0.0 {
+            Some(&mut self.kept_gpu)
+        } else {
+            None
+        };
+        self.used_kept = neuron::forward_gpu(g, &bottom[0], &top[0], keep, |io| {
+            g.kernels().activation_relu_fwd(g.stream(), io, slope)
+        })?;
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let slope = self.slope;
+        let kept = if self.used_kept {
+            self.kept_gpu.as_ref()
+        } else {
+            None
+        };
+        neuron::backward_gpu(g, &top[0], &bottom[0], kept, |d, x| {
+            g.kernels().activation_relu_bwd(g.stream(), d, x, slope)
+        })
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

@@ -4,10 +4,14 @@
 //! bottoms), as Caffe's internal Bias layer arranges it.
 
 use anyhow::Result;
+use cudarc::driver::{CudaSlice, DevicePtr};
 
 use super::bias::{broadcast_dims, param_shape};
 use super::{check_given_blobs, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::scale as k;
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::kernels::channel_partials_len;
+use crate::backend::cuda::ops::{self, DeviceBuf};
 use crate::blob::{read, same, write, Blob, BlobRef};
 use crate::proto::caffe::{FillerParameter, LayerParameter};
 use crate::rng::CaffeRng;
@@ -21,6 +25,9 @@ pub struct ScaleLayer {
     inner: usize,
     /// The input of an in-place forward, which the scale gradient needs.
     temp: Vec<f32>,
+    /// The same on the GPU path, and the gradient reductions' partials.
+    temp_dev: DeviceBuf<f32>,
+    partial: DeviceBuf<f64>,
 }
 
 impl ScaleLayer {
@@ -32,6 +39,8 @@ impl ScaleLayer {
             dim: 0,
             inner: 0,
             temp: Vec::new(),
+            temp_dev: DeviceBuf::default(),
+            partial: DeviceBuf::default(),
         }
     }
 
@@ -256,6 +265,127 @@ impl Layer for ScaleLayer {
             } else {
                 k::scale_forward(&read(&dyb), &scale, None, dim, inner, &mut write(&dxb));
             }
+        }
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (outer, dim, inner) = (self.outer, self.dim, self.inner);
+        if outer * dim * inner == 0 {
+            return Ok(());
+        }
+        let scale_buf = if bottom.len() > 1 {
+            bottom[1].data_buf()
+        } else {
+            self.base.blobs[0].data_buf()
+        };
+        let bias_buf = self.bias_index.map(|i| self.base.blobs[i].data_buf());
+        let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
+        if same(&xb, &yb) {
+            // Backward's scale gradient needs the input the forward overwrites.
+            let x = xb.device(g)?;
+            let temp = self.temp_dev.get(g, x.len())?;
+            ops::copy_slice(g, &x, temp, x.len())?;
+        }
+        let scale = scale_buf.device(g)?;
+        let bias = bias_buf.as_ref().map(|b| b.device(g)).transpose()?;
+        ops::with_io(g, &xb, &yb, |io| {
+            g.kernels().scale_fwd(
+                g.stream(),
+                io,
+                &*scale,
+                bias.as_deref().map(|b| b as &dyn DevicePtr<f32>),
+                outer,
+                dim,
+                inner,
+            )
+        })
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        let (outer, dim, inner) = (self.outer, self.dim, self.inner);
+        let learned = bottom.len() == 1;
+        // Caffe accumulates a learned scale's gradient except when it writes the result
+        // straight into the diff (see backward); a bottom's gradient is always overwritten.
+        let accumulate = learned && !(outer == 1 && (inner == 1 || dim > 1));
+        let want_scale = (learned && self.base.param_needs_grad(0)) || (!learned && pd[1]);
+        if outer * dim * inner == 0 {
+            // Nothing to sum (no device memory to touch): an overwritten gradient is zero.
+            if want_scale && !accumulate {
+                let gb = if learned {
+                    self.base.blobs[0].diff_buf()
+                } else {
+                    bottom[1].diff_buf()
+                };
+                gb.fill(0.0);
+            }
+            return Ok(());
+        }
+        let (kern, s) = (g.kernels(), g.stream());
+        let dyb = top[0].diff_buf();
+        let in_place = same(&bottom[0].data_buf(), &top[0].data_buf());
+        let partial_len = channel_partials_len(dim, outer, inner);
+        if let Some(bi) = self.bias_index {
+            if self.base.param_needs_grad(bi) {
+                let gb = self.base.blobs[bi].diff_buf();
+                let dy = dyb.device(g)?;
+                let mut gd = gb.device_mut(g)?;
+                let partial = self.partial.get(g, partial_len)?;
+                let chunks = kern.scale_grad_partials(s, &*dy, None, partial, outer, dim, inner)?;
+                kern.scale_grad_finish(s, partial, &mut *gd, dim, chunks, true)?;
+            }
+        }
+        if want_scale {
+            let gb = if learned {
+                self.base.blobs[0].diff_buf()
+            } else {
+                bottom[1].diff_buf()
+            };
+            let xb = bottom[0].data_buf();
+            let x = xb.device(g)?;
+            let xs: &CudaSlice<f32> = if in_place {
+                self.temp_dev.current("Scale input copy")?
+            } else {
+                &x
+            };
+            let dy = dyb.device(g)?;
+            // A bottom's gradient is overwritten: no upload of its stale values.
+            let mut gd = if accumulate {
+                gb.device_mut(g)?
+            } else {
+                gb.device_out(g)?
+            };
+            let partial = self.partial.get(g, partial_len)?;
+            let chunks = kern.scale_grad_partials(s, &*dy, Some(xs), partial, outer, dim, inner)?;
+            kern.scale_grad_finish(s, partial, &mut *gd, dim, chunks, accumulate)?;
+        }
+        if pd[0] {
+            let scale_buf = if learned {
+                self.base.blobs[0].data_buf()
+            } else {
+                bottom[1].data_buf()
+            };
+            let scale = scale_buf.device(g)?;
+            ops::with_io(g, &dyb, &bottom[0].diff_buf(), |io| {
+                kern.scale_fwd(s, io, &*scale, None, outer, dim, inner)
+            })?;
         }
         Ok(())
     }

@@ -5,12 +5,16 @@
 //! legacy `normalize` is given (unlike SoftmaxWithLoss's VALID).
 
 use anyhow::{bail, Result};
+use cudarc::driver::CudaSlice;
 
 use super::softmax_loss::{
     default_loss_weight, ignore_label, loss_normalizer, loss_reshape, normalization_mode,
 };
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::loss as ops;
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::kernels::{sum_chunks, Io as DeviceIo};
+use crate::backend::cuda::ops as dev;
 use crate::blob::{read, write, BlobRef};
 use crate::proto::caffe::loss_parameter::NormalizationMode;
 use crate::proto::caffe::LayerParameter;
@@ -26,6 +30,12 @@ pub struct SigmoidCrossEntropyLossLayer {
     normalizer: f32,
     outer: usize,
     inner: usize,
+    /// GPU runs: the sigmoid, per-chunk loss sums and valid counts, and the valid count of the
+    /// last forward (backward derives the normalizer from it on the device).
+    sigmoid_gpu: Option<CudaSlice<f32>>,
+    partial_loss: Option<CudaSlice<f64>>,
+    partial_count: Option<CudaSlice<f64>>,
+    valid_gpu: Option<CudaSlice<f32>>,
 }
 
 impl SigmoidCrossEntropyLossLayer {
@@ -38,6 +48,10 @@ impl SigmoidCrossEntropyLossLayer {
             normalizer: 1.0,
             outer: 0,
             inner: 0,
+            sigmoid_gpu: None,
+            partial_loss: None,
+            partial_count: None,
+            valid_gpu: None,
         })
     }
 }
@@ -124,5 +138,86 @@ impl Layer for SigmoidCrossEntropyLossLayer {
         let weight = read(&top[0].diff_buf())[0] / self.normalizer;
         ops::scale(&mut dx, weight);
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (k, s) = (g.kernels(), g.stream());
+        let n = bottom[0].count();
+        let (xb, tb, lb) = (
+            bottom[0].data_buf(),
+            bottom[1].data_buf(),
+            top[0].data_buf(),
+        );
+        let (x, t) = (xb.device(g)?, tb.device(g)?);
+        let sig = dev::scratch(g, &mut self.sigmoid_gpu, n)?;
+        k.activation_sigmoid_fwd(s, DeviceIo::Separate(&*x, sig))?;
+        let chunks = sum_chunks(n);
+        let pl = dev::scratch(g, &mut self.partial_loss, chunks)?;
+        let pc = dev::scratch(g, &mut self.partial_count, chunks)?;
+        let chunks = k.loss_sigmoid_ce_fwd_partials(s, &*x, &*t, pl, pc, n, self.ignore)?;
+        let valid = dev::scratch(g, &mut self.valid_gpu, 1)?;
+        let mut loss = lb.device_out(g)?;
+        k.loss_softmax_fwd_finish(
+            s,
+            &*pl,
+            &*pc,
+            chunks,
+            &mut *loss,
+            valid,
+            self.normalization as i32,
+            self.outer,
+            self.inner,
+        )
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if propagate_down[1] {
+            bail!(
+                "layer '{}': SigmoidCrossEntropyLoss cannot backpropagate to label inputs",
+                self.name()
+            );
+        }
+        if !propagate_down[0] {
+            return Ok(());
+        }
+        let (Some(sig), Some(valid)) = (self.sigmoid_gpu.as_ref(), self.valid_gpu.as_ref()) else {
+            bail!("layer '{}': backward before a forward", self.name());
+        };
+        let (tb, wb, dxb) = (
+            bottom[1].data_buf(),
+            top[0].diff_buf(),
+            bottom[0].diff_buf(),
+        );
+        let (t, w) = (tb.device(g)?, wb.device(g)?);
+        let mut dx = dxb.device_out(g)?;
+        g.kernels().loss_sigmoid_ce_bwd(
+            g.stream(),
+            sig,
+            &*t,
+            &*w,
+            valid,
+            &mut *dx,
+            self.outer,
+            self.inner,
+            self.ignore,
+            self.normalization as i32,
+        )
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

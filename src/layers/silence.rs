@@ -4,6 +4,8 @@
 use anyhow::Result;
 
 use super::{Arity, Ctx, Layer, LayerBase};
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::ops;
 use crate::blob::BlobRef;
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -62,5 +64,25 @@ impl Layer for SilenceLayer {
             }
         }
         Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        _top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        for (b, &p) in bottom.iter().zip(pd) {
+            if p {
+                ops::zero(g, &b.diff_buf())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

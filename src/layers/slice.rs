@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::tensor;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::{read, write, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -191,5 +192,82 @@ impl Layer for SliceLayer {
             offset += k;
         }
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        if top.len() == 1 {
+            return Ok(());
+        }
+        let axis = self.axis;
+        let outer = bottom[0].count_range(0, axis);
+        let inner = bottom[0].count_from(axis + 1);
+        let n = bottom[0].dim(axis as isize);
+        let xb = bottom[0].data_buf();
+        let x = xb.device(g)?;
+        let mut offset = 0;
+        for t in top {
+            let k = t.dim(axis as isize);
+            let yb = t.data_buf();
+            let mut y = yb.device_out(g)?;
+            g.kernels().tensor_axis_extract(
+                g.stream(),
+                &*x,
+                &mut *y,
+                outer,
+                n,
+                offset,
+                k,
+                inner,
+            )?;
+            offset += k;
+        }
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] || top.len() == 1 {
+            return Ok(());
+        }
+        let axis = self.axis;
+        let outer = bottom[0].count_range(0, axis);
+        let inner = bottom[0].count_from(axis + 1);
+        let n = bottom[0].dim(axis as isize);
+        let dxb = bottom[0].diff_buf();
+        let mut dx = dxb.device_out(g)?;
+        let mut offset = 0;
+        for t in top {
+            let k = t.dim(axis as isize);
+            let dyb = t.diff_buf();
+            let dy = dyb.device(g)?;
+            g.kernels().tensor_axis_insert(
+                g.stream(),
+                &*dy,
+                &mut *dx,
+                outer,
+                k,
+                n,
+                offset,
+                inner,
+            )?;
+            offset += k;
+        }
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

@@ -5,6 +5,8 @@ use anyhow::{Context, Result};
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::softmax as ops;
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::ops as dev;
 use crate::blob::{map_buf, read, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -93,5 +95,41 @@ impl Layer for SoftmaxLayer {
             ops::softmax_backward(&y, dy, dx, o, c, i)
         });
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (o, c, i) = self.dims;
+        dev::with_io(g, &bottom[0].data_buf(), &top[0].data_buf(), |io| {
+            g.kernels().softmax_forward(g.stream(), io, o, c, i)
+        })
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !propagate_down[0] {
+            return Ok(());
+        }
+        let (o, c, i) = self.dims;
+        let yb = top[0].data_buf();
+        let y = yb.device(g)?;
+        dev::with_io(g, &top[0].diff_buf(), &bottom[0].diff_buf(), |d| {
+            g.kernels().softmax_backward(g.stream(), &*y, d, o, c, i)
+        })
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

@@ -4,11 +4,15 @@
 //! top shares the probabilities. Also holds the loss-layer helpers other losses share.
 
 use anyhow::{bail, Result};
+use cudarc::driver::CudaSlice;
 
 use super::softmax::split_at_axis;
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::{loss as ops, softmax as sm};
-use crate::blob::{read, write, Blob, BlobRef};
+use crate::backend::cuda::gpu::{record_download, Gpu};
+use crate::backend::cuda::kernels::{sum_chunks, Io as DeviceIo};
+use crate::backend::cuda::ops as dev;
+use crate::blob::{read, write, Blob, BlobRef, Buf};
 use crate::proto::caffe::loss_parameter::NormalizationMode;
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -89,15 +93,52 @@ pub fn check_labels(
     classes: usize,
     ignore: Option<i32>,
 ) -> Result<()> {
-    if let Some((i, v)) = ops::find_bad_label(labels, classes, ignore) {
-        match ignore {
-            Some(ig) => bail!(
-                "layer '{layer}': label {v} at position {i} is not a class index in [0, {classes}) nor the ignore_label {ig}"
-            ),
-            None => bail!("layer '{layer}': label {v} at position {i} is not a class index in [0, {classes})"),
-        }
+    match ops::find_bad_label(labels, classes, ignore) {
+        Some((i, v)) => Err(bad_label(layer, i, v, classes, ignore)),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+fn bad_label(layer: &str, i: usize, v: f32, classes: usize, ignore: Option<i32>) -> anyhow::Error {
+    match ignore {
+        Some(ig) => anyhow::anyhow!(
+            "layer '{layer}': label {v} at position {i} is not a class index in [0, {classes}) nor the ignore_label {ig}"
+        ),
+        None => anyhow::anyhow!(
+            "layer '{layer}': label {v} at position {i} is not a class index in [0, {classes})"
+        ),
+    }
+}
+
+/// The GPU form of [`check_labels`]: the search runs on the device and one value comes back.
+/// Reading it waits for the work queued before it, so layers call this after their own kernels
+/// (which skip out-of-range labels), where the net reads the loss back anyway: the check then
+/// costs a small copy rather than an extra wait. `scratch` is the layer's one-value buffer.
+pub fn check_labels_gpu(
+    layer: &str,
+    g: &Gpu,
+    labels: &Buf,
+    classes: usize,
+    ignore: Option<i32>,
+    scratch: &mut Option<CudaSlice<u64>>,
+) -> Result<()> {
+    let n = labels.len();
+    let l = labels.device(g)?;
+    let slot = dev::scratch(g, scratch, 1)?;
+    let Some(i) = g
+        .kernels()
+        .loss_find_bad_label(g.stream(), &*l, n, classes, ignore, slot)?
+    else {
+        return Ok(());
+    };
+    // The error path: fetch the offending value for the message.
+    let mut v = [0f32];
+    g.stream()
+        .memcpy_dtoh(&l.slice(i..i + 1), &mut v[..])
+        .and_then(|_| g.stream().synchronize())
+        .map_err(|e| anyhow::anyhow!("layer '{layer}': reading a bad label back: {e}"))?;
+    record_download(4);
+    Err(bad_label(layer, i, v[0], classes, ignore))
 }
 
 pub struct SoftmaxWithLossLayer {
@@ -108,6 +149,12 @@ pub struct SoftmaxWithLossLayer {
     prob: BlobRef,
     /// (outer, classes, inner) of the current input.
     dims: (usize, usize, usize),
+    /// GPU runs: per-chunk loss sums and valid counts, the valid count of the last forward
+    /// (backward reads it on the device), and the label check's result.
+    partial_loss: Option<CudaSlice<f64>>,
+    partial_count: Option<CudaSlice<f64>>,
+    valid_gpu: Option<CudaSlice<f32>>,
+    label_check: Option<CudaSlice<u64>>,
 }
 
 impl SoftmaxWithLossLayer {
@@ -119,6 +166,10 @@ impl SoftmaxWithLossLayer {
             normalization: normalization_mode(param, NormalizationMode::Valid)?,
             prob: Blob::empty(),
             dims: (0, 0, 0),
+            partial_loss: None,
+            partial_count: None,
+            valid_gpu: None,
+            label_check: None,
         })
     }
 }
@@ -231,5 +282,112 @@ impl Layer for SoftmaxWithLossLayer {
             read(&top[0].diff_buf())[0] / loss_normalizer(self.normalization, outer, inner, valid);
         ops::scale(&mut dx, weight);
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let (k, s) = (g.kernels(), g.stream());
+        let (outer, classes, inner) = self.dims;
+        let mode = self.normalization as i32;
+        let prob = self.prob.data_buf();
+        {
+            let xb = bottom[0].data_buf();
+            let x = xb.device(g)?;
+            let mut p = prob.device_out(g)?;
+            k.softmax_forward(s, DeviceIo::Separate(&*x, &mut *p), outer, classes, inner)?;
+        }
+        let labels = bottom[1].data_buf();
+        {
+            let p = prob.device(g)?;
+            let l = labels.device(g)?;
+            let chunks = sum_chunks(outer * inner);
+            let pl = dev::scratch(g, &mut self.partial_loss, chunks)?;
+            let pc = dev::scratch(g, &mut self.partial_count, chunks)?;
+            let chunks = k.loss_softmax_fwd_partials(
+                s,
+                &*p,
+                &*l,
+                pl,
+                pc,
+                outer,
+                classes,
+                inner,
+                self.ignore,
+            )?;
+            let valid = dev::scratch(g, &mut self.valid_gpu, 1)?;
+            let lb = top[0].data_buf();
+            let mut loss = lb.device_out(g)?;
+            k.loss_softmax_fwd_finish(
+                s, &*pl, &*pc, chunks, &mut *loss, valid, mode, outer, inner,
+            )?;
+        }
+        let name = self.base.name().to_string();
+        check_labels_gpu(
+            &name,
+            g,
+            &labels,
+            classes,
+            self.ignore,
+            &mut self.label_check,
+        )?;
+        if let Some(t) = top.get(1) {
+            t.share_data(&self.prob);
+        }
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        propagate_down: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if propagate_down[1] {
+            bail!(
+                "layer '{}': SoftmaxWithLoss cannot backpropagate to label inputs",
+                self.name()
+            );
+        }
+        if !propagate_down[0] {
+            return Ok(());
+        }
+        // The labels were checked by this pass's forward.
+        let (outer, classes, inner) = self.dims;
+        let valid = self
+            .valid_gpu
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("layer '{}': backward before a forward", self.name()))?;
+        let (pb, lb, wb, dxb) = (
+            self.prob.data_buf(),
+            bottom[1].data_buf(),
+            top[0].diff_buf(),
+            bottom[0].diff_buf(),
+        );
+        let (p, l, w) = (pb.device(g)?, lb.device(g)?, wb.device(g)?);
+        let mut dx = dxb.device_out(g)?;
+        g.kernels().loss_softmax_bwd(
+            g.stream(),
+            &*p,
+            &*l,
+            &*w,
+            valid,
+            &mut *dx,
+            outer,
+            classes,
+            inner,
+            self.ignore,
+            self.normalization as i32,
+        )
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

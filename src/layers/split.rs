@@ -4,6 +4,8 @@
 use anyhow::{bail, Result};
 
 use super::{Arity, Ctx, Layer, LayerBase};
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::ops;
 use crate::blob::{read, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -76,5 +78,44 @@ impl Layer for SplitLayer {
         let views: Vec<&[f32]> = diffs.iter().map(|d| &d[..]).collect();
         crate::backend::cpu::eltwise::add_all(&views, &mut out.borrow_mut());
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        ctx: &mut Ctx,
+        _g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        // Sharing memory is all there is to do, on any backend.
+        self.forward(ctx, bottom, top)
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        // dx = dy_0, then + dy_1, + dy_2, ... in top order, as the CPU adds them.
+        let out = bottom[0].diff_buf();
+        ops::copy(g, &top[0].diff_buf(), &out)?;
+        let mut dx = out.device_mut(g)?;
+        for t in &top[1..] {
+            let d = t.diff_buf();
+            let dy = d.device(g)?;
+            g.kernels()
+                .eltwise_sum_fwd(g.stream(), &*dy, &mut *dx, 1.0, true)?;
+        }
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

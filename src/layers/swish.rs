@@ -1,10 +1,13 @@
 //! Swish: `y = x * sigmoid(beta * x)`; the sigmoid is kept for backward, which needs it and
 //! the output only (so in place costs nothing more).
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
+use cudarc::driver::CudaSlice;
 
 use super::{neuron, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::activation as act;
+use crate::backend::cuda::gpu::Gpu;
+use crate::backend::cuda::ops;
 use crate::blob::{read, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -13,6 +16,8 @@ pub struct SwishLayer {
     base: LayerBase,
     beta: f32,
     sigmoid: Vec<f32>,
+    /// The sigmoid on the device (GPU runs).
+    sigmoid_gpu: Option<CudaSlice<f32>>,
 }
 
 impl SwishLayer {
@@ -22,6 +27,7 @@ impl SwishLayer {
             base: LayerBase::new(param),
             beta,
             sigmoid: Vec::new(),
+            sigmoid_gpu: None,
         }
     }
 }
@@ -77,5 +83,46 @@ impl Layer for SwishLayer {
             act::swish_backward(d, &y, s, beta)
         });
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let beta = self.beta;
+        let sig = ops::scratch(g, &mut self.sigmoid_gpu, bottom[0].count())?;
+        neuron::forward_gpu(g, &bottom[0], &top[0], None, |io| {
+            g.kernels().activation_swish_fwd(g.stream(), io, sig, beta)
+        })?;
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let beta = self.beta;
+        let sig = self
+            .sigmoid_gpu
+            .as_ref()
+            .ok_or_else(|| anyhow!("layer '{}': Swish backward before a forward", self.name()))?;
+        neuron::backward_gpu_from_output(g, &top[0], &bottom[0], |d, y| {
+            g.kernels()
+                .activation_swish_bwd(g.stream(), d, y, sig, beta)
+        })
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

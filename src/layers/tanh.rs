@@ -4,6 +4,7 @@ use anyhow::Result;
 
 use super::{neuron, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::activation as act;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::{read, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -66,5 +67,38 @@ impl Layer for TanhLayer {
             act::tanh_backward(d, &y)
         });
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        neuron::forward_gpu(g, &bottom[0], &top[0], None, |io| {
+            g.kernels().activation_tanh_fwd(g.stream(), io)
+        })?;
+        Ok(())
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        neuron::backward_gpu_from_output(g, &top[0], &bottom[0], |d, y| {
+            g.kernels().activation_tanh_bwd(g.stream(), d, y)
+        })
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 
 use super::{neuron, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::activation as act;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::BlobRef;
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -76,5 +77,23 @@ impl Layer for ThresholdLayer {
             );
         }
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let t = self.threshold;
+        neuron::forward_gpu(g, &bottom[0], &top[0], None, |io| {
+            g.kernels().activation_threshold_fwd(g.stream(), io, t)
+        })?;
+        Ok(())
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

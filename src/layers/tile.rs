@@ -5,6 +5,7 @@ use anyhow::{anyhow, bail, Result};
 
 use super::{Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::tensor;
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::{read, write, BlobRef};
 use crate::proto::caffe::LayerParameter;
 use crate::rng::CaffeRng;
@@ -96,5 +97,45 @@ impl Layer for TileLayer {
         let (dyb, dxb) = (top[0].diff_buf(), bottom[0].diff_buf());
         tensor::tile_backward(&read(&dyb), &mut write(&dxb), outer, inner, self.tiles);
         Ok(())
+    }
+
+    fn forward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        bottom: &[BlobRef],
+        top: &[BlobRef],
+    ) -> Result<()> {
+        let outer = bottom[0].count_range(0, self.axis);
+        let inner = bottom[0].count_from(self.axis);
+        let (xb, yb) = (bottom[0].data_buf(), top[0].data_buf());
+        let x = xb.device(g)?;
+        let mut y = yb.device_out(g)?;
+        g.kernels()
+            .tensor_tile_fwd(g.stream(), &*x, &mut *y, outer, inner, self.tiles)
+    }
+
+    fn backward_gpu(
+        &mut self,
+        _ctx: &mut Ctx,
+        g: &Gpu,
+        top: &[BlobRef],
+        pd: &[bool],
+        bottom: &[BlobRef],
+    ) -> Result<()> {
+        if !pd[0] {
+            return Ok(());
+        }
+        let outer = bottom[0].count_range(0, self.axis);
+        let inner = bottom[0].count_from(self.axis);
+        let (dyb, dxb) = (top[0].diff_buf(), bottom[0].diff_buf());
+        let dy = dyb.device(g)?;
+        let mut dx = dxb.device_out(g)?;
+        g.kernels()
+            .tensor_tile_bwd(g.stream(), &*dy, &mut *dx, outer, inner, self.tiles)
+    }
+
+    fn runs_on_gpu(&self) -> bool {
+        true
     }
 }

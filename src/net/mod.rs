@@ -12,8 +12,9 @@ use std::rc::Rc;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::backend::cuda::gpu::Gpu;
 use crate::blob::{Blob, BlobRef};
-use crate::layers::{check_blob_counts, create_layer, Ctx, Layer};
+use crate::layers::{backward_on, check_blob_counts, create_layer, forward_on, Ctx, Layer};
 use crate::proto::blob::shape_string;
 use crate::proto::caffe::{param_spec::DimCheckMode, NetParameter, NetState, ParamSpec, Phase};
 use crate::rng::CaffeRng;
@@ -73,6 +74,8 @@ pub struct Net {
     pub learnable: Vec<Learnable>,
     /// Log net construction (Caffe logs only on the root solver; tests turn it off).
     pub verbose: bool,
+    /// The GPU the layers run on (`None`: the CPU backend).
+    pub gpu: Option<Rc<Gpu>>,
     /// BatchNorm -> Scale -> ReLU chains that whole-net passes run fused on the CPU (`fuse`).
     pub(crate) fused: Vec<fuse::Chain>,
     /// Run those chains fused (on by default; the same results either way).
@@ -130,6 +133,7 @@ impl Net {
             params: Vec::new(),
             learnable: Vec::new(),
             verbose,
+            gpu: None,
             fused: Vec::new(),
             cpu_fusion: true,
         };
@@ -517,8 +521,13 @@ impl Net {
     }
 
     /// The fused chain (`fuse`) that starts at layer `li`, if fusion is on.
+    /// Chains run fused only on the CPU backend (the GPU runs each layer's kernels).
+    fn fusion_on(&self) -> bool {
+        self.cpu_fusion && self.gpu.is_none()
+    }
+
     pub fn fused_chain_from(&self, li: usize) -> Option<usize> {
-        if !self.cpu_fusion {
+        if !self.fusion_on() {
             return None;
         }
         self.fused.iter().position(|c| c.batch_norm == li)
@@ -526,7 +535,7 @@ impl Net {
 
     /// The fused chain that ends at layer `li`, if fusion is on.
     pub fn fused_chain_to(&self, li: usize) -> Option<usize> {
-        if !self.cpu_fusion {
+        if !self.fusion_on() {
             return None;
         }
         self.fused.iter().position(|c| c.last() == li)
@@ -580,9 +589,11 @@ impl Net {
         let bottom: Vec<BlobRef> = e.bottoms.iter().map(|&i| self.blobs[i].clone()).collect();
         let top: Vec<BlobRef> = e.tops.iter().map(|&i| self.blobs[i].clone()).collect();
         let lname = e.param.name().to_string();
-        let mut ctx = Ctx { rng };
-        e.layer
-            .forward(&mut ctx, &bottom, &top)
+        let mut ctx = Ctx {
+            rng,
+            gpu: self.gpu.as_deref(),
+        };
+        forward_on(e.layer.as_mut(), &mut ctx, &bottom, &top)
             .with_context(|| format!("forward of layer '{lname}' ({})", e.layer.type_name()))?;
         let mut loss = 0f32;
         for (t, &w) in e.loss_weights.iter().enumerate() {
@@ -622,11 +633,19 @@ impl Net {
         let e = &mut self.layers[li];
         let bottom: Vec<BlobRef> = e.bottoms.iter().map(|&i| self.blobs[i].clone()).collect();
         let top: Vec<BlobRef> = e.tops.iter().map(|&i| self.blobs[i].clone()).collect();
-        let mut ctx = Ctx { rng };
+        let mut ctx = Ctx {
+            rng,
+            gpu: self.gpu.as_deref(),
+        };
         let lname = e.param.name().to_string();
-        e.layer
-            .backward(&mut ctx, &top, &e.bottom_need_backward, &bottom)
-            .with_context(|| format!("backward of layer '{lname}' ({})", e.layer.type_name()))
+        backward_on(
+            e.layer.as_mut(),
+            &mut ctx,
+            &top,
+            &e.bottom_need_backward,
+            &bottom,
+        )
+        .with_context(|| format!("backward of layer '{lname}' ({})", e.layer.type_name()))
     }
 
     /// Forward then backward; returns the loss.

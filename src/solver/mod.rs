@@ -7,7 +7,11 @@
 //! Where Caffe would still change something (SGD/Nesterov momentum restored from a snapshot,
 //! or an adaptive solver's history fed by weight decay), crema does exactly what Caffe does, so
 //! weights and solverstates stay Caffe's.
+//!
+//! With a GPU (`set_gpu`), weights, gradients and history stay on the device and the update runs
+//! there (`device`); the loop reads back only what it logs.
 
+pub mod device;
 pub mod lr_policy;
 pub mod signals;
 pub mod snapshot;
@@ -15,9 +19,11 @@ pub mod train;
 pub mod update;
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 
+use crate::blob::{Buf, Mem};
 use crate::net::filter::merge_state;
 use crate::net::{BuildOptions, Net};
 use crate::proto::caffe::{NetParameter, NetState, Phase, SolverParameter};
@@ -56,7 +62,8 @@ pub struct Solver {
     pub iter: i32,
     pub current_step: i32,
     /// One buffer per learnable parameter and history set (set-major: all h1, then all h2).
-    pub history: Vec<Vec<f32>>,
+    /// On the GPU they live on the device; snapshots copy them down, restores up.
+    pub history: Vec<Buf>,
     pub rng: CaffeRng,
     pub snapshot_prefix: String,
     losses: Vec<f32>,
@@ -76,6 +83,18 @@ pub struct Solver {
     pub record: Option<TrainRecord>,
     /// What `--freeze` changed, for the audit.
     pub freeze_changes: Vec<String>,
+    /// The GPU the nets run on (`None`: the CPU).
+    pub gpu: Option<std::rc::Rc<crate::backend::cuda::gpu::Gpu>>,
+    /// Draw the terminal progress line during `solve` (`crema train` sets it when stderr is a
+    /// terminal).
+    pub show_progress: bool,
+    progress: Option<crate::util::progress::ProgressLine>,
+    /// Time spent in test passes during the current `solve`, kept apart from training time.
+    testing: std::time::Duration,
+    /// Device scratch of the gradient-clipping reduction (allocated at its first use).
+    clip_scratch: Option<device::ClipScratch>,
+    /// Log the host<->device bytes each iteration moved (`CREMA_GPU_TRAFFIC=1`; GPU runs only).
+    pub log_traffic: bool,
 }
 
 /// Values a run produced, as its log shows them.
@@ -263,7 +282,7 @@ impl Solver {
         let mut history = Vec::new();
         for _ in 0..sets {
             for l in &net.learnable {
-                history.push(vec![0f32; l.blob.count()]);
+                history.push(Rc::new(Mem::zeros(l.blob.count())));
             }
         }
         let snapshot_prefix = match (&param.snapshot_prefix, &opts.solver_file) {
@@ -293,7 +312,22 @@ impl Solver {
             on_iteration: None,
             record: None,
             freeze_changes,
+            gpu: None,
+            show_progress: false,
+            progress: None,
+            testing: std::time::Duration::ZERO,
+            clip_scratch: None,
+            log_traffic: false,
         })
+    }
+
+    /// Runs the train and test nets on `gpu` (`None`: the CPU).
+    pub fn set_gpu(&mut self, gpu: Option<std::rc::Rc<crate::backend::cuda::gpu::Gpu>>) {
+        crate::cli::backend::place(&mut self.net, &gpu);
+        for tn in &mut self.test_nets {
+            crate::cli::backend::place(tn, &gpu);
+        }
+        self.gpu = gpu;
     }
 
     pub fn hyper(&self) -> Hyper {
@@ -306,10 +340,18 @@ impl Solver {
         }
     }
 
-    /// Whether history set `s` of learnable `i` holds anything non-zero.
-    pub fn history_is_zero(&self, i: usize) -> bool {
+    /// The history buffers of learnable `i` (one per history set).
+    pub fn history_of(&self, i: usize) -> impl Iterator<Item = &Buf> {
         let n = self.net.learnable.len();
-        (0..self.kind.history_sets()).all(|s| self.history[s * n + i].iter().all(|&v| v == 0.0))
+        (0..self.kind.history_sets()).map(move |s| &self.history[s * n + i])
+    }
+
+    /// Whether every history set of learnable `i` holds only zeros. Memory known to be zero
+    /// is not read; otherwise the values are read on the host (a copy down on the GPU, which
+    /// only the audit, before training, pays: the GPU update asks [`Mem::is_known_zero`]).
+    pub fn history_is_zero(&self, i: usize) -> bool {
+        self.history_of(i)
+            .all(|h| h.is_known_zero() || h.borrow().iter().all(|&v| v == 0.0))
     }
 
     /// The freeze audit of this solver's nets as they stand (after weights and any restore).

@@ -3,10 +3,12 @@
 //! so an interrupted write never leaves a truncated snapshot.
 
 use std::path::Path;
+use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 
 use super::Solver;
+use crate::blob::{Buf, Mem};
 use crate::proto::blob::{read_blob, write_blob};
 use crate::proto::caffe::{solver_parameter::SnapshotFormat, SolverState};
 use crate::proto::{read_net_binary, read_solverstate, write_binary_atomic};
@@ -17,11 +19,13 @@ impl Solver {
     }
 
     /// Checks at start-up that snapshots can be written (Caffe's CheckSnapshotWritePermissions),
-    /// so a long run does not fail at its first snapshot.
+    /// so a long run does not fail at its first snapshot; an HDF5 snapshot_format is refused
+    /// here for the same reason.
     pub fn check_snapshot_write_permissions(&self) -> Result<()> {
         if self.param.snapshot() == 0 && !self.param.snapshot_after_train() {
             return Ok(());
         }
+        self.check_snapshot_format()?;
         let probe = self.snapshot_filename(".tempfile");
         match std::fs::File::create(&probe) {
             Ok(_) => {
@@ -35,11 +39,16 @@ impl Solver {
         }
     }
 
-    /// Writes the caffemodel and the solverstate for the current iteration.
-    pub fn snapshot(&mut self) -> Result<()> {
+    fn check_snapshot_format(&self) -> Result<()> {
         if self.param.snapshot_format() == SnapshotFormat::Hdf5 {
             bail!("snapshot_format: HDF5 is not supported by crema yet; use BINARYPROTO (the default)");
         }
+        Ok(())
+    }
+
+    /// Writes the caffemodel and the solverstate for the current iteration.
+    pub fn snapshot(&mut self) -> Result<()> {
+        self.check_snapshot_format()?;
         let model = self.snapshot_filename(".caffemodel");
         if self.verbose {
             crate::info!("Snapshotting to binary proto file {model}");
@@ -57,7 +66,9 @@ impl Solver {
         };
         for (k, h) in self.history.iter().enumerate() {
             let shape = self.net.learnable[k % n].blob.shape();
-            state.history.push(write_blob(&shape, h, None));
+            // On the GPU this is the history's one trip to the host: a counted copy down.
+            let values = h.borrow();
+            state.history.push(write_blob(&shape, &values, None));
         }
         if self.verbose {
             crate::info!("Snapshotting solver state to binary proto file {state_file}");
@@ -108,8 +119,24 @@ impl Solver {
                     self.history[i].len()
                 );
             }
-            self.history[i] = v.data;
+            self.history[i] = restored_history(v.data);
+        }
+        if let Some(g) = &self.gpu {
+            // Up now, explicitly, rather than at the first update.
+            for h in &self.history {
+                h.device(g)?;
+            }
         }
         Ok(())
+    }
+}
+
+/// A restored history blob. All (+0.0) zeros become memory known to be zero, so that the GPU
+/// solver can skip a frozen blob without reading its history; -0.0 is kept as written.
+fn restored_history(values: Vec<f32>) -> Buf {
+    if values.iter().all(|v| v.to_bits() == 0) {
+        Rc::new(Mem::zeros(values.len()))
+    } else {
+        Rc::new(Mem::from_vec(values))
     }
 }

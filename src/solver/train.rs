@@ -1,7 +1,7 @@
 //! Caffe's training loop (`Solver::Solve`, `Step`, `Test`, `ApplyUpdate`) and its log lines,
 //! which log parsers read.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
@@ -10,6 +10,7 @@ use super::update::{compute_update_value, normalize_regularize};
 use super::{Action, Solver};
 use crate::net::Net;
 use crate::util::glog::fmt_g;
+use crate::util::progress::ProgressLine;
 
 /// How a `solve` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +41,20 @@ impl Solver {
             self.restore(r)?;
         }
         let start_iter = self.iter;
-        let stopped = self.step(self.param.max_iter() - self.iter)?;
+        let started = Instant::now();
+        let wait_before = data_wait(&self.net);
+        self.testing = Duration::ZERO;
+        if self.show_progress {
+            self.progress = Some(ProgressLine::new(
+                self.iter,
+                self.param.max_iter(),
+                self.images_per_iteration(),
+            ));
+        }
+        let stepped = self.step(self.param.max_iter() - self.iter);
+        // Wiped now, not when the solver is dropped: the lines below are the run's last.
+        self.progress = None;
+        let stopped = stepped?;
         if self.param.snapshot_after_train()
             && (self.param.snapshot() == 0 || self.iter % self.param.snapshot() != 0)
             && self.last_snapshot_iter != Some(self.iter)
@@ -48,6 +62,11 @@ impl Solver {
             self.snapshot()?;
         }
         if stopped {
+            self.log_throughput(
+                self.iter - start_iter,
+                started.elapsed(),
+                data_wait(&self.net).saturating_sub(wait_before),
+            );
             self.log("Optimization stopped early.".into());
             return Ok(SolveOutcome::StoppedEarly);
         }
@@ -67,8 +86,37 @@ impl Solver {
         if self.param.test_interval() > 0 && self.iter % self.param.test_interval() == 0 {
             self.test_all()?;
         }
+        self.log_throughput(
+            self.iter - start_iter,
+            started.elapsed(),
+            data_wait(&self.net).saturating_sub(wait_before),
+        );
         self.log("Optimization Done.".into());
         Ok(SolveOutcome::Done)
+    }
+
+    /// Images one iteration trains on: the batch of the train net's first input layer (a layer
+    /// without bottoms) times iter_size; 0 when the net has none.
+    pub fn images_per_iteration(&self) -> usize {
+        self.net
+            .layers
+            .iter()
+            .find(|e| e.bottoms.is_empty() && !e.tops.is_empty())
+            .and_then(|e| self.net.blobs[e.tops[0]].shape().first().copied())
+            .map_or(0, |n| n * self.param.iter_size().max(1) as usize)
+    }
+
+    /// The run's closing summary: training time apart from testing, images/s, and the share of
+    /// training time the train net spent waiting for its data layers. Worded so that log
+    /// parsers skip it (no `Iteration N`, `lr =` or `net output #`).
+    fn log_throughput(&self, iters: i32, total: Duration, data_wait: Duration) {
+        self.log(throughput_message(
+            iters,
+            self.images_per_iteration(),
+            total,
+            self.testing,
+            data_wait,
+        ));
     }
 
     fn update_smoothed_loss(&mut self, loss: f32, start_iter: i32) {
@@ -102,11 +150,15 @@ impl Solver {
         let mut timer = Instant::now();
         let mut iterations_last = self.iter;
         while self.iter < stop_iter {
+            let traffic_start = crate::backend::cuda::gpu::traffic();
+            let mut test_traffic = None;
             self.net.clear_param_diffs();
             let ti = self.param.test_interval();
             if ti > 0 && self.iter % ti == 0 && (self.iter > 0 || self.param.test_initialization())
             {
+                let before = crate::backend::cuda::gpu::traffic();
                 self.test_all()?;
+                test_traffic = Some(crate::backend::cuda::gpu::traffic().since(&before));
                 if super::poll_action(&self.action_source, &self.pending_action) == Action::Stop {
                     return Ok(true);
                 }
@@ -156,7 +208,18 @@ impl Solver {
                 }
             }
             self.apply_update(display)?;
+            if self.log_traffic && self.gpu.is_some() {
+                let moved = crate::backend::cuda::gpu::traffic().since(&traffic_start);
+                self.log(super::device::traffic_line(
+                    self.iter,
+                    &moved,
+                    test_traffic.as_ref(),
+                ));
+            }
             self.iter += 1;
+            if let Some(p) = self.progress.as_mut() {
+                p.update(self.iter);
+            }
             if let Some(mut f) = self.on_iteration.take() {
                 f(self);
                 self.on_iteration = Some(f);
@@ -191,14 +254,17 @@ impl Solver {
                 fmt_g(rate as f64)
             ));
         }
-        self.clip_gradients();
-        let hp = self.hyper();
-        let n = self.net.learnable.len();
         let l1 = match self.param.regularization_type() {
             "L2" => false,
             "L1" => true,
             other => bail!("Unknown regularization type: {other} (use L1 or L2)"),
         };
+        if let Some(g) = self.gpu.clone() {
+            return self.apply_update_gpu(&g, rate, l1);
+        }
+        self.clip_gradients();
+        let hp = self.hyper();
+        let n = self.net.learnable.len();
         for i in 0..n {
             let l = self.net.learnable[i].clone();
             let local_rate = rate * l.lr_mult;
@@ -217,13 +283,13 @@ impl Solver {
                 let data = data_buf.borrow();
                 normalize_regularize(self.param.iter_size(), local_decay, l1, &data, &mut diff);
             }
-            let (h1, h2) = if self.kind.history_sets() == 2 {
-                let (a, b) = self.history.split_at_mut(n);
-                (&mut a[i], b[i].as_mut_slice())
-            } else {
-                (&mut self.history[i], &mut [][..])
+            let mut h1 = self.history[i].borrow_mut();
+            let mut h2 = (self.kind.history_sets() == 2).then(|| self.history[n + i].borrow_mut());
+            let h2: &mut [f32] = match h2.as_mut() {
+                Some(h) => h.as_mut_slice(),
+                None => &mut [],
             };
-            compute_update_value(self.kind, &hp, local_rate, &mut diff, h1, h2);
+            compute_update_value(self.kind, &hp, local_rate, &mut diff, &mut h1, h2);
             if local_rate == 0.0 && self.kind.rate_scales_step() {
                 // The step is local_rate x (...) = 0: history moved as Caffe's, weights do not.
                 continue;
@@ -249,12 +315,7 @@ impl Solver {
         let norm = sumsq.sqrt();
         if norm > clip {
             let scale = clip / norm;
-            self.log(format!(
-                "Gradient clipping: scaling down gradients (L2 norm {} > {}) by scale factor {}",
-                fmt_g(norm as f64),
-                fmt_g(clip as f64),
-                fmt_g(scale as f64)
-            ));
+            self.log_clipping(norm, clip, scale);
             for l in &self.net.learnable {
                 l.blob
                     .diff_buf()
@@ -265,12 +326,24 @@ impl Solver {
         }
     }
 
+    /// Caffe's clipping log line.
+    pub(super) fn log_clipping(&self, norm: f32, clip: f32, scale: f32) {
+        self.log(format!(
+            "Gradient clipping: scaling down gradients (L2 norm {} > {}) by scale factor {}",
+            fmt_g(norm as f64),
+            fmt_g(clip as f64),
+            fmt_g(scale as f64)
+        ));
+    }
+
     /// Runs every test net (Caffe's `TestAll`).
     pub fn test_all(&mut self) -> Result<Vec<TestScores>> {
+        let started = Instant::now();
         let mut all = Vec::new();
         for k in 0..self.test_nets.len() {
             all.push(self.test(k)?);
         }
+        self.testing += started.elapsed();
         Ok(all)
     }
 
@@ -334,6 +407,43 @@ impl Solver {
     }
 }
 
+/// Total time the data layers of `net` waited for their prefetch threads.
+fn data_wait(net: &Net) -> Duration {
+    net.layers.iter().filter_map(|e| e.layer.data_wait()).sum()
+}
+
+/// `Trained 2000 iterations (128000 images) in 91.20 s: 1403.5 images/s; testing 4.10 s;
+/// waiting for data 0.74 s (0.8% of training time)`.
+fn throughput_message(
+    iters: i32,
+    images_per_iter: usize,
+    total: Duration,
+    testing: Duration,
+    data_wait: Duration,
+) -> String {
+    let training = total.saturating_sub(testing).as_secs_f64();
+    let mut s = format!("Trained {iters} iterations");
+    let images = iters.max(0) as usize * images_per_iter;
+    if images > 0 {
+        s.push_str(&format!(" ({images} images)"));
+    }
+    s.push_str(&format!(" in {training:.2} s"));
+    if images > 0 && training > 0.0 {
+        s.push_str(&format!(": {:.1} images/s", images as f64 / training));
+    }
+    s.push_str(&format!("; testing {:.2} s", testing.as_secs_f64()));
+    let share = if training > 0.0 {
+        100.0 * data_wait.as_secs_f64() / training
+    } else {
+        0.0
+    };
+    s.push_str(&format!(
+        "; waiting for data {:.2} s ({share:.1}% of training time)",
+        data_wait.as_secs_f64()
+    ));
+    s
+}
+
 fn loss_suffix(w: f32, v: f32) -> String {
     if w != 0.0 {
         format!(" (* {} = {} loss)", fmt_g(w as f64), fmt_g((w * v) as f64))
@@ -367,4 +477,40 @@ fn non_finite_message(net: &Net, iter: i32, loss: f32) -> String {
     format!(
         "loss is {loss} at iteration {iter}{where_}. Training stopped; snapshots already written are intact. Lower base_lr or check the data."
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::throughput_message;
+    use std::time::Duration;
+
+    #[test]
+    fn throughput_excludes_testing_and_reports_the_wait_share() {
+        let m = throughput_message(
+            100,
+            64,
+            Duration::from_secs(12),
+            Duration::from_secs(2),
+            Duration::from_millis(500),
+        );
+        assert_eq!(
+            m,
+            "Trained 100 iterations (6400 images) in 10.00 s: 640.0 images/s; testing 2.00 s; \
+             waiting for data 0.50 s (5.0% of training time)"
+        );
+        // Log parsers key on these; the summary must carry none of them.
+        for key in ["Iteration ", "lr = ", "loss = ", "net output #"] {
+            assert!(!m.contains(key), "{m}");
+        }
+        assert!(crate::cli::logparse::parse_log_text(&m).is_empty());
+    }
+
+    #[test]
+    fn nets_without_an_input_layer_report_no_images() {
+        let m = throughput_message(3, 0, Duration::from_secs(1), Duration::ZERO, Duration::ZERO);
+        assert_eq!(
+            m,
+            "Trained 3 iterations in 1.00 s; testing 0.00 s; waiting for data 0.00 s (0.0% of training time)"
+        );
+    }
 }

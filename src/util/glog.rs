@@ -2,7 +2,6 @@
 //! scripts, grep pipelines) read the header fields by position:
 //! `I1127 17:22:10.435340 24862 solver.cpp:218] message`.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -79,9 +78,8 @@ pub fn log(level: Level, file: &str, line: u32, msg: &str) {
     if out.is_empty() {
         return;
     }
-    // eprint! (not a raw stderr handle) so that test harnesses capture it.
-    eprint!("{out}");
-    let _ = std::io::stderr().flush();
+    // Through the progress line's writer, which wipes the line first when one is drawn.
+    super::progress::write_over(&out);
 }
 
 #[macro_export]

@@ -63,6 +63,10 @@ pub const KERNEL_FILES: &[KernelFile] = &[
     kernel_file!("tensor"),
     kernel_file!("lrn"),
     kernel_file!("solver"),
+    kernel_file!("reduction"),
+    kernel_file!("mvn"),
+    kernel_file!("prelu"),
+    kernel_file!("embed"),
 ];
 
 /// The kernel file of a family.

@@ -199,6 +199,11 @@ pub fn sum_chunks(n: usize) -> usize {
     n.div_ceil(CHUNK_ELEMS).clamp(1, MAX_SUM_CHUNKS)
 }
 
+/// Length of the f64 partial buffer a Reduction over `num` rows of `dim` values needs.
+pub fn reduction_partials_len(num: usize, dim: usize) -> usize {
+    num * sum_chunks(dim)
+}
+
 /// Caffe's GPU dropout threshold: a unit is kept when its random word is > UINT_MAX * ratio
 /// (computed in float, as Caffe's `static_cast<unsigned int>(UINT_MAX * threshold_)` is).
 pub fn dropout_threshold(ratio: f32) -> u32 {
@@ -331,6 +336,62 @@ impl Conv2d {
 
     pub fn col_len(&self) -> usize {
         self.channels * self.kernel_h * self.kernel_w * self.out_h * self.out_w
+    }
+}
+
+/// Most spatial axes the N-D conv kernels take (`CONV_MAX_AXES` in conv.cu; Caffe's blobs have at
+/// most 32 axes, so a convolution at most 31 spatial ones).
+pub const CONV_MAX_AXES: usize = 32;
+
+/// N-D convolution geometry as the N-D conv kernels take it: scalars, and the per-axis table they
+/// read from device memory (im_shape, col_shape, kernel, pad, stride, dilation, each `nd` long).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvNd {
+    pub channels: usize,
+    pub im_spatial: usize,
+    pub col_spatial: usize,
+    pub kernel_count: usize,
+    pub table: Vec<i32>,
+}
+
+impl ConvNd {
+    pub fn from_geom(g: &ConvGeom) -> Result<ConvNd> {
+        let nd = g.kernel.len();
+        if nd > CONV_MAX_AXES {
+            bail!("the CUDA N-D im2col takes at most {CONV_MAX_AXES} spatial axes; this convolution has {nd}");
+        }
+        let mut table = Vec::with_capacity(6 * nd);
+        for axis in [
+            &g.im_shape,
+            &g.col_shape,
+            &g.kernel,
+            &g.pad,
+            &g.stride,
+            &g.dilation,
+        ] {
+            for &v in axis.iter() {
+                table.push(to_i32(v, "convolution geometry")?);
+            }
+        }
+        Ok(ConvNd {
+            channels: g.im_channels,
+            im_spatial: g.im_spatial(),
+            col_spatial: g.col_spatial(),
+            kernel_count: g.kernel_count(),
+            table,
+        })
+    }
+
+    pub fn nd(&self) -> usize {
+        self.table.len() / 6
+    }
+
+    pub fn im_len(&self) -> usize {
+        self.channels * self.im_spatial
+    }
+
+    pub fn col_len(&self) -> usize {
+        self.channels * self.kernel_count * self.col_spatial
     }
 }
 
@@ -1732,6 +1793,8 @@ impl Kernels {
         s.memcpy_dtoh(&*scratch, &mut host[..])
             .context("label check: reading the result")?;
         s.synchronize().context("label check: synchronising")?;
+        super::gpu::record_upload(8);
+        super::gpu::record_download(8);
         Ok(if host[0] == u64::MAX {
             None
         } else {
@@ -1888,6 +1951,178 @@ impl Kernels {
             correct: cf32, label_out: ci32, positions: i64, accuracy: mf32, per_class: mf32)
     }
 
+    /// Stage one of the sigmoid cross-entropy over `n` logits and targets; `partial_loss` and
+    /// `partial_count` hold at least [`sum_chunks`]`(n)` doubles. Returns the chunk count (stage
+    /// two is [`Kernels::loss_softmax_fwd_finish`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_sigmoid_ce_fwd_partials(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        t: &dyn DevicePtr<f32>,
+        partial_loss: &mut dyn DevicePtrMut<f64>,
+        partial_count: &mut dyn DevicePtrMut<f64>,
+        n: usize,
+        ignore: Option<i32>,
+    ) -> Result<usize> {
+        let chunks = sum_chunks(n);
+        let (x, _g1) = input(s, x, n, "sigmoid cross-entropy: logits")?;
+        let (t, _g2) = input(s, t, n, "sigmoid cross-entropy: targets")?;
+        let (partial_loss, _g3) = output(
+            s,
+            partial_loss,
+            chunks,
+            "sigmoid cross-entropy: partial losses",
+        )?;
+        let (partial_count, _g4) = output(
+            s,
+            partial_count,
+            chunks,
+            "sigmoid cross-entropy: partial counts",
+        )?;
+        let n = n as i64;
+        let (has_ignore, ignore) = (ignore.is_some() as i32, ignore.unwrap_or(0));
+        launch!(self, s, "loss_sigmoid_ce_fwd_partials_f32", Self::blocks((chunks as u32, 1, 1));
+            x: cf32, t: cf32, partial_loss: mf64, partial_count: mf64, n: i64, has_ignore: i32, ignore: i32)?;
+        Ok(chunks)
+    }
+
+    /// `dx = (sigmoid - t) * top_diff[0] / normalizer` (0 where ignored), all on the device.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_sigmoid_ce_bwd(
+        &self,
+        s: &CudaStream,
+        sig: &dyn DevicePtr<f32>,
+        t: &dyn DevicePtr<f32>,
+        top_diff: &dyn DevicePtr<f32>,
+        valid: &dyn DevicePtr<f32>,
+        dx: &mut dyn DevicePtrMut<f32>,
+        outer: usize,
+        inner: usize,
+        ignore: Option<i32>,
+        mode: i32,
+    ) -> Result<()> {
+        let n = outer * inner;
+        if n == 0 {
+            return Ok(());
+        }
+        let (sig, _g1) = input(s, sig, n, "sigmoid cross-entropy backward: sigmoid")?;
+        let (t, _g2) = input(s, t, n, "sigmoid cross-entropy backward: targets")?;
+        let (top_diff, _g3) = input(
+            s,
+            top_diff,
+            1,
+            "sigmoid cross-entropy backward: loss weight",
+        )?;
+        let (valid, _g4) = input(s, valid, 1, "sigmoid cross-entropy backward: valid count")?;
+        let (dx, _g5) = output(s, dx, n, "sigmoid cross-entropy backward: dx")?;
+        let (n_i, outer, inner) = (n as i64, outer as i64, inner as i64);
+        let (has_ignore, ignore) = (ignore.is_some() as i32, ignore.unwrap_or(0));
+        launch!(self, s, "loss_sigmoid_ce_bwd_f32", self.grid_for(n);
+            sig: cf32, t: cf32, top_diff: cf32, valid: cf32, dx: mf32, n_i: i64, outer: i64, inner: i64,
+            has_ignore: i32, ignore: i32, mode: i32)
+    }
+
+    /// Euclidean loss, stage one: `diff = a - b` and per-chunk sums of `diff^2` (`partial` holds
+    /// at least [`sum_chunks`]`(n)` doubles). Returns the chunk count.
+    pub fn loss_euclidean_fwd_partials(
+        &self,
+        s: &CudaStream,
+        a: &dyn DevicePtr<f32>,
+        b: &dyn DevicePtr<f32>,
+        diff: &mut dyn DevicePtrMut<f32>,
+        partial: &mut dyn DevicePtrMut<f64>,
+        n: usize,
+    ) -> Result<usize> {
+        let chunks = sum_chunks(n);
+        let (a, _g1) = input(s, a, n, "euclidean loss: a")?;
+        let (b, _g2) = input(s, b, n, "euclidean loss: b")?;
+        let (diff, _g3) = output(s, diff, n, "euclidean loss: diff")?;
+        let (partial, _g4) = output(s, partial, chunks, "euclidean loss: partials")?;
+        let n = n as i64;
+        launch!(self, s, "loss_euclidean_fwd_partials_f32", Self::blocks((chunks as u32, 1, 1));
+            a: cf32, b: cf32, diff: mf32, partial: mf64, n: i64)?;
+        Ok(chunks)
+    }
+
+    /// Euclidean loss, stage two: `loss_out[0] = sum / num / 2`.
+    pub fn loss_euclidean_fwd_finish(
+        &self,
+        s: &CudaStream,
+        partial: &dyn DevicePtr<f64>,
+        chunks: usize,
+        loss_out: &mut dyn DevicePtrMut<f32>,
+        num: f32,
+    ) -> Result<()> {
+        let (partial, _g1) = input(s, partial, chunks, "euclidean loss: partials")?;
+        let (loss_out, _g2) = output(s, loss_out, 1, "euclidean loss: loss")?;
+        let chunks = chunks as i64;
+        launch!(self, s, "loss_euclidean_fwd_finish_f32", Self::blocks((1, 1, 1));
+            partial: cf64, chunks: i64, loss_out: mf32, num: f32)
+    }
+
+    /// `y = ((sign * top_diff[0]) / divisor) * x` over `y.len()` values, the loss weight read on
+    /// the device.
+    pub fn loss_weighted_copy(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        top_diff: &dyn DevicePtr<f32>,
+        y: &mut dyn DevicePtrMut<f32>,
+        sign: f32,
+        divisor: f32,
+    ) -> Result<()> {
+        let n = y.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let (x, _g1) = input(s, x, n, "loss gradient: x")?;
+        let (top_diff, _g2) = input(s, top_diff, 1, "loss gradient: loss weight")?;
+        let (y, _g3) = y.device_ptr_mut(s);
+        let n = n as i64;
+        launch!(self, s, "loss_weighted_copy_f32", self.grid_for(n as usize);
+            x: cf32, top_diff: cf32, y: mf32, n: i64, sign: f32, divisor: f32)
+    }
+
+    /// ArgMax over `rows` rows of `dim` values `axis_dist` apart (see loss.cu); `y` receives
+    /// the layout of `cpu::loss::argmax_forward`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_argmax(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        y: &mut dyn DevicePtrMut<f32>,
+        dim: usize,
+        axis_dist: usize,
+        top_k: usize,
+        out_max_val: bool,
+        has_axis: bool,
+    ) -> Result<()> {
+        if dim == 0 || axis_dist == 0 || top_k == 0 || top_k > dim {
+            bail!("argmax: bad dims (dim {dim}, axis_dist {axis_dist}, top_k {top_k})");
+        }
+        let n = x.len();
+        if n % (dim * axis_dist) != 0 {
+            bail!("argmax: {n} values do not divide into rows of {dim} x {axis_dist}");
+        }
+        let rows = n / dim;
+        if rows == 0 {
+            return Ok(());
+        }
+        let per_row = if out_max_val && !has_axis {
+            2 * top_k
+        } else {
+            top_k
+        };
+        let (x, _g1) = input(s, x, n, "argmax: input")?;
+        let (y, _g2) = output(s, y, rows * per_row, "argmax: output")?;
+        let (rows_i, dim, axis_dist) = (rows as i64, dim as i64, axis_dist as i64);
+        let (top_k, out_max_val, has_axis) =
+            (to_i32(top_k, "top_k")?, out_max_val as i32, has_axis as i32);
+        launch!(self, s, "loss_argmax_f32", self.grid_for_warps(rows);
+            x: cf32, y: mf32, rows_i: i64, dim: i64, axis_dist: i64, top_k: i32, out_max_val: i32, has_axis: i32)
+    }
+
     // ---- gemm.cu ------------------------------------------------------------------------------
 
     /// `C = alpha op(A) op(B) + beta C` over contiguous row-major matrices, as
@@ -2035,17 +2270,25 @@ impl Kernels {
         im_stride: usize,
         col_stride: usize,
     ) -> Result<(usize, usize)> {
+        Self::image_spans(g.im_len(), g.col_len(), images, im_stride, col_stride)
+    }
+
+    /// Values the image and column buffers must hold for `images` images at these strides.
+    fn image_spans(
+        im_len: usize,
+        col_len: usize,
+        images: usize,
+        im_stride: usize,
+        col_stride: usize,
+    ) -> Result<(usize, usize)> {
         if images > 65535 {
             bail!("im2col: {images} images exceed the grid's 65535; split the batch");
         }
-        if images > 1 && (im_stride < g.im_len() || col_stride < g.col_len()) {
-            bail!("im2col: image strides ({im_stride}, {col_stride}) are shorter than an image ({}, {})", g.im_len(), g.col_len());
+        if images > 1 && (im_stride < im_len || col_stride < col_len) {
+            bail!("im2col: image strides ({im_stride}, {col_stride}) are shorter than an image ({im_len}, {col_len})");
         }
         let last = images.saturating_sub(1);
-        Ok((
-            last * im_stride + g.im_len(),
-            last * col_stride + g.col_len(),
-        ))
+        Ok((last * im_stride + im_len, last * col_stride + col_len))
     }
 
     /// im2col for `images` images, `im_stride` / `col_stride` values apart.
@@ -2106,6 +2349,96 @@ impl Kernels {
         launch!(self, s, "conv_col2im_f32", cfg;
             col: cf32, im: mf32, channels: i32, h: i32, w: i32, kh: i32, kw: i32, pad_h: i32, pad_w: i32, sh: i32, sw: i32,
             dh: i32, dw: i32, oh: i32, ow: i32, im_stride: i64, col_stride: i64)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn conv_nd_args(g: &ConvNd, table: &dyn DevicePtr<i32>) -> Result<(i32, i32, i64, i64, i64)> {
+        check_len(table.len(), g.table.len(), "N-D im2col: geometry table")?;
+        Ok((
+            g.nd() as i32,
+            to_i32(g.channels, "channels")?,
+            g.im_spatial as i64,
+            g.col_spatial as i64,
+            g.kernel_count as i64,
+        ))
+    }
+
+    /// N-D im2col for `images` images; `table` holds `g.table` on the device.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_im2col_nd(
+        &self,
+        s: &CudaStream,
+        im: &dyn DevicePtr<f32>,
+        col: &mut dyn DevicePtrMut<f32>,
+        g: &ConvNd,
+        table: &dyn DevicePtr<i32>,
+        images: usize,
+        im_stride: usize,
+        col_stride: usize,
+    ) -> Result<()> {
+        let n = g.col_len();
+        if images == 0 || n == 0 {
+            return Ok(());
+        }
+        let (ni, nc) = Self::image_spans(g.im_len(), n, images, im_stride, col_stride)?;
+        let (nd, channels, im_spatial, col_spatial, kernel_count) = Self::conv_nd_args(g, table)?;
+        let (im, _g1) = input(s, im, ni, "N-D im2col: image")?;
+        let (col, _g2) = output(s, col, nc, "N-D im2col: columns")?;
+        let (geom, _g3) = table.device_ptr(s);
+        let (im_stride, col_stride) = (im_stride as i64, col_stride as i64);
+        let mut cfg = self.grid_for(n);
+        cfg.grid_dim.2 = images as u32;
+        launch!(self, s, "conv_im2col_nd_f32", cfg;
+            im: cf32, col: mf32, geom: ci32, nd: i32, channels: i32, im_spatial: i64, col_spatial: i64,
+            kernel_count: i64, im_stride: i64, col_stride: i64)
+    }
+
+    /// N-D col2im (overwrites the images) for `images` images.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_col2im_nd(
+        &self,
+        s: &CudaStream,
+        col: &dyn DevicePtr<f32>,
+        im: &mut dyn DevicePtrMut<f32>,
+        g: &ConvNd,
+        table: &dyn DevicePtr<i32>,
+        images: usize,
+        im_stride: usize,
+        col_stride: usize,
+    ) -> Result<()> {
+        let n = g.im_len();
+        if images == 0 || n == 0 {
+            return Ok(());
+        }
+        let (ni, nc) = Self::image_spans(n, g.col_len(), images, im_stride, col_stride)?;
+        let (nd, channels, im_spatial, col_spatial, kernel_count) = Self::conv_nd_args(g, table)?;
+        let (col, _g1) = input(s, col, nc, "N-D col2im: columns")?;
+        let (im, _g2) = output(s, im, ni, "N-D col2im: image")?;
+        let (geom, _g3) = table.device_ptr(s);
+        let (im_stride, col_stride) = (im_stride as i64, col_stride as i64);
+        let mut cfg = self.grid_for(n);
+        cfg.grid_dim.2 = images as u32;
+        launch!(self, s, "conv_col2im_nd_f32", cfg;
+            col: cf32, im: mf32, geom: ci32, nd: i32, channels: i32, im_spatial: i64, col_spatial: i64,
+            kernel_count: i64, im_stride: i64, col_stride: i64)
+    }
+
+    /// `dw[i] += sum over z < images of partial[z * n + i]`, in image order.
+    pub fn conv_sum_partials(
+        &self,
+        s: &CudaStream,
+        partial: &dyn DevicePtr<f32>,
+        dw: &mut dyn DevicePtrMut<f32>,
+        n: usize,
+        images: usize,
+    ) -> Result<()> {
+        if n == 0 || images == 0 {
+            return Ok(());
+        }
+        let (partial, _g1) = input(s, partial, n * images, "weight gradient: partials")?;
+        let (dw, _g2) = output(s, dw, n, "weight gradient: output")?;
+        let (n_i, images) = (n as i64, to_i32(images, "images")?);
+        launch!(self, s, "conv_sum_partials_f32", self.grid_for(n); partial: cf32, dw: mf32, n_i: i64, images: i32)
     }
 
     // ---- tensor.cu ----------------------------------------------------------------------------
@@ -2175,6 +2508,51 @@ impl Kernels {
         );
         launch!(self, s, "tensor_axis_extract_f32", self.grid_for(n);
             src: cf32, dst: mf32, outer: i64, src_axis: i64, offset: i64, dst_axis: i64, inner: i64)
+    }
+
+    /// Tile forward: `y` (outer, tiles, inner) from `x` (outer, inner).
+    pub fn tensor_tile_fwd(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        y: &mut dyn DevicePtrMut<f32>,
+        outer: usize,
+        inner: usize,
+        tiles: usize,
+    ) -> Result<()> {
+        let n = outer * tiles * inner;
+        if n == 0 {
+            return Ok(());
+        }
+        let (x, _g1) = input(s, x, outer * inner, "tile: input")?;
+        let (y, _g2) = output(s, y, n, "tile: output")?;
+        let (outer, inner, tiles) = (outer as i64, inner as i64, tiles as i64);
+        launch!(self, s, "tensor_tile_fwd_f32", self.grid_for(n);
+            x: cf32, y: mf32, outer: i64, inner: i64, tiles: i64)
+    }
+
+    /// Tile backward: `dx` (outer, inner) = the sum of the `tiles` copies in `dy`, in tile order.
+    pub fn tensor_tile_bwd(
+        &self,
+        s: &CudaStream,
+        dy: &dyn DevicePtr<f32>,
+        dx: &mut dyn DevicePtrMut<f32>,
+        outer: usize,
+        inner: usize,
+        tiles: usize,
+    ) -> Result<()> {
+        let n = outer * inner;
+        if n == 0 {
+            return Ok(());
+        }
+        if tiles == 0 {
+            bail!("tile backward: 0 tiles");
+        }
+        let (dy, _g1) = input(s, dy, n * tiles, "tile backward: dy")?;
+        let (dx, _g2) = output(s, dx, n, "tile backward: dx")?;
+        let (outer, inner, tiles) = (outer as i64, inner as i64, tiles as i64);
+        launch!(self, s, "tensor_tile_bwd_f32", self.grid_for(n);
+            dy: cf32, dx: mf32, outer: i64, inner: i64, tiles: i64)
     }
 
     pub fn tensor_fill(
@@ -2311,6 +2689,102 @@ impl Kernels {
         launch!(self, s, "lrn_across_bwd_f32", self.grid_for(n);
             x: cf32, scale: cf32, ratio: cf32, dy: cf32, dx: mf32, num: i64, channels: i32, plane: i64, size: i32,
             beta: f32, cache_ratio: f32)
+    }
+
+    fn within_args(planes: usize, h: usize, w: usize, size: usize) -> Result<(i64, i32, i32, i32)> {
+        Ok((
+            planes as i64,
+            to_i32(h, "height")?,
+            to_i32(w, "width")?,
+            to_i32(size, "local_size")?,
+        ))
+    }
+
+    /// WITHIN_CHANNEL forward: `pooled`, `power` (kept for backward) and `y`, over `planes`
+    /// planes of `h x w`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lrn_within_fwd(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        pooled: &mut dyn DevicePtrMut<f32>,
+        power: &mut dyn DevicePtrMut<f32>,
+        y: &mut dyn DevicePtrMut<f32>,
+        planes: usize,
+        h: usize,
+        w: usize,
+        size: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        let n = planes * h * w;
+        if n == 0 {
+            return Ok(());
+        }
+        let (x, _g1) = input(s, x, n, "lrn: x")?;
+        let (pooled, _g2) = output(s, pooled, n, "lrn: pooled squares")?;
+        let (power, _g3) = output(s, power, n, "lrn: power")?;
+        let (y, _g4) = output(s, y, n, "lrn: y")?;
+        let (planes, h, w, size) = Self::within_args(planes, h, w, size)?;
+        launch!(self, s, "lrn_within_fwd_f32", self.grid_for(n);
+            x: cf32, pooled: mf32, power: mf32, y: mf32, planes: i64, h: i32, w: i32, size: i32, alpha: f32, beta: f32)
+    }
+
+    /// WITHIN_CHANNEL backward, first pass: the gradient reaching the pooled squares.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lrn_within_dpool(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        pooled: &dyn DevicePtr<f32>,
+        power: &dyn DevicePtr<f32>,
+        dy: &dyn DevicePtr<f32>,
+        dpool: &mut dyn DevicePtrMut<f32>,
+        n: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let diff_scale = -beta * alpha;
+        let (x, _g1) = input(s, x, n, "lrn backward: x")?;
+        let (pooled, _g2) = input(s, pooled, n, "lrn backward: pooled squares")?;
+        let (power, _g3) = input(s, power, n, "lrn backward: power")?;
+        let (dy, _g4) = input(s, dy, n, "lrn backward: dy")?;
+        let (dpool, _g5) = output(s, dpool, n, "lrn backward: pooled gradient")?;
+        let n_i = n as i64;
+        launch!(self, s, "lrn_within_dpool_f32", self.grid_for(n);
+            x: cf32, pooled: cf32, power: cf32, dy: cf32, dpool: mf32, n_i: i64, alpha: f32, diff_scale: f32)
+    }
+
+    /// WITHIN_CHANNEL backward, second pass: `dx` (must not alias `dpool` or `x`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn lrn_within_bwd(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        power: &dyn DevicePtr<f32>,
+        dy: &dyn DevicePtr<f32>,
+        dpool: &dyn DevicePtr<f32>,
+        dx: &mut dyn DevicePtrMut<f32>,
+        planes: usize,
+        h: usize,
+        w: usize,
+        size: usize,
+    ) -> Result<()> {
+        let n = planes * h * w;
+        if n == 0 {
+            return Ok(());
+        }
+        let (x, _g1) = input(s, x, n, "lrn backward: x")?;
+        let (power, _g2) = input(s, power, n, "lrn backward: power")?;
+        let (dy, _g3) = input(s, dy, n, "lrn backward: dy")?;
+        let (dpool, _g4) = input(s, dpool, n, "lrn backward: pooled gradient")?;
+        let (dx, _g5) = output(s, dx, n, "lrn backward: dx")?;
+        let (planes, h, w, size) = Self::within_args(planes, h, w, size)?;
+        launch!(self, s, "lrn_within_bwd_f32", self.grid_for(n);
+            x: cf32, power: cf32, dy: cf32, dpool: cf32, dx: mf32, planes: i64, h: i32, w: i32, size: i32)
     }
 
     // ---- solver.cu ----------------------------------------------------------------------------
@@ -2497,6 +2971,359 @@ impl Kernels {
         let (out, _g2) = output(s, out, 1, "sum of squares: output")?;
         let count = count as i64;
         launch!(self, s, "solver_sumsq_finish_f32", Self::blocks((1, 1, 1)); partial: cf64, count: i64, out: mf32)
+    }
+
+    /// Gradient clipping: `diff *= clip / norm` when `norm = sqrt(sumsq[0]) > clip` (the
+    /// decision is taken on the device, from [`Kernels::solver_sumsq_finish`]'s output).
+    pub fn solver_clip_scale(
+        &self,
+        s: &CudaStream,
+        diff: &mut dyn DevicePtrMut<f32>,
+        sumsq: &dyn DevicePtr<f32>,
+        clip: f32,
+    ) -> Result<()> {
+        let n = diff.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let (sumsq, _g1) = input(s, sumsq, 1, "gradient clipping: sum of squares")?;
+        let (diff, _g2) = diff.device_ptr_mut(s);
+        let n = n as i64;
+        launch!(self, s, "solver_clip_scale_f32", self.grid_for(n as usize); diff: mf32, n: i64, sumsq: cf32, clip: f32)
+    }
+
+    // ---- reduction.cu -------------------------------------------------------------------------
+
+    /// Reduction forward: `y[r] = coeff * reduce(x[r, ..])` for `num` rows of `dim` values (both
+    /// stages of reduction.cu); `partial` holds at least [`reduction_partials_len`]`(num, dim)`
+    /// doubles. `op`: 0 sum, 1 sum of |x|, 2 sum of squares.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reduction_forward(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        partial: &mut dyn DevicePtrMut<f64>,
+        y: &mut dyn DevicePtrMut<f32>,
+        num: usize,
+        dim: usize,
+        op: i32,
+        coeff: f32,
+    ) -> Result<()> {
+        if num == 0 {
+            return Ok(());
+        }
+        let chunks = sum_chunks(dim);
+        let pairs = reduction_partials_len(num, dim);
+        let (x, _g1) = input(s, x, num * dim, "reduction: input")?;
+        let (partial, _g2) = output(s, partial, pairs, "reduction: partials")?;
+        let (y, _g3) = output(s, y, num, "reduction: output")?;
+        let (num_i, dim, chunks) = (num as i64, dim as i64, chunks as i64);
+        let blocks = pairs.clamp(1, self.sm_count as usize * 32) as u32;
+        launch!(self, s, "reduction_partials_f32", Self::blocks((blocks, 1, 1));
+            x: cf32, partial: mf64, num_i: i64, dim: i64, chunks: i64, op: i32)?;
+        launch!(self, s, "reduction_finish_f32", self.grid_for(num);
+            partial: cf64, y: mf32, num_i: i64, chunks: i64, coeff: f32)
+    }
+
+    /// Reduction backward: `dx[r, k]` from `dy[r]` (and `x` for |x| and squares).
+    #[allow(clippy::too_many_arguments)]
+    pub fn reduction_bwd(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        dy: &dyn DevicePtr<f32>,
+        dx: &mut dyn DevicePtrMut<f32>,
+        num: usize,
+        dim: usize,
+        op: i32,
+        coeff: f32,
+    ) -> Result<()> {
+        let n = num * dim;
+        if n == 0 {
+            return Ok(());
+        }
+        let (x, _g1) = input(s, x, n, "reduction backward: x")?;
+        let (dy, _g2) = input(s, dy, num, "reduction backward: dy")?;
+        let (dx, _g3) = output(s, dx, n, "reduction backward: dx")?;
+        let (num, dim) = (num as i64, dim as i64);
+        launch!(self, s, "reduction_bwd_f32", self.grid_for(n);
+            x: cf32, dy: cf32, dx: mf32, num: i64, dim: i64, op: i32, coeff: f32)
+    }
+
+    // ---- mvn.cu -------------------------------------------------------------------------------
+
+    /// Grid for a block-per-row kernel over `rows` rows (grid-stride beyond).
+    fn grid_for_rows(&self, rows: usize) -> LaunchConfig {
+        Self::blocks((rows.clamp(1, self.sm_count as usize * 32) as u32, 1, 1))
+    }
+
+    /// MVN forward over `rows` rows of `dim`; with `normalize_variance`, `std` receives each
+    /// row's sqrt(var) + eps.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mvn_fwd(
+        &self,
+        s: &CudaStream,
+        mut io: Io,
+        std: &mut dyn DevicePtrMut<f32>,
+        rows: usize,
+        dim: usize,
+        normalize_variance: bool,
+        eps: f32,
+    ) -> Result<()> {
+        let n = rows * dim;
+        if n == 0 {
+            return Ok(());
+        }
+        check_len(io.len(), n, "mvn forward")?;
+        let (std, _g1) = output(s, std, rows, "mvn: std")?;
+        let (x, y, _g) = io.pointers(s);
+        let (rows_i, dim, nv) = (rows as i64, dim as i64, normalize_variance as i32);
+        launch!(self, s, "mvn_fwd_f32", self.grid_for_rows(rows);
+            x: cf32, y: mf32, std: mf32, rows_i: i64, dim: i64, nv: i32, eps: f32)
+    }
+
+    /// MVN backward; `d` carries dy (in) and dx (out).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mvn_bwd(
+        &self,
+        s: &CudaStream,
+        y: &dyn DevicePtr<f32>,
+        mut d: Io,
+        std: &dyn DevicePtr<f32>,
+        rows: usize,
+        dim: usize,
+        normalize_variance: bool,
+    ) -> Result<()> {
+        let n = rows * dim;
+        if n == 0 {
+            return Ok(());
+        }
+        check_len(d.len(), n, "mvn backward")?;
+        let inv_dim = 1.0 / dim as f32;
+        let (y, _g1) = input(s, y, n, "mvn backward: y")?;
+        let (std, _g2) = opt_input(
+            s,
+            normalize_variance.then_some(std),
+            rows,
+            "mvn backward: std",
+        )?;
+        let (dy, dx, _g) = d.pointers(s);
+        let (rows_i, dim, nv) = (rows as i64, dim as i64, normalize_variance as i32);
+        launch!(self, s, "mvn_bwd_f32", self.grid_for_rows(rows);
+            y: cf32, dy: cf32, dx: mf32, std: cf32, rows_i: i64, dim: i64, nv: i32, inv_dim: f32)
+    }
+
+    // ---- prelu.cu -----------------------------------------------------------------------------
+
+    /// `y = max(x, 0) + a * min(x, 0)` over (num, channels, dim); `slope` holds one value when
+    /// `shared`, else `channels`.
+    pub fn prelu_fwd(
+        &self,
+        s: &CudaStream,
+        mut io: Io,
+        slope: &dyn DevicePtr<f32>,
+        channels: usize,
+        dim: usize,
+        shared: bool,
+    ) -> Result<()> {
+        let n = io.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let slopes = if shared { 1 } else { channels };
+        let (slope, _g1) = input(s, slope, slopes, "prelu: slope")?;
+        let (x, y, _g) = io.pointers(s);
+        let (n_i, channels, dim, shared) = (
+            n as i64,
+            channels.max(1) as i64,
+            dim.max(1) as i64,
+            shared as i32,
+        );
+        launch!(self, s, "prelu_fwd_f32", self.grid_for(n);
+            x: cf32, slope: cf32, y: mf32, n_i: i64, channels: i64, dim: i64, shared: i32)
+    }
+
+    /// `dx = x > 0 ? dy : dy * a`; `d` carries dy (in) and dx (out).
+    #[allow(clippy::too_many_arguments)]
+    pub fn prelu_bwd(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        mut d: Io,
+        slope: &dyn DevicePtr<f32>,
+        channels: usize,
+        dim: usize,
+        shared: bool,
+    ) -> Result<()> {
+        let n = d.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let slopes = if shared { 1 } else { channels };
+        let (x, _g1) = input(s, x, n, "prelu backward: x")?;
+        let (slope, _g2) = input(s, slope, slopes, "prelu backward: slope")?;
+        let (dy, dx, _g) = d.pointers(s);
+        let (n_i, channels, dim, shared) = (
+            n as i64,
+            channels.max(1) as i64,
+            dim.max(1) as i64,
+            shared as i32,
+        );
+        launch!(self, s, "prelu_bwd_f32", self.grid_for(n);
+            x: cf32, dy: cf32, slope: cf32, dx: mf32, n_i: i64, channels: i64, dim: i64, shared: i32)
+    }
+
+    /// Stage one of the slope gradient (per-channel partials, [`channel_partials_len`] doubles);
+    /// returns the chunk count. Finish with [`Kernels::scale_grad_finish`] (per channel) or
+    /// [`Kernels::prelu_slope_finish_shared`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn prelu_slope_partials(
+        &self,
+        s: &CudaStream,
+        x: &dyn DevicePtr<f32>,
+        dy: &dyn DevicePtr<f32>,
+        partial: &mut dyn DevicePtrMut<f64>,
+        num: usize,
+        channels: usize,
+        dim: usize,
+    ) -> Result<usize> {
+        let n = num * channels * dim;
+        let chunks = channel_chunks(num, dim);
+        if n == 0 {
+            return Ok(chunks);
+        }
+        let (x, _g1) = input(s, x, n, "prelu slope gradient: x")?;
+        let (dy, _g2) = input(s, dy, n, "prelu slope gradient: dy")?;
+        let (partial, _g3) = output(
+            s,
+            partial,
+            channels * chunks,
+            "prelu slope gradient: partials",
+        )?;
+        let cfg = Self::blocks((channels as u32, chunks as u32, 1));
+        let (num, channels, dim) = (num as i64, channels as i64, dim as i64);
+        launch!(self, s, "prelu_slope_partials_f32", cfg; x: cf32, dy: cf32, partial: mf64, num: i64, channels: i64, dim: i64)?;
+        Ok(chunks)
+    }
+
+    /// A shared slope's gradient: `g[0] += sum of the first count partials`.
+    pub fn prelu_slope_finish_shared(
+        &self,
+        s: &CudaStream,
+        partial: &dyn DevicePtr<f64>,
+        g: &mut dyn DevicePtrMut<f32>,
+        count: usize,
+    ) -> Result<()> {
+        let (partial, _g1) = input(s, partial, count, "prelu slope gradient: partials")?;
+        let (g, _g2) = output(s, g, 1, "prelu slope gradient: output")?;
+        let count = count as i64;
+        launch!(self, s, "prelu_slope_finish_shared_f32", Self::blocks((1, 1, 1)); partial: cf64, g: mf32, count: i64)
+    }
+
+    // ---- embed.cu -----------------------------------------------------------------------------
+
+    /// The first of `m` indices that is not an integer in [0, k), if any. Reads one value back
+    /// (synchronises the stream): call it where the CPU layer checks its indices.
+    pub fn embed_find_bad_index(
+        &self,
+        s: &Arc<CudaStream>,
+        idx: &dyn DevicePtr<f32>,
+        m: usize,
+        k: usize,
+        scratch: &mut CudaSlice<u64>,
+    ) -> Result<Option<usize>> {
+        if m == 0 {
+            return Ok(None);
+        }
+        check_len(scratch.len(), 1, "index check: scratch")?;
+        s.memcpy_htod(&[u64::MAX][..], scratch)
+            .context("index check: resetting the scratch value")?;
+        {
+            let (idx, _g1) = input(s, idx, m, "index check: indices")?;
+            let (first_bad, _g2) = scratch.device_ptr_mut(s);
+            let (m_i, k) = (m as i64, k as i64);
+            let r: Result<()> = launch!(self, s, "embed_find_bad_index_f32", self.grid_for(m);
+                idx: cf32, m_i: i64, k: i64, first_bad: mu64);
+            r?;
+        }
+        let mut host = [0u64; 1];
+        s.memcpy_dtoh(&*scratch, &mut host[..])
+            .context("index check: reading the result")?;
+        s.synchronize().context("index check: synchronising")?;
+        Ok(if host[0] == u64::MAX {
+            None
+        } else {
+            Some(host[0] as usize)
+        })
+    }
+
+    /// `y[i, :] = w[idx[i], :] (+ bias)` for m indices into a (k, n) table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn embed_fwd(
+        &self,
+        s: &CudaStream,
+        idx: &dyn DevicePtr<f32>,
+        w: &dyn DevicePtr<f32>,
+        bias: Option<&dyn DevicePtr<f32>>,
+        y: &mut dyn DevicePtrMut<f32>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        if m * n == 0 {
+            return Ok(());
+        }
+        let (idx, _g1) = input(s, idx, m, "embed: indices")?;
+        let (w, _g2) = input(s, w, k * n, "embed: weights")?;
+        let (bias, _g3) = opt_input(s, bias, n, "embed: bias")?;
+        let (y, _g4) = output(s, y, m * n, "embed: y")?;
+        let (m_i, k, n_i) = (m as i64, k as i64, n as i64);
+        launch!(self, s, "embed_fwd_f32", self.grid_for(m * n);
+            idx: cf32, w: cf32, bias: cf32, y: mf32, m_i: i64, k: i64, n_i: i64)
+    }
+
+    /// Where each table row is first used (see embed.cu); `first` (k ints) must be zeroed.
+    pub fn embed_first_use(
+        &self,
+        s: &CudaStream,
+        idx: &dyn DevicePtr<f32>,
+        first: &mut dyn DevicePtrMut<i32>,
+        m: usize,
+        k: usize,
+    ) -> Result<()> {
+        if m == 0 || k == 0 {
+            return Ok(());
+        }
+        to_i32(m, "embed: indices per batch")?;
+        let (idx, _g1) = input(s, idx, m, "embed backward: indices")?;
+        let (first, _g2) = output(s, first, k, "embed backward: first uses")?;
+        let (m_i, k_i) = (m as i64, k as i64);
+        launch!(self, s, "embed_first_use_f32", self.grid_for(m); idx: cf32, first: mi32, m_i: i64, k_i: i64)
+    }
+
+    /// `dw[idx[i], :] += dy[i, :]`, in index order; `first` from [`Kernels::embed_first_use`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn embed_bwd_weights(
+        &self,
+        s: &CudaStream,
+        idx: &dyn DevicePtr<f32>,
+        first: &dyn DevicePtr<i32>,
+        dy: &dyn DevicePtr<f32>,
+        dw: &mut dyn DevicePtrMut<f32>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        if m * n == 0 || k == 0 {
+            return Ok(());
+        }
+        let (idx, _g1) = input(s, idx, m, "embed backward: indices")?;
+        let (first, _g2) = input(s, first, k, "embed backward: first uses")?;
+        let (dy, _g3) = input(s, dy, m * n, "embed backward: dy")?;
+        let (dw, _g4) = output(s, dw, k * n, "embed backward: weight gradient")?;
+        let (m_i, k_i, n_i) = (m as i64, k as i64, n as i64);
+        launch!(self, s, "embed_bwd_weights_f32", self.grid_for(k * n);
+            idx: cf32, first: ci32, dy: cf32, dw: mf32, m_i: i64, k_i: i64, n_i: i64)
     }
 }
 
