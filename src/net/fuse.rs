@@ -203,17 +203,21 @@ pub(super) fn backward(net: &mut Net, ci: usize) -> Result<()> {
         scale: want_scale.then_some((&mut sdiff[..], accumulate)),
         bias: bdiff.as_deref_mut().map(|b| (&mut b[..], true)),
     };
-    let (tdata, tdiff, bdiff_buf) = (t.data_buf(), t.diff_buf(), bottom.diff_buf());
-    let y = read(&tdata);
+    let bias_data = bias_index.map(|i| base.blobs[i].data_buf());
+    let bias = bias_data.as_ref().map(read);
+    let affine = Affine {
+        scale: &scale,
+        bias: bias.as_deref().map(|b| &b[..]),
+    };
+    let (tdiff, bdiff_buf) = (t.diff_buf(), bottom.diff_buf());
     let mut dy = write(&tdiff);
     if same(&tdiff, &bdiff_buf) {
         kernel::backward(
             d,
             std,
-            &scale,
+            affine,
             p.relu_slope,
             batch,
-            &y,
             x_norm,
             &mut dy,
             None,
@@ -222,7 +226,7 @@ pub(super) fn backward(net: &mut Net, ci: usize) -> Result<()> {
     } else {
         let mut dx = write(&bdiff_buf);
         #[rustfmt::skip]
-        kernel::backward(d, std, &scale, p.relu_slope, batch, &y, x_norm, &mut dy, Some(&mut dx), grads);
+        kernel::backward(d, std, affine, p.relu_slope, batch, x_norm, &mut dy, Some(&mut dx), grads);
     }
     Ok(())
 }

@@ -10,7 +10,8 @@
 use rayon::prelude::*;
 
 use super::activation::{relu, relu_grad};
-use super::sums::Lanes;
+use super::simd::vectorized;
+use super::sums::LANES;
 
 /// Below this many elements a single thread is faster than spawning (as in `batch_norm`).
 const PAR_MIN: usize = 1 << 15;
@@ -51,19 +52,12 @@ pub fn forward(
         let c = p % d.channels;
         let (mu, sd, s) = (mean[c], std[c], affine.scale[c]);
         let b = affine.bias.map(|b| b[c]);
-        for (o, k) in out.iter_mut().zip(keep.iter_mut()) {
-            let n = (*o - mu) / sd;
-            *k = n;
-            // Rounded product, then the bias: as the Scale layer computes it.
-            let z = match b {
-                Some(b) => s * n + b,
-                None => s * n,
-            };
-            *o = match relu_slope {
-                Some(slope) => relu(z, slope),
-                None => z,
-            };
-        }
+        vectorized(|| match (b, relu_slope) {
+            (Some(b), Some(slope)) => plane_forward(mu, sd, out, keep, |n| relu(s * n + b, slope)),
+            (Some(b), None) => plane_forward(mu, sd, out, keep, |n| s * n + b),
+            (None, Some(slope)) => plane_forward(mu, sd, out, keep, |n| relu(s * n, slope)),
+            (None, None) => plane_forward(mu, sd, out, keep, |n| s * n),
+        });
     };
     let (data, x_norm) = (&mut data[..len], &mut x_norm[..len]);
     if len >= PAR_MIN {
@@ -75,6 +69,17 @@ pub fn forward(
         for (p, (o, k)) in data.chunks_mut(sp).zip(x_norm.chunks_mut(sp)).enumerate() {
             plane(p, o, k);
         }
+    }
+}
+
+/// One plane of the forward: `x_norm = (x - mean) / std` kept, `out = tail(x_norm)` (the
+/// Scale's rounded product, then its bias, then the ReLU: as the layers compute them).
+#[inline(always)]
+fn plane_forward(mu: f32, sd: f32, out: &mut [f32], keep: &mut [f32], tail: impl Fn(f32) -> f32) {
+    for (o, k) in out.iter_mut().zip(keep.iter_mut()) {
+        let n = (*o - mu) / sd;
+        *k = n;
+        *o = tail(n);
     }
 }
 
@@ -96,20 +101,144 @@ pub struct ParamGrads<'a> {
     pub bias: Option<(&'a mut [f32], bool)>,
 }
 
-/// Backward: from the chain's top diff `dy` (the ReLU's or the Scale's), its top data `y` (the
-/// ReLU's sign test reads it, as the in-place ReLU does) and `x_norm`, the Scale's parameter
-/// gradients and the BatchNorm's bottom diff `dx` (`dy` itself when `dx` is None: in place;
-/// otherwise `dy` is left holding the BatchNorm's top diff, as the unfused layers leave it).
-/// `batch_stats`: the BatchNorm used this batch's statistics (training mode) rather than
-/// stored ones.
+/// The ReLU's gradient at one value. Its sign test reads the chain's pre-ReLU value
+/// `scale * x_norm + bias`, recomputed with the forward's operations: for a slope >= 0 that
+/// value is > 0 (or <= 0) exactly when the ReLU's output is, so the test agrees with the
+/// in-place ReLU's (which reads its output) without reading the output at all. Adding a zero
+/// bias where the Scale has none changes only the sign of a zero, which neither test sees.
+#[inline(always)]
+fn chain_grad<const RELU: bool>(dy: f32, xn: f32, s: f32, b: f32, slope: f32) -> f32 {
+    if RELU {
+        relu_grad(dy, s * xn + b, slope)
+    } else {
+        dy
+    }
+}
+
+/// The four sums of channel `c`, plane by plane (n = 0, 1, ...), each plane a run of the
+/// fixed-lane double sums of `sums::Lanes` (value i of a plane into lane i % LANES), so the
+/// totals are the bits the layers' own reductions give.
+#[inline(always)]
+fn channel_sums<const RELU: bool>(
+    d: Dims,
+    c: usize,
+    s: f32,
+    b: f32,
+    slope: f32,
+    dy: &[f32],
+    x_norm: &[f32],
+) -> ChannelSums {
+    let mut acc = [[0f64; LANES]; 4];
+    let mut add = |lane: usize, v: f32, xn: f32| {
+        let g = chain_grad::<RELU>(v, xn, s, b, slope);
+        let z = g * s;
+        acc[0][lane] += g as f64;
+        acc[1][lane] += g as f64 * xn as f64;
+        acc[2][lane] += z as f64;
+        acc[3][lane] += z as f64 * xn as f64;
+    };
+    let sp = d.spatial;
+    for n in 0..d.num {
+        let r = (n * d.channels + c) * sp..(n * d.channels + c + 1) * sp;
+        let (dyr, xr) = (&dy[r.clone()], &x_norm[r]);
+        let (dc, xc) = (dyr.chunks_exact(LANES), xr.chunks_exact(LANES));
+        let (drem, xrem) = (dc.remainder(), xc.remainder());
+        for (dv, xv) in dc.zip(xc) {
+            for i in 0..LANES {
+                add(i, dv[i], xv[i]);
+            }
+        }
+        for (i, (&v, &xn)) in drem.iter().zip(xrem).enumerate() {
+            add(i, v, xn);
+        }
+    }
+    let total = |lanes: &[f64; LANES]| lanes.iter().fold(0.0, |t, &l| t + l) as f32;
+    ChannelSums {
+        dy: total(&acc[0]),
+        dy_xn: total(&acc[1]),
+        dz: total(&acc[2]),
+        dz_xn: total(&acc[3]),
+    }
+}
+
+/// Plane `p` of the bottom diff: the BatchNorm's top diff `dz = scale * relu'(dy)` (what the
+/// Scale and the ReLU leave in T's diff when they run in place), then the BatchNorm's
+/// gradient from it, into `dx` (leaving `dz` in `dy`) or over `dy`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn plane_grad<const RELU: bool, const BATCH: bool>(
+    s: f32,
+    b: f32,
+    slope: f32,
+    sd: f32,
+    cs: ChannelSums,
+    neg_inv_m: f32,
+    x_norm: &[f32],
+    dy: &mut [f32],
+    dx: Option<&mut [f32]>,
+) {
+    let f = |z: f32, xn: f32| {
+        if BATCH {
+            (z + (xn * cs.dz_xn + cs.dz) * neg_inv_m) / sd
+        } else {
+            z / sd
+        }
+    };
+    match dx {
+        Some(dx) => {
+            for ((o, v), &xn) in dx.iter_mut().zip(dy.iter_mut()).zip(x_norm) {
+                let z = chain_grad::<RELU>(*v, xn, s, b, slope) * s;
+                *v = z;
+                *o = f(z, xn);
+            }
+        }
+        None => {
+            for (v, &xn) in dy.iter_mut().zip(x_norm) {
+                *v = f(chain_grad::<RELU>(*v, xn, s, b, slope) * s, xn);
+            }
+        }
+    }
+}
+
+/// Backward: from the chain's top diff `dy` (the ReLU's or the Scale's) and `x_norm`, the
+/// Scale's parameter gradients and the BatchNorm's bottom diff `dx` (`dy` itself when `dx`
+/// is None: in place; otherwise `dy` is left holding the BatchNorm's top diff, as the unfused
+/// layers leave it). `batch_stats`: the BatchNorm used this batch's statistics (training
+/// mode) rather than stored ones. Two passes, each reading `dy` and `x_norm` once.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     d: Dims,
     std: &[f32],
-    scale: &[f32],
+    affine: Affine,
     relu_slope: Option<f32>,
     batch_stats: bool,
-    y: &[f32],
+    x_norm: &[f32],
+    dy: &mut [f32],
+    dx: Option<&mut [f32]>,
+    grads: ParamGrads,
+) {
+    match (relu_slope.is_some(), batch_stats) {
+        (true, true) => {
+            backward_as::<true, true>(d, std, affine, relu_slope, x_norm, dy, dx, grads)
+        }
+        (true, false) => {
+            backward_as::<true, false>(d, std, affine, relu_slope, x_norm, dy, dx, grads)
+        }
+        (false, true) => {
+            backward_as::<false, true>(d, std, affine, relu_slope, x_norm, dy, dx, grads)
+        }
+        (false, false) => {
+            backward_as::<false, false>(d, std, affine, relu_slope, x_norm, dy, dx, grads)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_as<const RELU: bool, const BATCH: bool>(
+    d: Dims,
+    std: &[f32],
+    affine: Affine,
+    relu_slope: Option<f32>,
     x_norm: &[f32],
     dy: &mut [f32],
     dx: Option<&mut [f32]>,
@@ -120,46 +249,15 @@ pub fn backward(
     if len == 0 || sp == 0 {
         return;
     }
-    let g = |v: f32, yv: f32| match relu_slope {
-        Some(slope) => relu_grad(v, yv, slope),
-        None => v,
-    };
-    let need_sums = batch_stats || grads.scale.is_some() || grads.bias.is_some();
+    let slope = relu_slope.unwrap_or(0.0);
+    let scale = affine.scale;
+    let bias = |c: usize| affine.bias.map_or(0.0, |b| b[c]);
+    let need_sums = BATCH || grads.scale.is_some() || grads.bias.is_some();
     let mut sums = vec![ChannelSums::default(); ch];
     if need_sums {
         let dy: &[f32] = dy;
         let channel = |c: usize, out: &mut ChannelSums| {
-            let s = scale[c];
-            let (mut a, mut b, mut e, mut f) = (
-                Lanes::default(),
-                Lanes::default(),
-                Lanes::default(),
-                Lanes::default(),
-            );
-            let mut dyp = vec![0f32; sp];
-            let mut dz = vec![0f32; sp];
-            for n in 0..d.num {
-                let r = (n * ch + c) * sp..(n * ch + c + 1) * sp;
-                for ((p, z), (&v, &yv)) in dyp
-                    .iter_mut()
-                    .zip(dz.iter_mut())
-                    .zip(dy[r.clone()].iter().zip(&y[r.clone()]))
-                {
-                    *p = g(v, yv);
-                    *z = *p * s;
-                }
-                let xn = &x_norm[r];
-                a.add(&dyp);
-                b.add_dot(&dyp, xn);
-                e.add(&dz);
-                f.add_dot(&dz, xn);
-            }
-            *out = ChannelSums {
-                dy: a.total() as f32,
-                dy_xn: b.total() as f32,
-                dz: e.total() as f32,
-                dz_xn: f.total() as f32,
-            };
+            *out = vectorized(|| channel_sums::<RELU>(d, c, scale[c], bias(c), slope, dy, x_norm));
         };
         if len >= PAR_MIN && ch > 1 {
             sums.par_iter_mut()
@@ -180,35 +278,22 @@ pub fn backward(
         }
     }
     let neg_inv_m = -1.0 / (d.num * sp) as f32;
-    // Plane p: dy becomes the BatchNorm's top diff (`scale * relu'(dy)`, what the Scale and
-    // the ReLU leave in T's diff when they run in place), then the bottom diff is computed
-    // from it, into dx or over it.
     let plane = |p: usize, dy: &mut [f32], dx: Option<&mut [f32]>| {
         let c = p % ch;
-        let r = p * sp..(p + 1) * sp;
-        let (s, sd, cs) = (scale[c], std[c], sums[c]);
-        let f = |dz: f32, xn: f32| {
-            if batch_stats {
-                (dz + (xn * cs.dz_xn + cs.dz) * neg_inv_m) / sd
-            } else {
-                dz / sd
-            }
-        };
-        let (ys, xns) = (&y[r.clone()], &x_norm[r]);
-        match dx {
-            Some(dx) => {
-                for ((o, v), (&yv, &xn)) in dx.iter_mut().zip(dy.iter_mut()).zip(ys.iter().zip(xns))
-                {
-                    *v = g(*v, yv) * s;
-                    *o = f(*v, xn);
-                }
-            }
-            None => {
-                for (v, (&yv, &xn)) in dy.iter_mut().zip(ys.iter().zip(xns)) {
-                    *v = f(g(*v, yv) * s, xn);
-                }
-            }
-        }
+        let xn = &x_norm[p * sp..(p + 1) * sp];
+        vectorized(|| {
+            plane_grad::<RELU, BATCH>(
+                scale[c],
+                bias(c),
+                slope,
+                std[c],
+                sums[c],
+                neg_inv_m,
+                xn,
+                dy,
+                dx,
+            )
+        });
     };
     let par = len >= PAR_MIN;
     match dx {

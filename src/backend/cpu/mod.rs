@@ -20,6 +20,7 @@ pub mod pooling;
 pub mod prelu;
 pub mod reduction;
 pub mod scale;
+pub mod simd;
 pub mod softmax;
 pub mod sums;
 pub mod tensor;
