@@ -185,7 +185,7 @@ fn backward_all(
         li -= 1;
         let lt = Instant::now();
         if let Some(ci) = net.fused_chain_to(li) {
-            li = net.fused_chains()[ci].batch_norm;
+            li = net.fused_chains()[ci].first();
             net.backward_fused(ci)?;
         } else {
             backward_layer_always(net, rng, li)?;

@@ -76,7 +76,7 @@ pub struct Net {
     pub verbose: bool,
     /// The GPU the layers run on (`None`: the CPU backend).
     pub gpu: Option<Rc<Gpu>>,
-    /// BatchNorm -> Scale -> ReLU chains that whole-net passes run fused on the CPU (`fuse`).
+    /// Chains of layers that whole-net passes run fused on the CPU (`fuse`).
     pub(crate) fused: Vec<fuse::Chain>,
     /// Run those chains fused (on by default; the same results either way).
     pub cpu_fusion: bool,
@@ -530,7 +530,7 @@ impl Net {
         if !self.fusion_on() {
             return None;
         }
-        self.fused.iter().position(|c| c.batch_norm == li)
+        self.fused.iter().position(|c| c.first() == li)
     }
 
     /// The fused chain that ends at layer `li`, if fusion is on.
@@ -548,19 +548,13 @@ impl Net {
     /// Forward of fused chain `ci` (its layers reshaped first); false, having run nothing,
     /// when the shapes do not allow fusion (then run the layers one by one).
     pub fn forward_fused(&mut self, ci: usize) -> Result<bool> {
-        let name = self.layers[self.fused[ci].batch_norm]
-            .param
-            .name()
-            .to_string();
+        let name = self.layers[self.fused[ci].first()].param.name().to_string();
         fuse::forward(self, ci).with_context(|| format!("forward of the chain from layer '{name}'"))
     }
 
     /// Backward of fused chain `ci`, as its layers' backward passes would run it.
     pub fn backward_fused(&mut self, ci: usize) -> Result<()> {
-        let name = self.layers[self.fused[ci].batch_norm]
-            .param
-            .name()
-            .to_string();
+        let name = self.layers[self.fused[ci].first()].param.name().to_string();
         fuse::backward(self, ci)
             .with_context(|| format!("backward of the chain from layer '{name}'"))
     }
@@ -580,7 +574,7 @@ impl Net {
     pub fn forward_layer(&mut self, rng: &mut CaffeRng, li: usize) -> Result<f32> {
         // A Scale running its own forward keeps its input again.
         for c in &mut self.fused {
-            if c.scale == li {
+            if matches!(c.kind, fuse::Kind::Normalize(n) if n.scale == li) {
                 c.forward_fused = false;
             }
         }
@@ -613,7 +607,7 @@ impl Net {
         while li > 0 {
             li -= 1;
             if let Some(ci) = self.fused_chain_to(li) {
-                let first = self.fused[ci].batch_norm;
+                let first = self.fused[ci].first();
                 if self.layers[first].need_backward {
                     self.backward_fused(ci)?;
                 }

@@ -19,6 +19,7 @@ pub mod mvn;
 pub mod pooling;
 pub mod prelu;
 pub mod reduction;
+pub mod residual_join;
 pub mod scale;
 pub mod simd;
 pub mod softmax;

@@ -1,42 +1,33 @@
-//! CPU fusion of BatchNorm -> Scale -> ReLU chains, the pattern of ResNet-style nets:
-//! consecutive layers where the Scale (and the ReLU, if present) run in place on the
-//! BatchNorm's top. Caffe runs them one after the other; nothing outside the chain sees the
-//! intermediate values (in place, they are overwritten before the next layer), so the chain
-//! can run as one forward pass and one backward pass over the blob
-//! (`backend::cpu::bn_scale_relu`), with the same results bit for bit.
+//! BatchNorm -> Scale -> ReLU: consecutive layers where the Scale (and the ReLU, if present)
+//! run in place on the BatchNorm's top. Nothing outside the chain sees the intermediate values
+//! (in place, they are overwritten before the next layer), so the chain runs as one forward
+//! pass and one backward pass over the blob (`backend::cpu::bn_scale_relu`).
 //!
-//! The net runs a chain fused when a whole-net (or whole-range) pass covers all of it;
-//! `forward_layer` / `backward_layer` on one layer still run that layer alone. A Scale whose
-//! forward was fused has not copied its input; the net sets it from the BatchNorm's
-//! normalised output before that Scale's own backward runs (`prepare_unfused_backward`).
+//! A Scale whose forward was fused has not copied its input; the net sets it from the
+//! BatchNorm's normalised output before that Scale's own backward runs
+//! (`prepare_unfused_backward`).
 
 use anyhow::{anyhow, Result};
 
-use super::Net;
+use super::Kind;
 use crate::backend::cpu::bn_scale_relu::{self as kernel, Affine, ParamGrads};
 use crate::blob::{read, same, write, BlobRef};
 use crate::layers::batch_norm::BatchNormLayer;
 use crate::layers::relu::ReluLayer;
 use crate::layers::scale::ScaleLayer;
 use crate::layers::Layer;
+use crate::net::{LayerEntry, Net};
 
 /// One chain: layer indices, consecutive.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Chain {
+/// The layers of one chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Norm {
     pub batch_norm: usize,
     pub scale: usize,
     pub relu: Option<usize>,
-    /// The last forward of this chain was fused (the Scale did not keep its input).
-    pub(super) forward_fused: bool,
 }
 
-impl Chain {
-    /// The last layer of the chain.
-    pub fn last(&self) -> usize {
-        self.relu.unwrap_or(self.scale)
-    }
-
-    /// The chain's layers, in order.
+impl Norm {
     pub fn layers(&self) -> Vec<usize> {
         let mut v = vec![self.batch_norm, self.scale];
         v.extend(self.relu);
@@ -44,58 +35,37 @@ impl Chain {
     }
 }
 
-/// The chains of a built net: BatchNorm (one bottom, one top T), then a Scale with one
-/// bottom (a learned scale) in place on T, then optionally a ReLU in place on T with a
-/// non-negative slope (its backward then reads the sign of T, as in place it does anyway).
-/// The Scale and the ReLU must propagate to their bottom, no layer of the chain may carry a
-/// loss weight, and all or none of them must need backward.
-pub fn find_chains(net: &Net) -> Vec<Chain> {
-    let mut chains = Vec::new();
-    let l = &net.layers;
-    let mut i = 0;
-    while i + 1 < l.len() {
-        let (bn, sc) = (&l[i], &l[i + 1]);
-        let in_place_on = |e: &super::LayerEntry, t: usize| {
-            e.bottoms == [t] && e.tops == [t] && e.bottom_need_backward == [true]
-        };
-        let ok = bn.layer.type_name() == "BatchNorm"
-            && bn.bottoms.len() == 1
-            && bn.tops.len() == 1
-            && sc.layer.type_name() == "Scale"
-            && in_place_on(sc, bn.tops[0]);
-        if !ok {
-            i += 1;
-            continue;
-        }
-        let t = bn.tops[0];
-        let relu = l.get(i + 2).filter(|r| {
-            r.layer.type_name() == "ReLU"
-                && in_place_on(r, t)
-                && r.param
-                    .relu_param
-                    .as_ref()
-                    .map_or(0.0, |p| p.negative_slope())
-                    >= 0.0
-        });
-        let members: Vec<&super::LayerEntry> =
-            [Some(bn), Some(sc), relu].into_iter().flatten().collect();
-        let no_loss = members
-            .iter()
-            .all(|e| e.loss_weights.iter().all(|&w| w == 0.0));
-        let backward_agrees = members.iter().all(|e| e.need_backward == bn.need_backward);
-        if no_loss && backward_agrees {
-            chains.push(Chain {
-                batch_norm: i,
-                scale: i + 1,
-                relu: relu.map(|_| i + 2),
-                forward_fused: false,
-            });
-            i += members.len();
-        } else {
-            i += 1;
-        }
+/// The chain starting at layer `i`, if there is one: BatchNorm (one bottom, one top T), then
+/// a Scale with one bottom (a learned scale) in place on T, then optionally a ReLU in place on
+/// T with a non-negative slope.
+pub(super) fn find_at(l: &[LayerEntry], i: usize) -> Option<Norm> {
+    let (bn, sc) = (l.get(i)?, l.get(i + 1)?);
+    let in_place_on = |e: &LayerEntry, t: usize| {
+        e.bottoms == [t] && e.tops == [t] && e.bottom_need_backward == [true]
+    };
+    let ok = bn.layer.type_name() == "BatchNorm"
+        && bn.bottoms.len() == 1
+        && bn.tops.len() == 1
+        && sc.layer.type_name() == "Scale"
+        && in_place_on(sc, bn.tops[0]);
+    if !ok {
+        return None;
     }
-    chains
+    let t = bn.tops[0];
+    let relu = l.get(i + 2).filter(|r| {
+        r.layer.type_name() == "ReLU"
+            && in_place_on(r, t)
+            && r.param
+                .relu_param
+                .as_ref()
+                .map_or(0.0, |p| p.negative_slope())
+                >= 0.0
+    });
+    Some(Norm {
+        batch_norm: i,
+        scale: i + 1,
+        relu: relu.map(|_| i + 2),
+    })
 }
 
 /// The three layers of a chain, borrowed together.
@@ -105,7 +75,7 @@ struct Parts<'a> {
     relu_slope: Option<f32>,
 }
 
-fn parts<'a>(net: &'a mut Net, c: &Chain) -> Result<Parts<'a>> {
+fn parts<'a>(net: &'a mut Net, c: &Norm) -> Result<Parts<'a>> {
     let (head, tail) = net.layers.split_at_mut(c.scale);
     let bn = head[c.batch_norm]
         .layer
@@ -141,7 +111,7 @@ fn parts<'a>(net: &'a mut Net, c: &Chain) -> Result<Parts<'a>> {
 }
 
 /// The chain's bottom blob (the BatchNorm's) and its blob T.
-fn blobs(net: &Net, c: &Chain) -> (BlobRef, BlobRef) {
+fn blobs(net: &Net, c: &Norm) -> (BlobRef, BlobRef) {
     let e = &net.layers[c.batch_norm];
     (
         net.blobs[e.bottoms[0]].clone(),
@@ -151,8 +121,7 @@ fn blobs(net: &Net, c: &Chain) -> (BlobRef, BlobRef) {
 
 /// Reshapes the chain's layers and runs it fused when the shapes allow it (the Scale
 /// broadcasts one value per BatchNorm channel); returns false, having run nothing, when not.
-pub(super) fn forward(net: &mut Net, ci: usize) -> Result<bool> {
-    let c = net.fused[ci].clone();
+pub(super) fn forward(net: &mut Net, c: Norm) -> Result<bool> {
     let (bottom, t) = blobs(net, &c);
     for li in c.layers() {
         net.reshape_layer(li)?;
@@ -178,14 +147,12 @@ pub(super) fn forward(net: &mut Net, ci: usize) -> Result<bool> {
     }
     x_norm.resize(d.num * d.channels * d.spatial, 0.0);
     kernel::forward(d, mean, std, affine, p.relu_slope, &mut write(&tb), x_norm);
-    net.fused[ci].forward_fused = true;
     Ok(true)
 }
 
 /// Backward of a chain whose forward was fused or not (it needs only the BatchNorm's state,
 /// the Scale's parameters and T).
-pub(super) fn backward(net: &mut Net, ci: usize) -> Result<()> {
-    let c = net.fused[ci].clone();
+pub(super) fn backward(net: &mut Net, c: Norm) -> Result<()> {
     let (bottom, t) = blobs(net, &c);
     let p = parts(net, &c)?;
     let ((_, dim, _), bias_index) = p.scale.broadcast();
@@ -234,14 +201,16 @@ pub(super) fn backward(net: &mut Net, ci: usize) -> Result<()> {
 /// Before layer `li`'s own backward: if it is the Scale of a chain whose forward was fused,
 /// give it the input it did not keep (the BatchNorm's normalised output).
 pub(super) fn prepare_unfused_backward(net: &mut Net, li: usize) -> Result<()> {
-    let Some(ci) = net
+    let found = net
         .fused
         .iter()
-        .position(|c| c.scale == li && c.forward_fused)
-    else {
+        .position(|c| c.forward_fused && matches!(c.kind, Kind::Normalize(n) if n.scale == li));
+    let Some(ci) = found else {
         return Ok(());
     };
-    let c = net.fused[ci].clone();
+    let Kind::Normalize(c) = net.fused[ci].kind else {
+        unreachable!("found as a Normalize chain")
+    };
     let p = parts(net, &c)?;
     let (_, _, _, x_norm, _) = p.bn.fusion_state();
     p.scale.set_input(x_norm);
