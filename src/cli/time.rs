@@ -79,8 +79,7 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
     let loss = net.forward(&mut rng)?;
     crate::info!("Initial loss: {}", fmt_g(loss as f64));
     crate::info!("Performing Backward");
-    backward_all(&mut net, &mut rng)?;
-    wait()?;
+    backward_all(&mut net, &mut rng, &mut |_, _| {})?;
 
     let n = net.layers.len();
     let mut fwd = vec![0f64; n];
@@ -92,20 +91,24 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
     for it in 1..=args.iterations {
         let iter_t = Instant::now();
         let t = Instant::now();
-        for (li, f) in fwd.iter_mut().enumerate() {
+        // A chain the net runs fused (`net::fuse`) is timed as one step, under its first layer.
+        let mut li = 0;
+        while li < n {
             let lt = Instant::now();
-            net.forward_layer(&mut rng, li)?;
+            let next = match net.fused_chain_from(li) {
+                Some(ci) if net.forward_fused(ci)? => net.fused_chains()[ci].last() + 1,
+                _ => {
+                    net.forward_layer(&mut rng, li)?;
+                    li + 1
+                }
+            };
             wait()?;
-            *f += ms(lt);
+            fwd[li] += ms(lt);
+            li = next;
         }
         fwd_total += ms(t);
         let t = Instant::now();
-        for li in (0..n).rev() {
-            let lt = Instant::now();
-            backward_layer_always(&mut net, &mut rng, li)?;
-            wait()?;
-            bwd[li] += ms(lt);
-        }
+        backward_all(&mut net, &mut rng, &mut |li, t| bwd[li] += t)?;
         bwd_total += ms(t);
         crate::info!(
             "Iteration: {it} forward-backward time: {} ms.",
@@ -169,10 +172,28 @@ pub fn forward_backward_flops(net: &Net) -> u64 {
     2 * 3 * macs
 }
 
-/// `caffe time` calls every layer's Backward, whether or not the net needs it there.
-fn backward_all(net: &mut Net, rng: &mut CaffeRng) -> Result<()> {
-    for li in (0..net.layers.len()).rev() {
-        backward_layer_always(net, rng, li)?;
+/// `caffe time` calls every layer's Backward, whether or not the net needs it there; a fused
+/// chain's backward is one step. `timed(layer, ms)` gets each step's time, queued GPU kernels
+/// included.
+fn backward_all(
+    net: &mut Net,
+    rng: &mut CaffeRng,
+    timed: &mut dyn FnMut(usize, f64),
+) -> Result<()> {
+    let mut li = net.layers.len();
+    while li > 0 {
+        li -= 1;
+        let lt = Instant::now();
+        if let Some(ci) = net.fused_chain_to(li) {
+            li = net.fused_chains()[ci].first();
+            net.backward_fused(ci)?;
+        } else {
+            backward_layer_always(net, rng, li)?;
+        }
+        if let Some(g) = &net.gpu {
+            g.synchronize()?;
+        }
+        timed(li, ms(lt));
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use super::neuron::with_io;
 use super::{check_given_blobs, Arity, Ctx, Layer, LayerBase};
 use crate::backend::cpu::batch_norm as k;
+use crate::backend::cpu::bn_scale_relu::Dims;
 use crate::backend::cuda::gpu::Gpu;
 use crate::backend::cuda::kernels::{channel_partials_len, ChannelTerm, Io};
 use crate::backend::cuda::ops::{self, DeviceBuf};
@@ -107,6 +108,31 @@ impl BatchNormLayer {
             &mut self.var,
         );
     }
+
+    /// The first half of `forward`: the statistics it normalises with (this batch's, folded
+    /// into the running sums, in training mode; the stored ones in global mode) and
+    /// `std = sqrt(var + eps)`. `net::fuse` then normalises itself.
+    pub(crate) fn take_statistics(&mut self, bottom: &BlobRef) {
+        if self.use_global_stats {
+            self.forward_global_stats();
+        } else {
+            self.forward_training_stats(&read(&bottom.data_buf()));
+        }
+        k::bn_std(&self.var, self.eps, &mut self.std);
+    }
+
+    /// For `net::fuse`: the blob's (num, channels, spatial), the mean and std of the last
+    /// `take_statistics`, the kept normalised output, and whether the statistics were this
+    /// batch's.
+    pub(crate) fn fusion_state(&mut self) -> (Dims, &[f32], &[f32], &mut Vec<f32>, bool) {
+        let d = Dims {
+            num: self.num,
+            channels: self.channels,
+            spatial: self.spatial,
+        };
+        let batch = !self.use_global_stats;
+        (d, &self.mean, &self.std, &mut self.x_norm, batch)
+    }
 }
 
 impl Layer for BatchNormLayer {
@@ -131,6 +157,9 @@ impl Layer for BatchNormLayer {
     }
     fn top_arity(&self) -> Arity {
         Arity::Exact(1)
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 
     fn setup(&mut self, _rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
@@ -210,12 +239,7 @@ impl Layer for BatchNormLayer {
 
     fn forward(&mut self, _ctx: &mut Ctx, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
         // The statistics are taken from the bottom before the top is written, so in-place works.
-        if self.use_global_stats {
-            self.forward_global_stats();
-        } else {
-            self.forward_training_stats(&read(&bottom[0].data_buf()));
-        }
-        k::bn_std(&self.var, self.eps, &mut self.std);
+        self.take_statistics(&bottom[0]);
         let (num, c, sp) = (self.num, self.channels, self.spatial);
         let (mean, std, x_norm) = (&self.mean, &self.std, &mut self.x_norm);
         with_io(&bottom[0].data_buf(), &top[0].data_buf(), |io| {

@@ -62,6 +62,13 @@ impl EltwiseLayer {
     }
 }
 
+impl EltwiseLayer {
+    /// The coefficients of a SUM (one per bottom, after reshape); None for PROD and MAX.
+    pub(crate) fn sum_coefficients(&self) -> Option<&[f32]> {
+        (self.op == EltwiseOp::Sum).then_some(&self.coeff[..])
+    }
+}
+
 /// Borrows each bottom's data, or its kept copy where there is one.
 fn with_inputs<R>(bufs: &[Buf], kept: &[Option<Vec<f32>>], f: impl FnOnce(&[&[f32]]) -> R) -> R {
     let guards: Vec<Option<std::cell::Ref<'_, Vec<f32>>>> = bufs
@@ -120,6 +127,9 @@ impl std::ops::Deref for DeviceInput<'_> {
 impl Layer for EltwiseLayer {
     fn type_name(&self) -> &'static str {
         "Eltwise"
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
     fn base(&self) -> &LayerBase {
         &self.base

@@ -220,6 +220,11 @@ pub trait Layer {
     fn layer_param(&self) -> &LayerParameter {
         &self.base().param
     }
+    /// The layer as `Any`, for the layers `net::fuse` runs together (BatchNorm, Scale, ReLU);
+    /// `None` for the others.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
     /// Data layers: total time forward spent waiting for input (prefetch queue empty, or
     /// reading files for layers without a prefetch thread), so benchmarks can report the
     /// share of time spent waiting for data. `None` for other layers.

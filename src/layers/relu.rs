@@ -40,6 +40,13 @@ impl ReluLayer {
     }
 }
 
+impl ReluLayer {
+    /// For `net::fuse`.
+    pub(crate) fn slope(&self) -> f32 {
+        self.slope
+    }
+}
+
 impl Layer for ReluLayer {
     fn type_name(&self) -> &'static str {
         "ReLU"
@@ -55,6 +62,9 @@ impl Layer for ReluLayer {
     }
     fn top_arity(&self) -> Arity {
         Arity::Exact(1)
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 
     fn setup(&mut self, _rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {

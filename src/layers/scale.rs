@@ -44,6 +44,25 @@ impl ScaleLayer {
         }
     }
 
+    /// For `net::fuse`: the (outer, dim, inner) view of the bottom and the bias blob's index.
+    pub(crate) fn broadcast(&self) -> ((usize, usize, usize), Option<usize>) {
+        ((self.outer, self.dim, self.inner), self.bias_index)
+    }
+
+    /// For `net::fuse`, whose forward does not copy the input of an in-place Scale: sets it
+    /// (the BatchNorm's normalised output) when this layer's own backward is to run.
+    pub(crate) fn set_input(&mut self, x: &[f32]) {
+        self.temp.clear();
+        self.temp.extend_from_slice(x);
+    }
+
+    /// Caffe's rule for a learned scale's gradient (see `backward`): accumulated, or
+    /// overwritten.
+    pub(crate) fn accumulates_scale_grad(&self) -> bool {
+        let (outer, dim, inner) = (self.outer, self.dim, self.inner);
+        !(outer == 1 && (inner == 1 || dim > 1))
+    }
+
     fn axis(&self) -> i32 {
         self.base
             .param
@@ -69,6 +88,9 @@ impl Layer for ScaleLayer {
     }
     fn top_arity(&self) -> Arity {
         Arity::Exact(1)
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 
     fn setup(&mut self, rng: &mut CaffeRng, bottom: &[BlobRef], top: &[BlobRef]) -> Result<()> {
@@ -185,7 +207,7 @@ impl Layer for ScaleLayer {
         // Caffe accumulates a learned scale's gradient except when it writes the result
         // straight into the diff: the element-wise case (outer == inner == 1) and the
         // outer == 1 case with a vector scale. A bottom's gradient is always overwritten.
-        let accumulate = learned && !(outer == 1 && (inner == 1 || dim > 1));
+        let accumulate = learned && self.accumulates_scale_grad();
         let xb = bottom[0].data_buf();
         let x = read(&xb);
         let xs: &[f32] = if in_place { &self.temp } else { &x };

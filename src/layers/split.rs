@@ -73,15 +73,10 @@ impl Layer for SplitLayer {
             return Ok(());
         }
         let out = bottom[0].diff_buf();
-        let mut dx = out.borrow_mut();
-        let first = top[0].diff_buf();
-        dx.copy_from_slice(&read(&first));
-        for t in &top[1..] {
-            let d = t.diff_buf();
-            for (a, b) in dx.iter_mut().zip(read(&d).iter()) {
-                *a += *b;
-            }
-        }
+        let bufs: Vec<_> = top.iter().map(|t| t.diff_buf()).collect();
+        let diffs: Vec<_> = bufs.iter().map(read).collect();
+        let views: Vec<&[f32]> = diffs.iter().map(|d| &d[..]).collect();
+        crate::backend::cpu::eltwise::add_all(&views, &mut out.borrow_mut());
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! analysis, parameter sharing, outputs in Caffe's (lexical) order.
 
 pub mod filter;
+pub mod fuse;
 pub mod splits;
 pub mod weights;
 
@@ -75,6 +76,10 @@ pub struct Net {
     pub verbose: bool,
     /// The GPU the layers run on (`None`: the CPU backend).
     pub gpu: Option<Rc<Gpu>>,
+    /// Chains of layers that whole-net passes run fused on the CPU (`fuse`).
+    pub(crate) fused: Vec<fuse::Chain>,
+    /// Run those chains fused (on by default; the same results either way).
+    pub cpu_fusion: bool,
 }
 
 /// Options for building a net.
@@ -129,6 +134,8 @@ impl Net {
             learnable: Vec::new(),
             verbose,
             gpu: None,
+            fused: Vec::new(),
+            cpu_fusion: true,
         };
         let mut available: BTreeSet<String> = BTreeSet::new();
         let mut name_to_blob: HashMap<String, usize> = HashMap::new();
@@ -315,6 +322,18 @@ impl Net {
                 p.blob.share_diff(owner);
             }
         }
+        net.fused = fuse::find_chains(&net);
+        for c in &net.fused {
+            let names: Vec<&str> = c
+                .layers()
+                .iter()
+                .map(|&l| net.layers[l].param.name())
+                .collect();
+            log(
+                verbose,
+                format!("CPU: {} run as one pass", names.join(" + ")),
+            );
+        }
         log(verbose, format!("Memory required for data: {}", memory * 4));
         log(verbose, "Network initialization done.".to_string());
         Ok(net)
@@ -481,24 +500,89 @@ impl Net {
         self.forward_range(rng, 0, self.layers.len())
     }
 
-    /// Forward over layers [start, end).
+    /// Forward over layers [start, end) (fused chains inside the range run fused).
     pub fn forward_range(&mut self, rng: &mut CaffeRng, start: usize, end: usize) -> Result<f32> {
         let mut loss = 0f32;
-        for li in start..end {
+        let mut li = start;
+        while li < end {
+            if let Some(ci) = self
+                .fused_chain_from(li)
+                .filter(|&c| self.fused[c].last() < end)
+            {
+                if self.forward_fused(ci)? {
+                    li = self.fused[ci].last() + 1;
+                    continue;
+                }
+            }
             loss += self.forward_layer(rng, li)?;
+            li += 1;
         }
         Ok(loss)
     }
 
-    /// One layer's reshape + forward; returns its weighted loss.
-    pub fn forward_layer(&mut self, rng: &mut CaffeRng, li: usize) -> Result<f32> {
+    /// The fused chain (`fuse`) that starts at layer `li`, if fusion is on.
+    /// Chains run fused only on the CPU backend (the GPU runs each layer's kernels).
+    fn fusion_on(&self) -> bool {
+        self.cpu_fusion && self.gpu.is_none()
+    }
+
+    pub fn fused_chain_from(&self, li: usize) -> Option<usize> {
+        if !self.fusion_on() {
+            return None;
+        }
+        self.fused.iter().position(|c| c.first() == li)
+    }
+
+    /// The fused chain that ends at layer `li`, if fusion is on.
+    pub fn fused_chain_to(&self, li: usize) -> Option<usize> {
+        if !self.fusion_on() {
+            return None;
+        }
+        self.fused.iter().position(|c| c.last() == li)
+    }
+
+    pub fn fused_chains(&self) -> &[fuse::Chain] {
+        &self.fused
+    }
+
+    /// Forward of fused chain `ci` (its layers reshaped first); false, having run nothing,
+    /// when the shapes do not allow fusion (then run the layers one by one).
+    pub fn forward_fused(&mut self, ci: usize) -> Result<bool> {
+        let name = self.layers[self.fused[ci].first()].param.name().to_string();
+        fuse::forward(self, ci).with_context(|| format!("forward of the chain from layer '{name}'"))
+    }
+
+    /// Backward of fused chain `ci`, as its layers' backward passes would run it.
+    pub fn backward_fused(&mut self, ci: usize) -> Result<()> {
+        let name = self.layers[self.fused[ci].first()].param.name().to_string();
+        fuse::backward(self, ci)
+            .with_context(|| format!("backward of the chain from layer '{name}'"))
+    }
+
+    /// Reshapes layer `li` to its bottoms.
+    pub(crate) fn reshape_layer(&mut self, li: usize) -> Result<()> {
         let e = &mut self.layers[li];
         let bottom: Vec<BlobRef> = e.bottoms.iter().map(|&i| self.blobs[i].clone()).collect();
         let top: Vec<BlobRef> = e.tops.iter().map(|&i| self.blobs[i].clone()).collect();
         let lname = e.param.name().to_string();
         e.layer
             .reshape(&bottom, &top)
-            .with_context(|| format!("reshaping layer '{lname}' ({})", e.layer.type_name()))?;
+            .with_context(|| format!("reshaping layer '{lname}' ({})", e.layer.type_name()))
+    }
+
+    /// One layer's reshape + forward; returns its weighted loss.
+    pub fn forward_layer(&mut self, rng: &mut CaffeRng, li: usize) -> Result<f32> {
+        // A Scale running its own forward keeps its input again.
+        for c in &mut self.fused {
+            if matches!(c.kind, fuse::Kind::Normalize(n) if n.scale == li) {
+                c.forward_fused = false;
+            }
+        }
+        self.reshape_layer(li)?;
+        let e = &mut self.layers[li];
+        let bottom: Vec<BlobRef> = e.bottoms.iter().map(|&i| self.blobs[i].clone()).collect();
+        let top: Vec<BlobRef> = e.tops.iter().map(|&i| self.blobs[i].clone()).collect();
+        let lname = e.param.name().to_string();
         let mut ctx = Ctx {
             rng,
             gpu: self.gpu.as_deref(),
@@ -517,19 +601,30 @@ impl Net {
         Ok(loss)
     }
 
-    /// Backward through every layer that needs it, in reverse order.
+    /// Backward through every layer that needs it, in reverse order (fused chains fused).
     pub fn backward(&mut self, rng: &mut CaffeRng) -> Result<()> {
-        for li in (0..self.layers.len()).rev() {
+        let mut li = self.layers.len();
+        while li > 0 {
+            li -= 1;
+            if let Some(ci) = self.fused_chain_to(li) {
+                let first = self.fused[ci].first();
+                if self.layers[first].need_backward {
+                    self.backward_fused(ci)?;
+                }
+                li = first;
+                continue;
+            }
             self.backward_layer(rng, li)?;
         }
         Ok(())
     }
 
     pub fn backward_layer(&mut self, rng: &mut CaffeRng, li: usize) -> Result<()> {
-        let e = &mut self.layers[li];
-        if !e.need_backward {
+        if !self.layers[li].need_backward {
             return Ok(());
         }
+        fuse::prepare_unfused_backward(self, li)?;
+        let e = &mut self.layers[li];
         let bottom: Vec<BlobRef> = e.bottoms.iter().map(|&i| self.blobs[i].clone()).collect();
         let top: Vec<BlobRef> = e.tops.iter().map(|&i| self.blobs[i].clone()).collect();
         let mut ctx = Ctx {

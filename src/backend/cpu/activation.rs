@@ -186,14 +186,26 @@ pub fn sigmoid(x: f32) -> f32 {
 
 // ---- ReLU ----
 
+/// `max(x, 0) + slope * min(x, 0)`.
+#[inline]
+pub fn relu(x: f32, slope: f32) -> f32 {
+    cmax(x, 0.0) + slope * cmin(x, 0.0)
+}
+
+/// `dy * ((x > 0) + slope * (x <= 0))`.
+#[inline]
+pub fn relu_grad(dy: f32, x: f32, slope: f32) -> f32 {
+    dy * (ind(x > 0.0) + slope * ind(x <= 0.0))
+}
+
 /// `y = max(x, 0) + slope * min(x, 0)`.
 pub fn relu_forward(io: Io, slope: f32) {
-    io.map(|x| cmax(x, 0.0) + slope * cmin(x, 0.0));
+    io.map(|x| relu(x, slope));
 }
 
 /// `dx = dy * ((x > 0) + slope * (x <= 0))`; `x` is the bottom data.
 pub fn relu_backward(d: Io, x: &[f32], slope: f32) {
-    d.map_with(x, |dy, x| dy * (ind(x > 0.0) + slope * ind(x <= 0.0)));
+    d.map_with(x, |dy, x| relu_grad(dy, x, slope));
 }
 
 // ---- ELU ----

@@ -959,30 +959,34 @@ pub fn conv_weight_grad(
             .zip(dy[..num * od].par_chunks(per * od))
             .for_each(|((part, xs), dys)| chunk_sum(Gemm::Serial, part, xs, dys));
     }
-    // dw[gi][mi][ki] += sum_c part_c[gi][ki][mi], one row of dw per task.
+    // dw[gi][mi][ki] += sum_c part_c[gi][ki][mi]: the partials summed in chunk order into the
+    // first one (contiguous, vectorised), then added transposed.
     let (m, k) = (g.col_channels / g.group, g.kernel_dim());
-    let parts = &partials[..chunks * wl];
-    let add_row = |r: usize, out: &mut [f32]| {
+    let (first, rest) = partials[..chunks * wl].split_at_mut(wl);
+    let sum_into_first = |i0: usize, out: &mut [f32]| {
+        for c in 0..chunks - 1 {
+            let part = &rest[c * wl + i0..c * wl + i0 + out.len()];
+            for (o, v) in out.iter_mut().zip(part) {
+                *o += *v;
+            }
+        }
+    };
+    const SPAN: usize = 4096;
+    if wl * chunks >= PAR_MIN_WORK {
+        first
+            .par_chunks_mut(SPAN)
+            .enumerate()
+            .for_each(|(i, out)| sum_into_first(i * SPAN, out));
+    } else {
+        sum_into_first(0, first);
+    }
+    let total = &*first;
+    for (r, out) in dw[..wl].chunks_mut(k).enumerate() {
         let (gi, mi) = (r / m, r % m);
         let base = gi * k * m + mi;
         for (ki, o) in out.iter_mut().enumerate() {
-            let mut s = 0f32;
-            for c in 0..chunks {
-                s += parts[c * wl + base + ki * m];
-            }
-            *o += s;
+            *o += total[base + ki * m];
         }
-    };
-    if wl * chunks >= PAR_MIN_WORK {
-        dw[..wl]
-            .par_chunks_mut(k)
-            .enumerate()
-            .for_each(|(r, out)| add_row(r, out));
-    } else {
-        dw[..wl]
-            .chunks_mut(k)
-            .enumerate()
-            .for_each(|(r, out)| add_row(r, out));
     }
 }
 

@@ -344,7 +344,13 @@ impl FwdTile<'_> {
     fn store(&mut self, i: usize, j: usize, v: &[f32; LANES]) {
         let ov = self.vecs[j];
         let at = i * self.ystride + ov.dst;
-        self.y[at..at + ov.len].copy_from_slice(&v[..ov.len]);
+        if ov.len == LANES {
+            // A fixed-size copy: vector moves, not a `memcpy` call per vector.
+            let out: &mut [f32; LANES] = (&mut self.y[at..at + LANES]).try_into().unwrap();
+            *out = *v;
+        } else {
+            self.y[at..at + ov.len].copy_from_slice(&v[..ov.len]);
+        }
     }
 
     /// The current outputs of channel `i`, vector `j` (lanes past a short vector's end 0).

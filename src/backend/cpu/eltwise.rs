@@ -31,6 +31,21 @@ pub fn sum_forward(xs: &[&[f32]], coeff: &[f32], y: &mut [f32]) {
     });
 }
 
+/// `y = x_0 + x_1 + ...` added left to right (Split's backward: the copy of the first diff,
+/// then the others added), in parallel chunks for large blobs.
+pub fn add_all(xs: &[&[f32]], y: &mut [f32]) {
+    assert!(!xs.is_empty());
+    chunks(y, |s, y| {
+        let n = y.len();
+        y.copy_from_slice(&xs[0][s..s + n]);
+        for x in &xs[1..] {
+            for (o, v) in y.iter_mut().zip(&x[s..s + n]) {
+                *o += *v;
+            }
+        }
+    });
+}
+
 /// `y = x_0 * x_1 * ... ` multiplied left to right.
 pub fn prod_forward(xs: &[&[f32]], y: &mut [f32]) {
     assert!(xs.len() >= 2);

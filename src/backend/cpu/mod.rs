@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod batch_norm;
 pub mod blas;
+pub mod bn_scale_relu;
 pub mod conv;
 #[cfg(target_arch = "x86_64")]
 pub mod conv_direct;
@@ -18,7 +19,9 @@ pub mod mvn;
 pub mod pooling;
 pub mod prelu;
 pub mod reduction;
+pub mod residual_join;
 pub mod scale;
+pub mod simd;
 pub mod softmax;
 pub mod sums;
 pub mod tensor;

@@ -6,7 +6,7 @@
 
 /// Partial sums (enough independent chains to hide the add latency with 2-wide SSE2 or
 /// 4-wide AVX registers).
-const LANES: usize = 16;
+pub const LANES: usize = 16;
 
 /// A sum in progress over one or more runs of values.
 #[derive(Clone, Copy)]

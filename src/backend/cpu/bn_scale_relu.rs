@@ -1,0 +1,326 @@
+//! BatchNorm, then an in-place per-channel Scale (with or without bias), then optionally an
+//! in-place ReLU, computed in one pass forward and two backward (`net::fuse` finds the
+//! chains). Unfused, the three layers make 10 passes over the blob forward and 12 backward;
+//! here 5 and 7 (BatchNorm's two statistics passes included).
+//!
+//! Every value is computed with the same operations in the same order as the three layers'
+//! own kernels (`batch_norm`, `scale`, `activation`), so the results are the same bits; only
+//! the passes are merged.
+
+use rayon::prelude::*;
+
+use super::activation::{relu, relu_grad};
+use super::simd::vectorized;
+use super::sums::LANES;
+
+/// Below this many elements a single thread is faster than spawning (as in `batch_norm`).
+const PAR_MIN: usize = 1 << 15;
+
+/// The Scale of a chain: per-channel factors and optional offsets.
+#[derive(Clone, Copy)]
+pub struct Affine<'a> {
+    pub scale: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+}
+
+/// Shape of the blob: (num, channels, spatial).
+#[derive(Clone, Copy)]
+pub struct Dims {
+    pub num: usize,
+    pub channels: usize,
+    pub spatial: usize,
+}
+
+/// Forward over one buffer that holds the bottom and receives the top (the chain runs in
+/// place on the Scale's blob; a BatchNorm that is not in place copies its bottom there
+/// first): `x_norm = (x - mean) / std`, then `relu(scale * x_norm + bias)`.
+pub fn forward(
+    d: Dims,
+    mean: &[f32],
+    std: &[f32],
+    affine: Affine,
+    relu_slope: Option<f32>,
+    data: &mut [f32],
+    x_norm: &mut [f32],
+) {
+    let sp = d.spatial;
+    let len = d.num * d.channels * sp;
+    if len == 0 || sp == 0 {
+        return;
+    }
+    let plane = |p: usize, out: &mut [f32], keep: &mut [f32]| {
+        let c = p % d.channels;
+        let (mu, sd, s) = (mean[c], std[c], affine.scale[c]);
+        let b = affine.bias.map(|b| b[c]);
+        vectorized(|| match (b, relu_slope) {
+            (Some(b), Some(slope)) => plane_forward(mu, sd, out, keep, |n| relu(s * n + b, slope)),
+            (Some(b), None) => plane_forward(mu, sd, out, keep, |n| s * n + b),
+            (None, Some(slope)) => plane_forward(mu, sd, out, keep, |n| relu(s * n, slope)),
+            (None, None) => plane_forward(mu, sd, out, keep, |n| s * n),
+        });
+    };
+    let (data, x_norm) = (&mut data[..len], &mut x_norm[..len]);
+    if len >= PAR_MIN {
+        data.par_chunks_mut(sp)
+            .zip(x_norm.par_chunks_mut(sp))
+            .enumerate()
+            .for_each(|(p, (o, k))| plane(p, o, k));
+    } else {
+        for (p, (o, k)) in data.chunks_mut(sp).zip(x_norm.chunks_mut(sp)).enumerate() {
+            plane(p, o, k);
+        }
+    }
+}
+
+/// One plane of the forward: `x_norm = (x - mean) / std` kept, `out = tail(x_norm)` (the
+/// Scale's rounded product, then its bias, then the ReLU: as the layers compute them).
+#[inline(always)]
+fn plane_forward(mu: f32, sd: f32, out: &mut [f32], keep: &mut [f32], tail: impl Fn(f32) -> f32) {
+    for (o, k) in out.iter_mut().zip(keep.iter_mut()) {
+        let n = (*o - mu) / sd;
+        *k = n;
+        *o = tail(n);
+    }
+}
+
+/// Per-channel sums of the backward pass.
+#[derive(Clone, Copy, Default)]
+struct ChannelSums {
+    /// Of the Scale's top diff (the bias gradient) and of it times x_norm (the scale's).
+    dy: f32,
+    dy_xn: f32,
+    /// Of the BatchNorm's top diff (`scale * dy`) and of it times x_norm.
+    dz: f32,
+    dz_xn: f32,
+}
+
+/// What the backward pass writes besides the bottom diff: the Scale's parameter gradients,
+/// each `(diff, accumulate)` when wanted.
+pub struct ParamGrads<'a> {
+    pub scale: Option<(&'a mut [f32], bool)>,
+    pub bias: Option<(&'a mut [f32], bool)>,
+}
+
+/// The ReLU's gradient at one value. Its sign test reads the chain's pre-ReLU value
+/// `scale * x_norm + bias`, recomputed with the forward's operations: for a slope >= 0 that
+/// value is > 0 (or <= 0) exactly when the ReLU's output is, so the test agrees with the
+/// in-place ReLU's (which reads its output) without reading the output at all. Adding a zero
+/// bias where the Scale has none changes only the sign of a zero, which neither test sees.
+#[inline(always)]
+fn chain_grad<const RELU: bool>(dy: f32, xn: f32, s: f32, b: f32, slope: f32) -> f32 {
+    if RELU {
+        relu_grad(dy, s * xn + b, slope)
+    } else {
+        dy
+    }
+}
+
+/// The four sums of channel `c`, plane by plane (n = 0, 1, ...), each plane a run of the
+/// fixed-lane double sums of `sums::Lanes` (value i of a plane into lane i % LANES), so the
+/// totals are the bits the layers' own reductions give.
+#[inline(always)]
+fn channel_sums<const RELU: bool>(
+    d: Dims,
+    c: usize,
+    s: f32,
+    b: f32,
+    slope: f32,
+    dy: &[f32],
+    x_norm: &[f32],
+) -> ChannelSums {
+    let mut acc = [[0f64; LANES]; 4];
+    let mut add = |lane: usize, v: f32, xn: f32| {
+        let g = chain_grad::<RELU>(v, xn, s, b, slope);
+        let z = g * s;
+        acc[0][lane] += g as f64;
+        acc[1][lane] += g as f64 * xn as f64;
+        acc[2][lane] += z as f64;
+        acc[3][lane] += z as f64 * xn as f64;
+    };
+    let sp = d.spatial;
+    for n in 0..d.num {
+        let r = (n * d.channels + c) * sp..(n * d.channels + c + 1) * sp;
+        let (dyr, xr) = (&dy[r.clone()], &x_norm[r]);
+        let (dc, xc) = (dyr.chunks_exact(LANES), xr.chunks_exact(LANES));
+        let (drem, xrem) = (dc.remainder(), xc.remainder());
+        for (dv, xv) in dc.zip(xc) {
+            for i in 0..LANES {
+                add(i, dv[i], xv[i]);
+            }
+        }
+        for (i, (&v, &xn)) in drem.iter().zip(xrem).enumerate() {
+            add(i, v, xn);
+        }
+    }
+    let total = |lanes: &[f64; LANES]| lanes.iter().fold(0.0, |t, &l| t + l) as f32;
+    ChannelSums {
+        dy: total(&acc[0]),
+        dy_xn: total(&acc[1]),
+        dz: total(&acc[2]),
+        dz_xn: total(&acc[3]),
+    }
+}
+
+/// Plane `p` of the bottom diff: the BatchNorm's top diff `dz = scale * relu'(dy)` (what the
+/// Scale and the ReLU leave in T's diff when they run in place), then the BatchNorm's
+/// gradient from it, into `dx` (leaving `dz` in `dy`) or over `dy`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn plane_grad<const RELU: bool, const BATCH: bool>(
+    s: f32,
+    b: f32,
+    slope: f32,
+    sd: f32,
+    cs: ChannelSums,
+    neg_inv_m: f32,
+    x_norm: &[f32],
+    dy: &mut [f32],
+    dx: Option<&mut [f32]>,
+) {
+    let f = |z: f32, xn: f32| {
+        if BATCH {
+            (z + (xn * cs.dz_xn + cs.dz) * neg_inv_m) / sd
+        } else {
+            z / sd
+        }
+    };
+    match dx {
+        Some(dx) => {
+            for ((o, v), &xn) in dx.iter_mut().zip(dy.iter_mut()).zip(x_norm) {
+                let z = chain_grad::<RELU>(*v, xn, s, b, slope) * s;
+                *v = z;
+                *o = f(z, xn);
+            }
+        }
+        None => {
+            for (v, &xn) in dy.iter_mut().zip(x_norm) {
+                *v = f(chain_grad::<RELU>(*v, xn, s, b, slope) * s, xn);
+            }
+        }
+    }
+}
+
+/// Backward: from the chain's top diff `dy` (the ReLU's or the Scale's) and `x_norm`, the
+/// Scale's parameter gradients and the BatchNorm's bottom diff `dx` (`dy` itself when `dx`
+/// is None: in place; otherwise `dy` is left holding the BatchNorm's top diff, as the unfused
+/// layers leave it). `batch_stats`: the BatchNorm used this batch's statistics (training
+/// mode) rather than stored ones. Two passes, each reading `dy` and `x_norm` once.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    d: Dims,
+    std: &[f32],
+    affine: Affine,
+    relu_slope: Option<f32>,
+    batch_stats: bool,
+    x_norm: &[f32],
+    dy: &mut [f32],
+    dx: Option<&mut [f32]>,
+    grads: ParamGrads,
+) {
+    match (relu_slope.is_some(), batch_stats) {
+        (true, true) => {
+            backward_as::<true, true>(d, std, affine, relu_slope, x_norm, dy, dx, grads)
+        }
+        (true, false) => {
+            backward_as::<true, false>(d, std, affine, relu_slope, x_norm, dy, dx, grads)
+        }
+        (false, true) => {
+            backward_as::<false, true>(d, std, affine, relu_slope, x_norm, dy, dx, grads)
+        }
+        (false, false) => {
+            backward_as::<false, false>(d, std, affine, relu_slope, x_norm, dy, dx, grads)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_as<const RELU: bool, const BATCH: bool>(
+    d: Dims,
+    std: &[f32],
+    affine: Affine,
+    relu_slope: Option<f32>,
+    x_norm: &[f32],
+    dy: &mut [f32],
+    dx: Option<&mut [f32]>,
+    grads: ParamGrads,
+) {
+    let (ch, sp) = (d.channels, d.spatial);
+    let len = d.num * ch * sp;
+    if len == 0 || sp == 0 {
+        return;
+    }
+    let slope = relu_slope.unwrap_or(0.0);
+    let scale = affine.scale;
+    let bias = |c: usize| affine.bias.map_or(0.0, |b| b[c]);
+    let need_sums = BATCH || grads.scale.is_some() || grads.bias.is_some();
+    let mut sums = vec![ChannelSums::default(); ch];
+    if need_sums {
+        let dy: &[f32] = dy;
+        let channel = |c: usize, out: &mut ChannelSums| {
+            *out = vectorized(|| channel_sums::<RELU>(d, c, scale[c], bias(c), slope, dy, x_norm));
+        };
+        if len >= PAR_MIN && ch > 1 {
+            sums.par_iter_mut()
+                .enumerate()
+                .for_each(|(c, o)| channel(c, o));
+        } else {
+            sums.iter_mut().enumerate().for_each(|(c, o)| channel(c, o));
+        }
+    }
+    if let Some((gb, acc)) = grads.bias {
+        for (o, s) in gb.iter_mut().zip(&sums) {
+            *o = if acc { *o + s.dy } else { s.dy };
+        }
+    }
+    if let Some((gs, acc)) = grads.scale {
+        for (o, s) in gs.iter_mut().zip(&sums) {
+            *o = if acc { *o + s.dy_xn } else { s.dy_xn };
+        }
+    }
+    let neg_inv_m = -1.0 / (d.num * sp) as f32;
+    let plane = |p: usize, dy: &mut [f32], dx: Option<&mut [f32]>| {
+        let c = p % ch;
+        let xn = &x_norm[p * sp..(p + 1) * sp];
+        vectorized(|| {
+            plane_grad::<RELU, BATCH>(
+                scale[c],
+                bias(c),
+                slope,
+                std[c],
+                sums[c],
+                neg_inv_m,
+                xn,
+                dy,
+                dx,
+            )
+        });
+    };
+    let par = len >= PAR_MIN;
+    match dx {
+        Some(dx) => {
+            let (dx, dy) = (&mut dx[..len], &mut dy[..len]);
+            if par {
+                dy.par_chunks_mut(sp)
+                    .zip(dx.par_chunks_mut(sp))
+                    .enumerate()
+                    .for_each(|(p, (v, o))| plane(p, v, Some(o)));
+            } else {
+                for (p, (v, o)) in dy.chunks_mut(sp).zip(dx.chunks_mut(sp)).enumerate() {
+                    plane(p, v, Some(o));
+                }
+            }
+        }
+        None => {
+            let dy = &mut dy[..len];
+            if par {
+                dy.par_chunks_mut(sp)
+                    .enumerate()
+                    .for_each(|(p, v)| plane(p, v, None));
+            } else {
+                for (p, v) in dy.chunks_mut(sp).enumerate() {
+                    plane(p, v, None);
+                }
+            }
+        }
+    }
+}
