@@ -1,9 +1,7 @@
 //! Whole-net forward + backward CPU time of a net (TRAIN phase), in variants run interleaved in
 //! one process so that load on a shared machine hits them alike:
-//!   fused+avx2   the default: BatchNorm -> Scale -> ReLU chains fused, AVX2 loops where the CPU
-//!                has them
+//!   fused        the default: chains of layers fused (`net::fuse`)
 //!   unfused      every layer on its own
-//!   baseline     fused, but the SSE2 builds of the element-wise loops
 //! Process CPU time is stable on a loaded machine when run with one thread:
 //!   RAYON_NUM_THREADS=1 cargo run --release --example net_bench -- [net.prototxt] [iterations]
 //! (default: ResNet-20 of ../shared/fixtures/caffe/timing, 5 rounds). Prints the minimum per
@@ -11,7 +9,6 @@
 
 use std::path::PathBuf;
 
-use crema::backend::cpu::simd;
 use crema::net::{BuildOptions, Net};
 use crema::proto::caffe::{NetState, Phase};
 use crema::proto::{read_net_text, TextOptions};
@@ -49,16 +46,11 @@ fn main() -> anyhow::Result<()> {
     };
     let mut rng = CaffeRng::new(1701);
     let mut net = Net::new(&param, &state, &mut rng, BuildOptions { verbose: false })?;
-    let variants: [(&str, bool, bool); 3] = [
-        ("fused+avx2", true, true),
-        ("unfused", false, true),
-        ("baseline", true, false),
-    ];
-    let mut best = [f64::MAX; 3];
+    let variants: [(&str, bool); 2] = [("fused", true), ("unfused", false)];
+    let mut best = [f64::MAX; 2];
     for _ in 0..rounds {
-        for (v, &(_, fused, avx2)) in variants.iter().enumerate() {
+        for (v, &(_, fused)) in variants.iter().enumerate() {
             net.cpu_fusion = fused;
-            simd::allow_avx2(avx2);
             net.forward(&mut rng)?;
             net.backward(&mut rng)?;
             let t = cpu_ms();
@@ -67,13 +59,11 @@ fn main() -> anyhow::Result<()> {
             best[v] = best[v].min(cpu_ms() - t);
         }
     }
-    simd::allow_avx2(true);
     println!(
-        "{} ({} fused chains), CPU ms per forward-backward, best of {rounds}, {} thread(s), AVX2 {}",
+        "{} ({} fused chains), CPU ms per forward-backward, best of {rounds}, {} thread(s)",
         path.display(),
         net.fused_chains().len(),
         rayon::current_num_threads(),
-        if simd::avx2() { "available" } else { "absent" }
     );
     for (v, (name, ..)) in variants.iter().enumerate() {
         println!("{name:12} {:9.2} ms  {:5.3}x", best[v], best[v] / best[0]);

@@ -1,10 +1,8 @@
 //! BatchNorm -> Scale -> ReLU chains run fused on the CPU (`net::fuse`) give the same bits as
 //! the three layers run one by one: every blob's data and diff, every parameter's diff and
 //! BatchNorm's running statistics, over two forward-backward passes (so accumulation is
-//! covered), in the variants of the pattern, whatever the thread count and whether the loops
-//! run as SSE2 or AVX2 code.
+//! covered), in the variants of the pattern and whatever the thread count.
 
-use crema::backend::cpu::simd;
 use crema::net::fuse::Kind;
 use crema::net::{BuildOptions, Net};
 use crema::proto::caffe::{NetState, Phase};
@@ -158,10 +156,6 @@ fn fused_joins_give_the_same_bits() {
             three, got,
             "case {i}: fused result depends on the thread count"
         );
-        simd::allow_avx2(false);
-        let (sse2, _) = run(text, true, 1, false);
-        simd::allow_avx2(true);
-        assert_eq!(sse2, got, "case {i}: the SSE2 loops give other bits");
     }
     // A PROD is no join.
     let prod = join_text("eltwise_param { operation: PROD }", "", 2);
@@ -212,12 +206,6 @@ fn fused_chains_give_the_same_bits() {
             three, got,
             "case {i}: fused result depends on the thread count"
         );
-        // The SSE2 builds of the loops give the same bits as the AVX2 ones (where the CPU
-        // has AVX2; elsewhere both runs take the SSE2 loops).
-        simd::allow_avx2(false);
-        let (sse2, _) = run(text, true, 1, global);
-        simd::allow_avx2(true);
-        assert_eq!(sse2, got, "case {i}: the SSE2 loops give other bits");
     }
 }
 

@@ -10,7 +10,6 @@
 use rayon::prelude::*;
 
 use super::activation::{relu, relu_grad};
-use super::simd::vectorized;
 use super::sums::LANES;
 
 /// Below this many elements a single thread is faster than spawning (as in `batch_norm`).
@@ -52,12 +51,12 @@ pub fn forward(
         let c = p % d.channels;
         let (mu, sd, s) = (mean[c], std[c], affine.scale[c]);
         let b = affine.bias.map(|b| b[c]);
-        vectorized(|| match (b, relu_slope) {
+        match (b, relu_slope) {
             (Some(b), Some(slope)) => plane_forward(mu, sd, out, keep, |n| relu(s * n + b, slope)),
             (Some(b), None) => plane_forward(mu, sd, out, keep, |n| s * n + b),
             (None, Some(slope)) => plane_forward(mu, sd, out, keep, |n| relu(s * n, slope)),
             (None, None) => plane_forward(mu, sd, out, keep, |n| s * n),
-        });
+        }
     };
     let (data, x_norm) = (&mut data[..len], &mut x_norm[..len]);
     if len >= PAR_MIN {
@@ -257,7 +256,7 @@ fn backward_as<const RELU: bool, const BATCH: bool>(
     if need_sums {
         let dy: &[f32] = dy;
         let channel = |c: usize, out: &mut ChannelSums| {
-            *out = vectorized(|| channel_sums::<RELU>(d, c, scale[c], bias(c), slope, dy, x_norm));
+            *out = channel_sums::<RELU>(d, c, scale[c], bias(c), slope, dy, x_norm);
         };
         if len >= PAR_MIN && ch > 1 {
             sums.par_iter_mut()
@@ -281,19 +280,17 @@ fn backward_as<const RELU: bool, const BATCH: bool>(
     let plane = |p: usize, dy: &mut [f32], dx: Option<&mut [f32]>| {
         let c = p % ch;
         let xn = &x_norm[p * sp..(p + 1) * sp];
-        vectorized(|| {
-            plane_grad::<RELU, BATCH>(
-                scale[c],
-                bias(c),
-                slope,
-                std[c],
-                sums[c],
-                neg_inv_m,
-                xn,
-                dy,
-                dx,
-            )
-        });
+        plane_grad::<RELU, BATCH>(
+            scale[c],
+            bias(c),
+            slope,
+            std[c],
+            sums[c],
+            neg_inv_m,
+            xn,
+            dy,
+            dx,
+        );
     };
     let par = len >= PAR_MIN;
     match dx {

@@ -21,7 +21,6 @@ pub mod prelu;
 pub mod reduction;
 pub mod residual_join;
 pub mod scale;
-pub mod simd;
 pub mod softmax;
 pub mod sums;
 pub mod tensor;

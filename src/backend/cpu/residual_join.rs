@@ -9,7 +9,6 @@
 use rayon::prelude::*;
 
 use super::activation::{relu, relu_grad, CHUNK, PAR_MIN};
-use super::simd::vectorized;
 
 /// `y = relu(0 + c0 * a + c1 * b)` (the sum as Eltwise accumulates it from a zeroed top).
 pub fn forward(a: &[f32], b: &[f32], coeff: [f32; 2], slope: f32, y: &mut [f32]) {
@@ -17,14 +16,12 @@ pub fn forward(a: &[f32], b: &[f32], coeff: [f32; 2], slope: f32, y: &mut [f32])
     let run = |s: usize, y: &mut [f32]| {
         let n = y.len();
         let (a, b) = (&a[s..s + n], &b[s..s + n]);
-        vectorized(|| {
-            for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
-                let mut t = 0.0f32;
-                t += c0 * u;
-                t += c1 * v;
-                *o = relu(t, slope);
-            }
-        });
+        for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
+            let mut t = 0.0f32;
+            t += c0 * u;
+            t += c1 * v;
+            *o = relu(t, slope);
+        }
     };
     if y.len() >= PAR_MIN {
         y.par_chunks_mut(CHUNK)
@@ -59,20 +56,16 @@ pub fn backward(
     let [c0, c1] = coeff;
     let only_first = dx0.is_some();
     let both = |s: usize, o0: &mut [f32], o1: &mut [f32]| {
-        vectorized(|| {
-            for (i, (p, q)) in o0.iter_mut().zip(o1.iter_mut()).enumerate() {
-                let g = grad(s + i, y[s + i]);
-                *p = times(c0, g);
-                *q = times(c1, g);
-            }
-        })
+        for (i, (p, q)) in o0.iter_mut().zip(o1.iter_mut()).enumerate() {
+            let g = grad(s + i, y[s + i]);
+            *p = times(c0, g);
+            *q = times(c1, g);
+        }
     };
     let one = |s: usize, c: f32, o: &mut [f32]| {
-        vectorized(|| {
-            for (i, p) in o.iter_mut().enumerate() {
-                *p = times(c, grad(s + i, y[s + i]));
-            }
-        })
+        for (i, p) in o.iter_mut().enumerate() {
+            *p = times(c, grad(s + i, y[s + i]));
+        }
     };
     let par = y.len() >= PAR_MIN;
     match (dx0, dx1) {
