@@ -591,3 +591,126 @@ macro_rules! kernels {
 
 kernels!(avx2, "avx2,fma");
 kernels!(avx512, "avx2,fma,avx512f,avx512vl");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::conv::conv_out_size;
+
+    #[allow(clippy::too_many_arguments)]
+    fn geom(
+        c: usize,
+        m: usize,
+        group: usize,
+        hw: [usize; 2],
+        k: [usize; 2],
+        p: [usize; 2],
+        s: [usize; 2],
+        d: [usize; 2],
+    ) -> ConvGeom {
+        ConvGeom {
+            im_channels: c,
+            col_channels: m,
+            group,
+            im_shape: hw.to_vec(),
+            col_shape: (0..2)
+                .map(|i| conv_out_size(hw[i], k[i], p[i], s[i], d[i]).unwrap())
+                .collect(),
+            kernel: k.to_vec(),
+            pad: p.to_vec(),
+            stride: s.to_vec(),
+            dilation: d.to_vec(),
+            force_nd: false,
+        }
+    }
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 + seed) * 0.7133).sin()).collect()
+    }
+
+    /// The weight gradient's summation order, spelled out one value at a time: for every
+    /// weight (group, tap k, output channel m), 8 lanes, lane l summing with fused
+    /// multiply-adds, image by image and output vector by output vector (8 outputs of a row
+    /// from column x, lane l taking column x + l; a lane past a short vector's end adds
+    /// `0 * 0`), then the lanes added as `lane_sum` does. This order is part of crema's
+    /// results: faster kernels must keep it.
+    fn weight_grad_model(g: &ConvGeom, num: usize, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let plan = Plan::new(g);
+        let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
+        let mut prepared = vec![0f32; num * plan.pr_len];
+        for n in 0..num {
+            plan.prepare(
+                g,
+                &x[n * g.im_dim()..],
+                &mut prepared[n * plan.pr_len..(n + 1) * plan.pr_len],
+            );
+        }
+        let mut part = vec![0f32; g.weight_len()];
+        for gi in 0..g.group {
+            for k in 0..kdim {
+                let off = plan.offs[gi * kdim + k];
+                for m in 0..mg {
+                    let mut lanes = [0f32; LANES];
+                    for n in 0..num {
+                        let d = &dy[n * g.col_dim() + (gi * mg + m) * p..];
+                        let im = &prepared[n * plan.pr_len..];
+                        for v in &plan.vectors {
+                            for (l, acc) in lanes.iter_mut().enumerate() {
+                                *acc = if l < v.len {
+                                    d[v.dst + l].mul_add(im[off + v.src + l], *acc)
+                                } else {
+                                    0f32.mul_add(0.0, *acc)
+                                };
+                            }
+                        }
+                    }
+                    part[(gi * kdim + k) * mg + m] = lane_sum(&lanes);
+                }
+            }
+        }
+        part
+    }
+
+    #[test]
+    fn weight_grad_keeps_its_summation_order() {
+        if !cpu_supported() {
+            println!("SKIPPED: this CPU lacks AVX2/FMA, the direct kernels never run");
+            return;
+        }
+        let cases = [
+            // ResNet-like: many vectors per image (visits inside an image), 8x8 planes
+            // (several images per visit), stride 2 (phase planes).
+            (3, geom(16, 16, 1, [32, 32], [3, 3], [1, 1], [1, 1], [1, 1])),
+            (9, geom(8, 16, 1, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1])),
+            (4, geom(16, 32, 1, [32, 32], [3, 3], [1, 1], [2, 2], [1, 1])),
+            // Odd sizes: short vectors, channels not a multiple of the tile, taps not a
+            // multiple of 3, groups, dilation, asymmetric stride and padding.
+            (3, geom(5, 11, 1, [13, 11], [3, 2], [1, 0], [1, 1], [1, 1])),
+            (2, geom(6, 10, 2, [9, 21], [5, 3], [2, 1], [1, 2], [1, 1])),
+            (5, geom(9, 10, 1, [7, 10], [3, 3], [2, 2], [1, 1], [2, 2])),
+            (2, geom(4, 3, 1, [17, 19], [4, 4], [0, 3], [3, 2], [1, 2])),
+            (1, geom(3, 20, 1, [28, 28], [5, 5], [0, 0], [1, 1], [1, 1])),
+            (7, geom(2, 9, 1, [3, 5], [2, 2], [0, 0], [1, 1], [1, 1])),
+        ];
+        for (num, g) in cases {
+            assert!(handles(&g), "{g:?}");
+            let x = values(num * g.im_dim(), 0.4);
+            let mut dy = values(num * g.col_dim(), 1.9);
+            // Zeros of both signs: a sum of -0 products differs from +0 only through
+            // the lanes' order, which the model pins down too.
+            for v in dy.iter_mut().step_by(7) {
+                *v = -0.0;
+            }
+            let want = weight_grad_model(&g, num, &x, &dy);
+            let mut got = vec![f32::NAN; g.weight_len()];
+            weight_grad_chunk(&g, num, &x, &dy, &mut got);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{g:?} num {num} at {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
