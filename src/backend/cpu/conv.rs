@@ -1374,6 +1374,44 @@ mod tests {
     }
 
     #[test]
+    fn prepared_image_is_the_padded_image_split_by_column_phase() {
+        for (c, h, w, ph, pw, sw) in [
+            (3, 5, 7, 1, 1, 1),
+            (2, 4, 32, 2, 0, 1),
+            (2, 6, 32, 1, 1, 2),
+            (3, 5, 9, 0, 2, 2),
+            (2, 3, 11, 2, 3, 2),
+            (1, 4, 1, 1, 1, 2),
+            (2, 5, 13, 1, 2, 3),
+            (1, 3, 10, 0, 0, 4),
+        ] {
+            let g = geom(c, 1, 1, &[h, w], &[1, 1], &[ph, pw], &[1, sw], &[1, 1]);
+            let pr = Prepared::new(&g);
+            let im = values(g.im_dim(), 0.2);
+            let mut buf = vec![f32::NAN; pr.len()];
+            prepare_2d(&g, pr, &im, &mut buf);
+            let wp = w + 2 * pw;
+            for q in 0..sw {
+                for ci in 0..c {
+                    for row in 0..pr.hp {
+                        for j in 0..pr.wq {
+                            let col = j * sw + q;
+                            let inside = (ph..ph + h).contains(&row) && (pw..pw + w).contains(&col);
+                            let want = if col < wp && inside {
+                                im[(ci * h + row - ph) * w + col - pw]
+                            } else {
+                                0.0
+                            };
+                            let got = buf[((q * c + ci) * pr.hp + row) * pr.wq + j];
+                            assert_eq!(got.to_bits(), want.to_bits(), "{c} {h} {w} {ph} {pw} {sw}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn bias_gradient_sums_each_image_then_the_images_in_order() {
         for (num, channels, spatial) in [(1, 2, 7), (5, 3, 13), (9, 2, 64), (4, 1, 8), (7, 2, 1)] {
             let dy = values(num * channels * spatial, 0.6);
