@@ -365,19 +365,35 @@ impl FwdTile<'_> {
 }
 
 /// Output vectors a weight-gradient tile runs over between loading and storing its
-/// accumulators (the images of small layers are taken several at a time).
+/// accumulators: the visit's packed dy (8 rows of 32 bytes per vector, 16 KiB) stays in L1
+/// while every tap block runs over it. Visits cut the chunk's sequence of output vectors
+/// (image by image, row by row) anywhere, inside an image or across images.
 const WGRAD_VECTORS_PER_VISIT: usize = 64;
 
 /// Weight gradient of a chunk of images, transposed (`[group][tap][m]`, like
 /// `conv::weight_grad_one`'s partials) and overwritten: `part[gi][k][m] = sum over the images
 /// and output positions of dy[m][pos] * im2col(x)[k][pos]`.
 ///
-/// For each block of output channels, the images are visited a few at a time: their dy rows
-/// of the block are packed vector by vector (`[vector][row][8]`, zeros past a row's end) so
-/// that the kernel reads them at fixed distances, then every tap block runs over them, its
-/// accumulators (8 lanes each) kept in memory between visits. The lanes are added at the end.
+/// For each block of output channels, the chunk's output vectors are visited 64 at a time:
+/// their dy rows of the block are packed vector by vector (`[vector][row][8]`, zeros past a
+/// row's end) so that the kernel reads them at fixed distances, then every tap block runs
+/// over them, its accumulators (8 lanes each) kept in memory between visits. The last visit
+/// adds each accumulator's lanes and writes the sums.
 pub fn weight_grad_chunk(g: &ConvGeom, num: usize, x: &[f32], dy: &[f32], part: &mut [f32]) {
     let isa = Isa::detect().expect("conv_direct used on a CPU without AVX2 and FMA");
+    weight_grad_chunk_isa(isa, g, num, x, dy, part);
+}
+
+/// `weight_grad_chunk` with the kernels of `isa` (which the CPU must have): the tests run
+/// every instruction set the CPU has.
+fn weight_grad_chunk_isa(
+    isa: Isa,
+    g: &ConvGeom,
+    num: usize,
+    x: &[f32],
+    dy: &[f32],
+    part: &mut [f32],
+) {
     let plan = Plan::new(g);
     let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
     let (id, od) = (g.im_dim(), g.col_dim());
@@ -385,15 +401,26 @@ pub fn weight_grad_chunk(g: &ConvGeom, num: usize, x: &[f32], dy: &[f32], part: 
     let (r, nt) = (isa.rows(), isa.vecs());
     let nvec = plan.vectors.len();
     let tap_blocks = kdim.div_ceil(nt);
-    let per_visit = WGRAD_VECTORS_PER_VISIT.div_ceil(nvec.max(1)).min(num);
-    let mut state = vec![[0f32; LANES]; tap_blocks * r * nt];
-    let mut packed = vec![0f32; per_visit * nvec * r * LANES];
-    let masks: Vec<[f32; LANES]> = plan
-        .vectors
-        .iter()
-        .map(|v| std::array::from_fn(|l| f32::from_bits(if l < v.len { !0 } else { 0 })))
+    // The chunk's output vectors in order: (image, vector of the image).
+    let total = num * nvec;
+    let visits = total.div_ceil(WGRAD_VECTORS_PER_VISIT).max(1);
+    let per_visit = total.div_ceil(visits);
+    let srcs: Vec<usize> = (0..total)
+        .map(|t| (t / nvec) * plan.pr_len + plan.vectors[t % nvec].src)
         .collect();
-    let srcs: Vec<usize> = plan.vectors.iter().map(|v| v.src).collect();
+    let masked = plan.vectors.iter().any(|v| v.len < LANES);
+    let masks: Vec<[f32; LANES]> = if masked {
+        (0..total)
+            .map(|t| {
+                let len = plan.vectors[t % nvec].len;
+                std::array::from_fn(|l| f32::from_bits(if l < len { !0 } else { 0 }))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut state = vec![[0f32; LANES]; if visits > 1 { tap_blocks * r * nt } else { 0 }];
+    let mut packed = vec![0f32; per_visit * r * LANES];
     with_prepared(num * plan.pr_len, |buf| {
         for n in 0..num {
             plan.prepare(
@@ -407,51 +434,54 @@ pub fn weight_grad_chunk(g: &ConvGeom, num: usize, x: &[f32], dy: &[f32], part: 
             let out = &mut part[gi * kdim * mg..(gi + 1) * kdim * mg];
             for m0 in (0..mg).step_by(r) {
                 let rows = r.min(mg - m0);
-                state.iter_mut().for_each(|v| *v = [0.0; LANES]);
-                for n0 in (0..num).step_by(per_visit) {
-                    let n1 = num.min(n0 + per_visit);
-                    for n in n0..n1 {
+                for t0 in (0..total).step_by(per_visit) {
+                    let t1 = total.min(t0 + per_visit);
+                    for t in t0..t1 {
+                        let (n, v) = (t / nvec, plan.vectors[t % nvec]);
                         let d = &dy[n * od + (gi * mg + m0) * p..];
-                        let dst = &mut packed[(n - n0) * nvec * r * LANES..];
-                        for (vi, v) in plan.vectors.iter().enumerate() {
-                            for i in 0..r {
-                                let o = &mut dst[(vi * r + i) * LANES..(vi * r + i + 1) * LANES];
-                                if i < rows && v.len == LANES {
-                                    let src: &[f32; LANES] =
-                                        d[i * p + v.dst..][..LANES].try_into().unwrap();
-                                    o.copy_from_slice(src);
-                                } else if i < rows {
-                                    for (l, ol) in o.iter_mut().enumerate() {
-                                        *ol = if l < v.len { d[i * p + v.dst + l] } else { 0.0 };
-                                    }
-                                } else {
-                                    o.fill(0.0);
+                        let dst = &mut packed[(t - t0) * r * LANES..(t - t0 + 1) * r * LANES];
+                        for (i, o) in dst.chunks_exact_mut(LANES).enumerate() {
+                            if i < rows && v.len == LANES {
+                                let src: &[f32; LANES] =
+                                    d[i * p + v.dst..][..LANES].try_into().unwrap();
+                                o.copy_from_slice(src);
+                            } else if i < rows {
+                                for (l, ol) in o.iter_mut().enumerate() {
+                                    *ol = if l < v.len { d[i * p + v.dst + l] } else { 0.0 };
                                 }
+                            } else {
+                                o.fill(0.0);
                             }
                         }
                     }
-                    for (tb, acc) in state.chunks_mut(r * nt).enumerate() {
+                    let (first, last) = (t0 == 0, t1 == total);
+                    for tb in 0..tap_blocks {
                         let k0 = tb * nt;
                         let t = WgradTile {
-                            num: n1 - n0,
-                            im: &buf[n0 * plan.pr_len..n1 * plan.pr_len],
-                            im_stride: plan.pr_len,
-                            dy: &packed[..(n1 - n0) * nvec * r * LANES],
-                            srcs: &srcs,
-                            masks: &masks,
+                            im: buf,
+                            dy: &packed[..(t1 - t0) * r * LANES],
+                            srcs: &srcs[t0..t1],
+                            masks: if masked { &masks[t0..t1] } else { &[] },
                             offs: &offs[k0..kdim.min(k0 + nt)],
+                            first,
+                            rows,
+                        };
+                        let state = if visits > 1 {
+                            &mut state[tb * r * nt..(tb + 1) * r * nt]
+                        } else {
+                            &mut []
+                        };
+                        let out = if last {
+                            Some(&mut out[k0 * mg + m0..])
+                        } else {
+                            None
                         };
                         // SAFETY: the CPU has the ISA's instructions; image reads stay within
-                        // the visited prepared images plus slack (as in the forward), dy reads
-                        // within `packed`; `acc` holds the tile's `r * nt` accumulators.
-                        unsafe { t.run(isa, acc) };
-                    }
-                }
-                for (tb, acc) in state.chunks(r * nt).enumerate() {
-                    for j in 0..nt.min(kdim - tb * nt) {
-                        for i in 0..rows {
-                            out[(tb * nt + j) * mg + m0 + i] = lane_sum(&acc[i * nt + j]);
-                        }
+                        // the prepared images plus slack (as in the forward), dy reads within
+                        // `packed`; `state` holds the tile's `r * nt` accumulators where there
+                        // are several visits; the sums go to `rows` channels x the block's
+                        // taps of `out`, `mg` apart.
+                        unsafe { t.run(isa, state, out, mg) };
                     }
                 }
             }
@@ -464,32 +494,54 @@ fn lane_sum(v: &[f32; LANES]) -> f32 {
     ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))
 }
 
-/// One weight-gradient tile: the ISA's rows x `offs.len()` taps over every output vector of
-/// `num` images.
+/// One weight-gradient tile: the ISA's rows x `offs.len()` taps over the output vectors of
+/// one visit.
 struct WgradTile<'a> {
-    num: usize,
-    /// The images' prepared copies, `im_stride` apart.
+    /// The chunk's prepared images.
     im: &'a [f32],
-    im_stride: usize,
-    /// The images' packed dy: `[image][vector][row][8]`.
+    /// The visit's packed dy: `[vector][row][8]`.
     dy: &'a [f32],
-    /// Per output vector: its start in a prepared image, and its lanes that are real.
+    /// Per output vector: its start in `im` (image and position).
     srcs: &'a [usize],
+    /// Per output vector, its lanes that are real; empty where every vector is full.
     masks: &'a [[f32; LANES]],
     offs: &'a [usize],
+    /// The chunk's first visit: the accumulators start at zero instead of `state`.
+    first: bool,
+    /// The block's real output channels (the sums written).
+    rows: usize,
 }
 
 impl WgradTile<'_> {
-    /// Adds the tile's products to `acc` (`[row][tap]`, the ISA's rows x vecs entries).
-    unsafe fn run(&self, isa: Isa, acc: &mut [[f32; LANES]]) {
-        debug_assert_eq!(acc.len(), isa.rows() * isa.vecs());
-        debug_assert!(self.dy.len() >= self.num * self.srcs.len() * isa.rows() * LANES);
-        match (isa, self.offs.len()) {
-            (Isa::Avx512, 3) => avx512::wgrad::<8, 3>(self, acc),
-            (Isa::Avx512, 2) => avx512::wgrad::<8, 2>(self, acc),
-            (Isa::Avx512, _) => avx512::wgrad::<8, 1>(self, acc),
-            (Isa::Avx2, 2) => avx2::wgrad::<4, 2>(self, acc),
-            (Isa::Avx2, _) => avx2::wgrad::<4, 1>(self, acc),
+    /// Adds the tile's products to the accumulators (`state`: `[row][tap]`, the ISA's rows x
+    /// vecs entries, empty where the chunk is one visit); with `out`, the last visit, writes
+    /// the accumulators' lane sums instead: tap j of row i at `out[j * stride + i]`.
+    unsafe fn run(
+        &self,
+        isa: Isa,
+        state: &mut [[f32; LANES]],
+        out: Option<&mut [f32]>,
+        stride: usize,
+    ) {
+        debug_assert!(state.is_empty() || state.len() == isa.rows() * isa.vecs());
+        debug_assert!(state.len() == isa.rows() * isa.vecs() || (self.first && out.is_some()));
+        debug_assert!(self.dy.len() >= self.srcs.len() * isa.rows() * LANES);
+        debug_assert!(self.masks.is_empty() || self.masks.len() == self.srcs.len());
+        if let Some(o) = &out {
+            debug_assert!(o.len() > (self.offs.len() - 1) * stride + self.rows - 1);
+        }
+        let m = !self.masks.is_empty();
+        match (isa, self.offs.len(), m) {
+            (Isa::Avx512, 3, false) => avx512::wgrad::<8, 3, false>(self, state, out, stride),
+            (Isa::Avx512, 2, false) => avx512::wgrad::<8, 2, false>(self, state, out, stride),
+            (Isa::Avx512, _, false) => avx512::wgrad::<8, 1, false>(self, state, out, stride),
+            (Isa::Avx512, 3, true) => avx512::wgrad::<8, 3, true>(self, state, out, stride),
+            (Isa::Avx512, 2, true) => avx512::wgrad::<8, 2, true>(self, state, out, stride),
+            (Isa::Avx512, _, true) => avx512::wgrad::<8, 1, true>(self, state, out, stride),
+            (Isa::Avx2, 2, false) => avx2::wgrad::<4, 2, false>(self, state, out, stride),
+            (Isa::Avx2, _, false) => avx2::wgrad::<4, 1, false>(self, state, out, stride),
+            (Isa::Avx2, 2, true) => avx2::wgrad::<4, 2, true>(self, state, out, stride),
+            (Isa::Avx2, _, true) => avx2::wgrad::<4, 1, true>(self, state, out, stride),
         }
     }
 }
@@ -541,49 +593,102 @@ macro_rules! kernels {
             }
 
             /// `R` channels x `T` taps: `acc[i][j] += dy[vector][row i] * (image[offs[j] +
-            /// vector] masked to the vector's real lanes)` over all vectors of the tile's
-            /// images; `acc` is `[row][tap]` with the ISA's `vecs()` taps per row.
+            /// vector] masked to the vector's real lanes)` over the visit's vectors; the
+            /// accumulators come from `state` (`[row][tap]` with the ISA's `vecs()` taps per
+            /// row) or zero, and go back there or, lanes added, to `out`.
             #[target_feature(enable = $features)]
-            pub unsafe fn wgrad<const R: usize, const T: usize>(
+            pub unsafe fn wgrad<const R: usize, const T: usize, const MASKED: bool>(
                 t: &WgradTile,
-                out: &mut [[f32; LANES]],
+                state: &mut [[f32; LANES]],
+                out: Option<&mut [f32]>,
+                stride: usize,
             ) {
-                let stride = out.len() / R;
+                let sst = state.len() / R;
                 let mut acc = [[_mm256_setzero_ps(); T]; R];
-                for i in 0..R {
-                    for j in 0..T {
-                        acc[i][j] = _mm256_loadu_ps(out[i * stride + j].as_ptr());
-                    }
-                }
-                let nvec = t.srcs.len();
-                let mut d = t.dy.as_ptr();
-                for n in 0..t.num {
-                    let im = t.im.as_ptr().add(n * t.im_stride);
-                    let mut b0 = [im; T];
-                    for j in 0..T {
-                        b0[j] = im.add(t.offs[j]);
-                    }
-                    for v in 0..nvec {
-                        let src = *t.srcs.get_unchecked(v);
-                        let mask = _mm256_loadu_ps(t.masks.get_unchecked(v).as_ptr());
-                        let mut b = [_mm256_setzero_ps(); T];
+                if !t.first {
+                    for i in 0..R {
                         for j in 0..T {
-                            b[j] = _mm256_and_ps(_mm256_loadu_ps(b0[j].add(src)), mask);
+                            acc[i][j] = _mm256_loadu_ps(state[i * sst + j].as_ptr());
                         }
-                        for i in 0..R {
-                            let di = _mm256_loadu_ps(d.add(i * LANES));
-                            for j in 0..T {
-                                acc[i][j] = _mm256_fmadd_ps(di, b[j], acc[i][j]);
-                            }
-                        }
-                        d = d.add(R * LANES);
                     }
                 }
-                for i in 0..R {
+                let im = t.im.as_ptr();
+                let mut b0 = [im; T];
+                for j in 0..T {
+                    b0[j] = im.add(t.offs[j]);
+                }
+                let mut d = t.dy.as_ptr();
+                for v in 0..t.srcs.len() {
+                    let src = *t.srcs.get_unchecked(v);
+                    let mut b = [_mm256_setzero_ps(); T];
                     for j in 0..T {
-                        _mm256_storeu_ps(out[i * stride + j].as_mut_ptr(), acc[i][j]);
+                        b[j] = _mm256_loadu_ps(b0[j].add(src));
                     }
+                    if MASKED {
+                        let mask = _mm256_loadu_ps(t.masks.get_unchecked(v).as_ptr());
+                        for j in 0..T {
+                            b[j] = _mm256_and_ps(b[j], mask);
+                        }
+                    }
+                    for i in 0..R {
+                        let di = _mm256_loadu_ps(d.add(i * LANES));
+                        for j in 0..T {
+                            acc[i][j] = _mm256_fmadd_ps(di, b[j], acc[i][j]);
+                        }
+                    }
+                    d = d.add(R * LANES);
                 }
+                let Some(out) = out else {
+                    for i in 0..R {
+                        for j in 0..T {
+                            _mm256_storeu_ps(state[i * sst + j].as_mut_ptr(), acc[i][j]);
+                        }
+                    }
+                    return;
+                };
+                for j in 0..T {
+                    let mut sums = [0f32; R];
+                    if R == 8 {
+                        let col: [__m256; 8] = std::array::from_fn(|i| acc[i][j]);
+                        _mm256_storeu_ps(sums.as_mut_ptr(), lane_sums8(col));
+                    } else {
+                        for i in 0..R {
+                            let mut v = [0f32; LANES];
+                            _mm256_storeu_ps(v.as_mut_ptr(), acc[i][j]);
+                            sums[i] = lane_sum(&v);
+                        }
+                    }
+                    let o = &mut out[j * stride..];
+                    o[..t.rows].copy_from_slice(&sums[..t.rows]);
+                }
+            }
+
+            /// `lane_sum` of 8 accumulators at once, the sums in order: the same additions
+            /// (operands swapped at most), by transposing halves, pairs and single lanes.
+            #[target_feature(enable = $features)]
+            unsafe fn lane_sums8(a: [__m256; 8]) -> __m256 {
+                // h[i] = lanes 0..4 + lanes 4..8 of a[i] (v0+v4, v1+v5, v2+v6, v3+v7), the
+                // halves of a[i] and a[i + 4] side by side.
+                let h: [__m256; 4] = std::array::from_fn(|i| {
+                    _mm256_add_ps(
+                        _mm256_permute2f128_ps::<0x20>(a[i], a[i + 4]),
+                        _mm256_permute2f128_ps::<0x31>(a[i], a[i + 4]),
+                    )
+                });
+                // q = (h0 + h2, h1 + h3) per accumulator: rows (0, 1 | 4, 5) and (2, 3 | 6, 7).
+                let q01 = _mm256_add_ps(
+                    _mm256_shuffle_ps::<0b01_00_01_00>(h[0], h[1]),
+                    _mm256_shuffle_ps::<0b11_10_11_10>(h[0], h[1]),
+                );
+                let q23 = _mm256_add_ps(
+                    _mm256_shuffle_ps::<0b01_00_01_00>(h[2], h[3]),
+                    _mm256_shuffle_ps::<0b11_10_11_10>(h[2], h[3]),
+                );
+                // q0 + q1 per accumulator, rows 0..4 | 4..8.
+                _mm256_add_ps(
+                    _mm256_shuffle_ps::<0b10_00_10_00>(q01, q23),
+                    _mm256_shuffle_ps::<0b11_01_11_01>(q01, q23),
+                )
             }
         }
     };
@@ -591,3 +696,126 @@ macro_rules! kernels {
 
 kernels!(avx2, "avx2,fma");
 kernels!(avx512, "avx2,fma,avx512f,avx512vl");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::conv::conv_out_size;
+
+    #[allow(clippy::too_many_arguments)]
+    fn geom(
+        c: usize,
+        m: usize,
+        group: usize,
+        hw: [usize; 2],
+        k: [usize; 2],
+        p: [usize; 2],
+        s: [usize; 2],
+        d: [usize; 2],
+    ) -> ConvGeom {
+        ConvGeom {
+            im_channels: c,
+            col_channels: m,
+            group,
+            im_shape: hw.to_vec(),
+            col_shape: (0..2)
+                .map(|i| conv_out_size(hw[i], k[i], p[i], s[i], d[i]).unwrap())
+                .collect(),
+            kernel: k.to_vec(),
+            pad: p.to_vec(),
+            stride: s.to_vec(),
+            dilation: d.to_vec(),
+            force_nd: false,
+        }
+    }
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 + seed) * 0.7133).sin()).collect()
+    }
+
+    /// The weight gradient's summation order, spelled out one value at a time: for every
+    /// weight (group, tap k, output channel m), 8 lanes, lane l summing with fused
+    /// multiply-adds, image by image and output vector by output vector (8 outputs of a row
+    /// from column x, lane l taking column x + l; a lane past a short vector's end adds
+    /// `0 * 0`), then the lanes added as `lane_sum` does. This order is part of crema's
+    /// results: faster kernels must keep it.
+    fn weight_grad_model(g: &ConvGeom, num: usize, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let plan = Plan::new(g);
+        let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
+        let mut prepared = vec![0f32; num * plan.pr_len];
+        for n in 0..num {
+            plan.prepare(
+                g,
+                &x[n * g.im_dim()..],
+                &mut prepared[n * plan.pr_len..(n + 1) * plan.pr_len],
+            );
+        }
+        let mut part = vec![0f32; g.weight_len()];
+        for gi in 0..g.group {
+            for k in 0..kdim {
+                let off = plan.offs[gi * kdim + k];
+                for m in 0..mg {
+                    let mut lanes = [0f32; LANES];
+                    for n in 0..num {
+                        let d = &dy[n * g.col_dim() + (gi * mg + m) * p..];
+                        let im = &prepared[n * plan.pr_len..];
+                        for v in &plan.vectors {
+                            for (l, acc) in lanes.iter_mut().enumerate() {
+                                *acc = if l < v.len {
+                                    d[v.dst + l].mul_add(im[off + v.src + l], *acc)
+                                } else {
+                                    0f32.mul_add(0.0, *acc)
+                                };
+                            }
+                        }
+                    }
+                    part[(gi * kdim + k) * mg + m] = lane_sum(&lanes);
+                }
+            }
+        }
+        part
+    }
+
+    #[test]
+    fn weight_grad_keeps_its_summation_order() {
+        if !cpu_supported() {
+            println!("SKIPPED: this CPU lacks AVX2/FMA, the direct kernels never run");
+            return;
+        }
+        let cases = [
+            // ResNet-like: many vectors per image (visits inside an image), 8x8 planes
+            // (several images per visit), stride 2 (phase planes).
+            (3, geom(16, 16, 1, [32, 32], [3, 3], [1, 1], [1, 1], [1, 1])),
+            (9, geom(8, 16, 1, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1])),
+            (4, geom(16, 32, 1, [32, 32], [3, 3], [1, 1], [2, 2], [1, 1])),
+            // Odd sizes: short vectors, channels not a multiple of the tile, taps not a
+            // multiple of 3, groups, dilation, asymmetric stride and padding.
+            (3, geom(5, 11, 1, [13, 11], [3, 2], [1, 0], [1, 1], [1, 1])),
+            (2, geom(6, 10, 2, [9, 21], [5, 3], [2, 1], [1, 2], [1, 1])),
+            (5, geom(9, 10, 1, [7, 10], [3, 3], [2, 2], [1, 1], [2, 2])),
+            (2, geom(4, 3, 1, [17, 19], [4, 4], [0, 3], [3, 2], [1, 2])),
+            (1, geom(3, 20, 1, [28, 28], [5, 5], [0, 0], [1, 1], [1, 1])),
+            (7, geom(2, 9, 1, [3, 5], [2, 2], [0, 0], [1, 1], [1, 1])),
+        ];
+        for (num, g) in cases {
+            assert!(handles(&g), "{g:?}");
+            let x = values(num * g.im_dim(), 0.4);
+            let mut dy = values(num * g.col_dim(), 1.9);
+            // Zeros of both signs: a sum of -0 products differs from +0 only through
+            // the lanes' order, which the model pins down too.
+            for v in dy.iter_mut().step_by(7) {
+                *v = -0.0;
+            }
+            let want = weight_grad_model(&g, num, &x, &dy);
+            let mut got = vec![f32::NAN; g.weight_len()];
+            weight_grad_chunk(&g, num, &x, &dy, &mut got);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{g:?} num {num} at {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
