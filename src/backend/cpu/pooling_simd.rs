@@ -142,7 +142,8 @@ fn image_cols(r: usize, s: usize, pad: usize, width: usize) -> (usize, usize) {
 }
 
 /// Copies the image part of each row of `x` into its phases (`s` rows of `len` per input row).
-fn split_phases(x: &[f32], g: &PoolGeom, len: usize, out: &mut [f32]) {
+#[target_feature(enable = "avx2")]
+unsafe fn split_phases(x: &[f32], g: &PoolGeom, len: usize, out: &mut [f32]) {
     let (s, pad, w) = (g.stride_w, g.pad_w, g.width);
     if s == 2 {
         // Even columns go to phase pad % 2 from column pad / 2, odd ones to the other phase
@@ -161,8 +162,7 @@ fn split_phases(x: &[f32], g: &PoolGeom, len: usize, out: &mut [f32]) {
                     let (a, b) = ph.split_at_mut(e_at);
                     (&mut b[..ev], &mut a[o_at..o_at + od])
                 };
-                // SAFETY: the dispatch checked AVX2.
-                unsafe { deinterleave(row, e, o) };
+                deinterleave(row, e, o);
             }
             return;
         }
@@ -188,6 +188,7 @@ fn split_phases(x: &[f32], g: &PoolGeom, len: usize, out: &mut [f32]) {
 }
 
 /// `even[j] = row[2j]`, `odd[j] = row[2j + 1]`.
+#[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
     let w = row.len();
@@ -205,6 +206,13 @@ unsafe fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
         _mm256_storeu_ps(odd.as_mut_ptr().add(j), o);
         j += LANES;
     }
+    while 2 * j + LANES <= w {
+        let a = _mm_loadu_ps(row.as_ptr().add(2 * j));
+        let b = _mm_loadu_ps(row.as_ptr().add(2 * j + LANES / 2));
+        _mm_storeu_ps(even.as_mut_ptr().add(j), _mm_shuffle_ps::<0x88>(a, b));
+        _mm_storeu_ps(odd.as_mut_ptr().add(j), _mm_shuffle_ps::<0xDD>(a, b));
+        j += LANES / 2;
+    }
     for (c, &v) in row.iter().enumerate().skip(2 * j) {
         if c % 2 == 0 {
             even[c / 2] = v;
@@ -215,6 +223,7 @@ unsafe fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
 }
 
 /// `row[2j] = even[j]`, `row[2j + 1] = odd[j]`.
+#[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn interleave(even: &[f32], odd: &[f32], row: &mut [f32]) {
     let w = row.len();
@@ -234,6 +243,16 @@ unsafe fn interleave(even: &[f32], odd: &[f32], row: &mut [f32]) {
             _mm256_permute2f128_ps::<0x31>(lo, hi),
         );
         j += LANES;
+    }
+    while 2 * j + LANES <= w {
+        let e = _mm_loadu_ps(even.as_ptr().add(j));
+        let o = _mm_loadu_ps(odd.as_ptr().add(j));
+        _mm_storeu_ps(row.as_mut_ptr().add(2 * j), _mm_unpacklo_ps(e, o));
+        _mm_storeu_ps(
+            row.as_mut_ptr().add(2 * j + LANES / 2),
+            _mm_unpackhi_ps(e, o),
+        );
+        j += LANES / 2;
     }
     for (c, v) in row.iter_mut().enumerate().skip(2 * j) {
         *v = if c % 2 == 0 { even[c / 2] } else { odd[c / 2] };
@@ -272,15 +291,23 @@ pub fn max_plane(x: &[f32], y: &mut [f32], mask: &mut [i32], g: &PoolGeom, p: &P
             s.a.resize(len, f32::NEG_INFINITY);
         },
         |s| {
-            split_phases(x, g, p.fwd_len, &mut s.a);
             // SAFETY: the dispatch checked AVX2 (`cpu_supported`).
-            unsafe { max_rows(&s.a, y, mask, g, p) }
+            unsafe { max_rows(x, &mut s.a, y, mask, g, p) }
         },
     )
 }
 
 #[target_feature(enable = "avx2")]
-unsafe fn max_rows(ph_buf: &[f32], y: &mut [f32], mask: &mut [i32], g: &PoolGeom, p: &Plan) {
+unsafe fn max_rows(
+    x: &[f32],
+    ph_buf: &mut [f32],
+    y: &mut [f32],
+    mask: &mut [i32],
+    g: &PoolGeom,
+    p: &Plan,
+) {
+    split_phases(x, g, p.fwd_len, ph_buf);
+    let ph_buf = &*ph_buf;
     for ph in 0..g.pooled_height {
         let rows = max_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
         let mut grp = 0;
@@ -363,15 +390,16 @@ pub fn ave_plane(x: &[f32], y: &mut [f32], g: &PoolGeom, p: &Plan) {
             s.a.resize(len, 0.0);
         },
         |s| {
-            split_phases(x, g, p.fwd_len, &mut s.a);
             // SAFETY: the dispatch checked AVX2.
-            unsafe { ave_rows(&s.a, y, g, p) }
+            unsafe { ave_rows(x, &mut s.a, y, g, p) }
         },
     )
 }
 
 #[target_feature(enable = "avx2")]
-unsafe fn ave_rows(ph_buf: &[f32], y: &mut [f32], g: &PoolGeom, p: &Plan) {
+unsafe fn ave_rows(x: &[f32], ph_buf: &mut [f32], y: &mut [f32], g: &PoolGeom, p: &Plan) {
+    split_phases(x, g, p.fwd_len, ph_buf);
+    let ph_buf = &*ph_buf;
     for ph in 0..g.pooled_height {
         let mut grp = 0;
         while grp + 2 <= p.groups {
@@ -420,7 +448,9 @@ unsafe fn ave_groups<const G: usize>(
 }
 
 /// Writes phase rows `acc` (s rows of `p.back_len`) back into image row `dx`.
-fn merge_phases(acc: &[f32], g: &PoolGeom, p: &Plan, dx: &mut [f32]) {
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn merge_phases(acc: &[f32], g: &PoolGeom, p: &Plan, dx: &mut [f32]) {
     let (s, pad, w) = (g.stride_w, g.pad_w, g.width);
     if s == 2 {
         // The inverse of `split_phases`; `back_len` holds every image column.
@@ -428,8 +458,7 @@ fn merge_phases(acc: &[f32], g: &PoolGeom, p: &Plan, dx: &mut [f32]) {
         let e_at = (pad % 2) * len + pad / 2;
         let o_at = ((pad + 1) % 2) * len + (pad + 1) / 2;
         let (e, o) = (&acc[e_at..e_at + w.div_ceil(2)], &acc[o_at..o_at + w / 2]);
-        // SAFETY: the dispatch checked AVX2.
-        unsafe { interleave(e, o, dx) };
+        interleave(e, o, dx);
         return;
     }
     for r in 0..s {
@@ -462,24 +491,44 @@ pub fn ave_back_plane(dy: &[f32], dx: &mut [f32], g: &PoolGeom, p: &Plan) {
             s.b.clear();
             s.b.resize(acc, 0.0);
         },
-        |s| {
-            for ph in 0..g.pooled_height {
-                let (_, _, hext) = ave_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
-                let row = &mut s.a[ph * p.dy_len + p.lead..][..g.pooled_width];
-                let d = &dy[ph * g.pooled_width..][..g.pooled_width];
-                for ((o, &d), &wext) in row.iter_mut().zip(d).zip(&p.col_extent) {
-                    *o = d / (hext * wext as isize) as f32;
-                }
-            }
-            for h in 0..g.height {
-                // SAFETY: the dispatch checked AVX2.
-                unsafe { ave_back_row(&s.a, &mut s.b, h, g, p) };
-                merge_phases(&s.b, g, p, &mut dx[h * g.width..(h + 1) * g.width]);
-            }
-        },
+        // SAFETY: the dispatch checked AVX2.
+        |s| unsafe { ave_back_rows(dy, &mut s.a, &mut s.b, dx, g, p) },
     )
 }
 
+#[target_feature(enable = "avx2")]
+unsafe fn ave_back_rows(
+    dy: &[f32],
+    shares: &mut [f32],
+    acc: &mut [f32],
+    dx: &mut [f32],
+    g: &PoolGeom,
+    p: &Plan,
+) {
+    let pwd = g.pooled_width;
+    for ph in 0..g.pooled_height {
+        let (_, _, hext) = ave_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+        let row = &mut shares[ph * p.dy_len + p.lead..][..pwd];
+        let d = &dy[ph * pwd..][..pwd];
+        let full = pwd / LANES * LANES;
+        let hv = _mm256_set1_epi32(hext as i32);
+        for pw0 in (0..full).step_by(LANES) {
+            let wext = _mm256_loadu_si256(p.col_extent.as_ptr().add(pw0) as *const __m256i);
+            let div = _mm256_cvtepi32_ps(_mm256_mullo_epi32(hv, wext));
+            let v = _mm256_div_ps(_mm256_loadu_ps(d.as_ptr().add(pw0)), div);
+            _mm256_storeu_ps(row.as_mut_ptr().add(pw0), v);
+        }
+        for pw in full..pwd {
+            row[pw] = d[pw] / (hext * p.col_extent[pw] as isize) as f32;
+        }
+    }
+    for h in 0..g.height {
+        ave_back_row(shares, acc, h, g, p);
+        merge_phases(acc, g, p, &mut dx[h * g.width..(h + 1) * g.width]);
+    }
+}
+
+#[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn ave_back_row(shares: &[f32], acc: &mut [f32], h: usize, g: &PoolGeom, p: &Plan) {
     let (s, k) = (g.stride_w, g.kernel_w);
