@@ -1,7 +1,7 @@
 //! Times the CPU pooling kernels on the pooling layers of CIFAR-10 quick and LeNet (forward
 //! and backward), portable against AVX2, interleaved, on `RAYON_NUM_THREADS` threads: best and
 //! worst of 7 rounds, by wall time or, with `CREMA_BENCH_CPU=1`, by process CPU time (stable on
-//! a loaded machine when run with one thread).
+//! a loaded machine when run with one thread). `CREMA_BENCH_ONLY=pool3` keeps the matching shapes.
 use std::time::Instant;
 
 use crema::backend::cpu::pooling::*;
@@ -61,8 +61,12 @@ fn main() {
         return;
     }
     println!("threads {}, kernels {best:?}", rayon::current_num_threads());
+    let only = std::env::var("CREMA_BENCH_ONLY").unwrap_or_default();
     let mut totals = [0.0; 4];
     for (name, max, g) in cases {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let n_in = g.planes * g.height * g.width;
         let n_out = g.planes * g.pooled_height * g.pooled_width;
         let x: Vec<f32> = (0..n_in).map(|i| (i as f32 * 0.37).sin()).collect();

@@ -12,12 +12,10 @@
 //!   NaN), and the argmax takes the tap's index under the same strict compare;
 //! - AVE adds the same values in the same order, and divides by the same divisor.
 //!
-//! AVE backward gathers instead of scattering: input column c (padded) lies in the windows
-//! `pw = c / s − m` for m = 0..=(k − 1 − c % s) / s, so in phase space every lane of a vector
-//! reads the same windows, and adding their `dy / divisor` with `pw` rising (and the window
-//! rows rising) is the portable loop's order for that element (zero outside the output: an
-//! identity, as above). MAX backward stays portable: the same gather, comparing each window's
-//! argmax with the element, was 4x slower than the portable scatter of one add per output.
+//! Backward is not here: AVE goes 8 planes at a time (`pooling_lanes`), which beat a gather by
+//! columns (each padded column c lies in windows `c / s − m`, m = 0..=(k − 1 − c % s) / s, the
+//! same for every lane in phase space); MAX stays portable, since that gather, comparing each
+//! window's argmax with the element, was 4x slower than the portable scatter.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -29,10 +27,6 @@ const LANES: usize = 8;
 /// Whether this CPU runs these kernels (checked once by the caller's dispatch).
 pub fn cpu_supported() -> bool {
     is_x86_feature_detected!("avx2")
-}
-
-fn round_up(n: usize, m: usize) -> usize {
-    n.div_ceil(m) * m
 }
 
 /// The per-geometry layout shared by every plane of one call.
@@ -47,14 +41,6 @@ pub struct Plan {
     col_index: Vec<i32>,
     /// AVE divisor's column extent per output column (1 past the last).
     col_extent: Vec<i32>,
-    /// Columns per phase row of the input-gradient buffer (whole groups).
-    back_len: usize,
-    /// Most windows (minus one) over one padded column: `dy` rows start after this many pads.
-    lead: usize,
-    /// Length of a padded `dy` (or argmax) row.
-    dy_len: usize,
-    /// Per input row, the output rows whose windows hold it: `[lo, hi)`.
-    rows_for: Vec<(usize, usize)>,
 }
 
 impl Plan {
@@ -62,7 +48,6 @@ impl Plan {
         let (s, k, pad) = (g.stride_w, g.kernel_w, g.pad_w);
         let groups = g.pooled_width.div_ceil(LANES);
         let lead = (k - 1) / s;
-        let back_len = round_up((pad + g.width).div_ceil(s), LANES);
         let col_index = (0..groups * LANES)
             .map(|pw| (pw * s) as i32 - pad as i32)
             .collect();
@@ -75,21 +60,6 @@ impl Plan {
                 }
             })
             .collect();
-        let rows_for = (0..g.height)
-            .map(|h| {
-                let holds = |ph: usize| {
-                    let start = (ph * g.stride_h) as isize - g.pad_h as isize;
-                    start <= h as isize && (h as isize) < start + g.kernel_h as isize
-                };
-                let lo = (0..g.pooled_height)
-                    .find(|&ph| holds(ph))
-                    .unwrap_or(g.pooled_height);
-                let hi = (lo..g.pooled_height)
-                    .find(|&ph| !holds(ph))
-                    .unwrap_or(g.pooled_height);
-                (lo, hi)
-            })
-            .collect();
         let fwd_len = groups * LANES + lead;
         Plan {
             groups,
@@ -97,21 +67,16 @@ impl Plan {
             taps: (0..k).map(|kw| (kw % s) * fwd_len + kw / s).collect(),
             col_index,
             col_extent,
-            back_len,
-            lead,
-            dy_len: lead + back_len.max(g.pooled_width),
-            rows_for,
         }
     }
 }
 
-/// Per-thread buffers; their pads are written once per geometry (the key) and kept, since
+/// Per-thread buffer; its pads are written once per geometry (the key) and kept, since
 /// every plane writes the same non-pad positions.
 #[derive(Default)]
 struct Scratch {
     key: Option<(u32, PoolGeom)>,
     a: Vec<f32>,
-    b: Vec<f32>,
 }
 
 thread_local! {
@@ -219,43 +184,6 @@ unsafe fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
         } else {
             odd[c / 2] = v;
         }
-    }
-}
-
-/// `row[2j] = even[j]`, `row[2j + 1] = odd[j]`.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn interleave(even: &[f32], odd: &[f32], row: &mut [f32]) {
-    let w = row.len();
-    assert!(even.len() == w.div_ceil(2) && odd.len() == w / 2);
-    let mut j = 0;
-    while 2 * j + 2 * LANES <= w {
-        let e = _mm256_loadu_ps(even.as_ptr().add(j));
-        let o = _mm256_loadu_ps(odd.as_ptr().add(j));
-        let lo = _mm256_unpacklo_ps(e, o);
-        let hi = _mm256_unpackhi_ps(e, o);
-        _mm256_storeu_ps(
-            row.as_mut_ptr().add(2 * j),
-            _mm256_permute2f128_ps::<0x20>(lo, hi),
-        );
-        _mm256_storeu_ps(
-            row.as_mut_ptr().add(2 * j + LANES),
-            _mm256_permute2f128_ps::<0x31>(lo, hi),
-        );
-        j += LANES;
-    }
-    while 2 * j + LANES <= w {
-        let e = _mm_loadu_ps(even.as_ptr().add(j));
-        let o = _mm_loadu_ps(odd.as_ptr().add(j));
-        _mm_storeu_ps(row.as_mut_ptr().add(2 * j), _mm_unpacklo_ps(e, o));
-        _mm_storeu_ps(
-            row.as_mut_ptr().add(2 * j + LANES / 2),
-            _mm_unpackhi_ps(e, o),
-        );
-        j += LANES / 2;
-    }
-    for (c, v) in row.iter_mut().enumerate().skip(2 * j) {
-        *v = if c % 2 == 0 { even[c / 2] } else { odd[c / 2] };
     }
 }
 
@@ -447,110 +375,6 @@ unsafe fn ave_groups<const G: usize>(
     }
 }
 
-/// Writes phase rows `acc` (s rows of `p.back_len`) back into image row `dx`.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn merge_phases(acc: &[f32], g: &PoolGeom, p: &Plan, dx: &mut [f32]) {
-    let (s, pad, w) = (g.stride_w, g.pad_w, g.width);
-    if s == 2 {
-        // The inverse of `split_phases`; `back_len` holds every image column.
-        let len = p.back_len;
-        let e_at = (pad % 2) * len + pad / 2;
-        let o_at = ((pad + 1) % 2) * len + (pad + 1) / 2;
-        let (e, o) = (&acc[e_at..e_at + w.div_ceil(2)], &acc[o_at..o_at + w / 2]);
-        interleave(e, o, dx);
-        return;
-    }
-    for r in 0..s {
-        let (lo, hi) = image_cols(r, s, pad, w);
-        if lo >= hi {
-            continue;
-        }
-        let src = &acc[r * p.back_len + lo..r * p.back_len + hi];
-        let first = lo * s + r - pad;
-        if s == 1 {
-            dx[first..first + src.len()].copy_from_slice(src);
-        } else {
-            for (d, &v) in dx[first..].iter_mut().step_by(s).zip(src) {
-                *d = v;
-            }
-        }
-    }
-}
-
-/// One plane of `ave_pool_backward`.
-pub fn ave_back_plane(dy: &[f32], dx: &mut [f32], g: &PoolGeom, p: &Plan) {
-    let shares = g.pooled_height * p.dy_len;
-    let acc = g.stride_w * p.back_len;
-    with_scratch(
-        2,
-        g,
-        |s| {
-            s.a.clear();
-            s.a.resize(shares, 0.0);
-            s.b.clear();
-            s.b.resize(acc, 0.0);
-        },
-        // SAFETY: the dispatch checked AVX2.
-        |s| unsafe { ave_back_rows(dy, &mut s.a, &mut s.b, dx, g, p) },
-    )
-}
-
-#[target_feature(enable = "avx2")]
-unsafe fn ave_back_rows(
-    dy: &[f32],
-    shares: &mut [f32],
-    acc: &mut [f32],
-    dx: &mut [f32],
-    g: &PoolGeom,
-    p: &Plan,
-) {
-    let pwd = g.pooled_width;
-    for ph in 0..g.pooled_height {
-        let (_, _, hext) = ave_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
-        let row = &mut shares[ph * p.dy_len + p.lead..][..pwd];
-        let d = &dy[ph * pwd..][..pwd];
-        let full = pwd / LANES * LANES;
-        let hv = _mm256_set1_epi32(hext as i32);
-        for pw0 in (0..full).step_by(LANES) {
-            let wext = _mm256_loadu_si256(p.col_extent.as_ptr().add(pw0) as *const __m256i);
-            let div = _mm256_cvtepi32_ps(_mm256_mullo_epi32(hv, wext));
-            let v = _mm256_div_ps(_mm256_loadu_ps(d.as_ptr().add(pw0)), div);
-            _mm256_storeu_ps(row.as_mut_ptr().add(pw0), v);
-        }
-        for pw in full..pwd {
-            row[pw] = d[pw] / (hext * p.col_extent[pw] as isize) as f32;
-        }
-    }
-    for h in 0..g.height {
-        ave_back_row(shares, acc, h, g, p);
-        merge_phases(acc, g, p, &mut dx[h * g.width..(h + 1) * g.width]);
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn ave_back_row(shares: &[f32], acc: &mut [f32], h: usize, g: &PoolGeom, p: &Plan) {
-    let (s, k) = (g.stride_w, g.kernel_w);
-    let (lo, hi) = p.rows_for[h];
-    let sp = shares.as_ptr();
-    for r in 0..s {
-        // Windows over phase-r columns: m = 0..=(k − 1 − r) / s back from column i.
-        let windows = if r < k { (k - 1 - r) / s + 1 } else { 0 };
-        for i0 in (0..p.back_len).step_by(LANES) {
-            let mut a = _mm256_setzero_ps();
-            for ph in lo..hi {
-                let row = sp.add(ph * p.dy_len + p.lead + i0);
-                for m in (0..windows).rev() {
-                    debug_assert!(ph * p.dy_len + p.lead + i0 - m + LANES <= shares.len());
-                    a = _mm256_add_ps(a, _mm256_loadu_ps(row.sub(m)));
-                }
-            }
-            _mm256_storeu_ps(acc.as_mut_ptr().add(r * p.back_len + i0), a);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::pooling::*;
@@ -667,7 +491,8 @@ mod tests {
                         for ceil in [true, false] {
                             for (hh, kh, sh, ph) in [(w, k, s, p), (h, (k + 1) % 4 + 1, 1, 0)] {
                                 let ph = ph.min(kh - 1);
-                                if let Some(g) = geom(3, (hh, w), (kh, k), (sh, s), (ph, p), ceil) {
+                                if let Some(g) = geom(11, (hh, w), (kh, k), (sh, s), (ph, p), ceil)
+                                {
                                     same_bits(&g, cases);
                                     cases += 1;
                                 }
