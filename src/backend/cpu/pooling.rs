@@ -7,8 +7,10 @@
 //!   count but positions past the trailing pad do not; the sum then covers only the image.
 //!
 //! Planes are independent, so splitting them across threads never changes a result. On x86-64
-//! with AVX2 the planes go through `pooling_simd`, which gives the same bits 8 outputs at a time;
-//! the portable kernels here stay for other CPUs and as its reference.
+//! with AVX2 the same bits come 8 at a time: forward by 8 output columns of a plane
+//! (`pooling_simd`) when rows are at least 16 wide, otherwise (and for AVE backward) by 8 planes
+//! at once (`pooling_lanes`). MAX backward, one add per output, stays portable. The portable
+//! kernels here stay for other CPUs and as the reference the vector ones are tested against.
 
 use rayon::prelude::*;
 

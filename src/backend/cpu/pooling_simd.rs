@@ -116,9 +116,9 @@ unsafe fn split_phases(x: &[f32], g: &PoolGeom, len: usize, out: &mut [f32]) {
         let (ev, od) = (w.div_ceil(2), w / 2);
         let (e_at, o_at) = (
             (pad % 2) * len + pad / 2,
-            ((pad + 1) % 2) * len + (pad + 1) / 2,
+            ((pad + 1) % 2) * len + pad.div_ceil(2),
         );
-        if pad / 2 + ev <= len && (pad + 1) / 2 + od <= len {
+        if pad / 2 + ev <= len && pad.div_ceil(2) + od <= len {
             for (row, ph) in x.chunks_exact(w).zip(out.chunks_exact_mut(2 * len)) {
                 let (e, o) = if e_at < o_at {
                     let (a, b) = ph.split_at_mut(o_at);
