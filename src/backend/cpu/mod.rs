@@ -17,6 +17,10 @@ pub mod loss;
 pub mod lrn;
 pub mod mvn;
 pub mod pooling;
+#[cfg(target_arch = "x86_64")]
+pub mod pooling_lanes;
+#[cfg(target_arch = "x86_64")]
+pub mod pooling_simd;
 pub mod prelu;
 pub mod reduction;
 pub mod residual_join;
