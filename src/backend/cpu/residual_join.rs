@@ -45,27 +45,37 @@ pub fn backward(
     dx1: Option<&mut [f32]>,
 ) {
     assert!(!ds.is_empty());
-    let grad = |i: usize, yv: f32| {
-        let mut t = ds[0][i];
+    // Chunk by chunk, one slice operation at a time (each a plain loop the compiler
+    // vectorises; the chunk stays in cache between them): `g` is built in the first output.
+    let grad_into = |s: usize, g: &mut [f32]| {
+        let n = g.len();
+        g.copy_from_slice(&ds[0][s..s + n]);
         for d in &ds[1..] {
-            t += d[i];
+            for (t, &v) in g.iter_mut().zip(&d[s..s + n]) {
+                *t += v;
+            }
         }
-        relu_grad(t, yv, slope)
+        for (t, &yv) in g.iter_mut().zip(&y[s..s + n]) {
+            *t = relu_grad(*t, yv, slope);
+        }
     };
-    let times = |c: f32, g: f32| if c == 1.0 { g } else { c * g };
+    let scale = |c: f32, o: &mut [f32]| {
+        if c != 1.0 {
+            o.iter_mut().for_each(|v| *v *= c);
+        }
+    };
     let [c0, c1] = coeff;
     let only_first = dx0.is_some();
     let both = |s: usize, o0: &mut [f32], o1: &mut [f32]| {
-        for (i, (p, q)) in o0.iter_mut().zip(o1.iter_mut()).enumerate() {
-            let g = grad(s + i, y[s + i]);
-            *p = times(c0, g);
-            *q = times(c1, g);
+        grad_into(s, o0);
+        for (q, &g) in o1.iter_mut().zip(o0.iter()) {
+            *q = if c1 == 1.0 { g } else { c1 * g };
         }
+        scale(c0, o0);
     };
     let one = |s: usize, c: f32, o: &mut [f32]| {
-        for (i, p) in o.iter_mut().enumerate() {
-            *p = times(c, grad(s + i, y[s + i]));
-        }
+        grad_into(s, o);
+        scale(c, o);
     };
     let par = y.len() >= PAR_MIN;
     match (dx0, dx1) {
