@@ -2,7 +2,6 @@
 //! ResNet-20 (forward, weight gradient, input gradient), on `RAYON_NUM_THREADS` threads: each
 //! shape through the im2col + GEMM path and through the direct kernels where they apply
 //! (`CREMA_BENCH_PATH=gemm` or `direct` for one of them), interleaved.
-use std::time::Instant;
 
 use crema::backend::cpu::conv::*;
 
@@ -22,32 +21,16 @@ fn geom(c: usize, m: usize, hw: usize, k: usize, p: usize, s: usize) -> ConvGeom
     }
 }
 
-fn cpu_ms() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
-}
+#[path = "common/clock.rs"]
+mod clock;
 
 /// Best of 5 (3 calls each), in ms: wall time, or process CPU time with CREMA_BENCH_CPU=1
 /// (stable on a loaded machine when run with one thread).
 fn time(f: &mut dyn FnMut()) -> f64 {
-    let use_cpu = std::env::var("CREMA_BENCH_CPU").is_ok();
     f();
     let mut best = f64::MAX;
     for _ in 0..5 {
-        let (t, c) = (Instant::now(), cpu_ms());
-        for _ in 0..3 {
-            f();
-        }
-        let e = if use_cpu {
-            cpu_ms() - c
-        } else {
-            t.elapsed().as_secs_f64() * 1e3
-        };
-        best = best.min(e / 3.0);
+        best = best.min(clock::ms_per_call(3, f));
     }
     best
 }

@@ -14,15 +14,9 @@ use crema::proto::caffe::{NetState, Phase};
 use crema::proto::{read_net_text, TextOptions};
 use crema::rng::CaffeRng;
 
-fn cpu_ms() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
-}
+#[path = "common/clock.rs"]
+mod clock;
+use clock::cpu_ms;
 
 fn main() -> anyhow::Result<()> {
     let shared = std::env::var("CREMA_SHARED").unwrap_or_else(|_| "../shared".into());

@@ -2,32 +2,15 @@
 //! and backward), portable against AVX2, interleaved, on `RAYON_NUM_THREADS` threads: best and
 //! worst of 7 rounds, by wall time or, with `CREMA_BENCH_CPU=1`, by process CPU time (stable on
 //! a loaded machine when run with one thread). `CREMA_BENCH_ONLY=pool3` keeps the matching shapes.
-use std::time::Instant;
 
 use crema::backend::cpu::pooling::*;
 
-fn cpu_ms() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
-}
+#[path = "common/clock.rs"]
+mod clock;
 
 /// One round: ms per call (mean of 5 calls).
 fn round(f: &mut dyn FnMut()) -> f64 {
-    let use_cpu = std::env::var("CREMA_BENCH_CPU").is_ok();
-    let (t, c) = (Instant::now(), cpu_ms());
-    for _ in 0..5 {
-        f();
-    }
-    let e = if use_cpu {
-        cpu_ms() - c
-    } else {
-        t.elapsed().as_secs_f64() * 1e3
-    };
-    e / 5.0
+    clock::ms_per_call(5, f)
 }
 
 fn geom(planes: usize, hw: usize, k: usize, s: usize) -> PoolGeom {
