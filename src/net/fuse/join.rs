@@ -13,6 +13,7 @@ use crate::blob::{read, write, BlobRef};
 use crate::layers::eltwise::EltwiseLayer;
 use crate::layers::relu::ReluLayer;
 use crate::net::{LayerEntry, Net};
+use crate::proto::caffe::eltwise_parameter::EltwiseOp;
 
 /// The layers of one join.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,9 +36,11 @@ pub(super) fn find_at(l: &[LayerEntry], i: usize) -> Option<Join> {
     let (sum, relu) = (l.get(i)?, l.get(i + 1)?);
     let s = *sum.tops.first()?;
     let is_sum = sum.layer.type_name() == "Eltwise"
-        && sum.param.eltwise_param.as_ref().map_or(true, |p| {
-            p.operation() == crate::proto::caffe::eltwise_parameter::EltwiseOp::Sum
-        });
+        && sum
+            .param
+            .eltwise_param
+            .as_ref()
+            .is_none_or(|p| p.operation() == EltwiseOp::Sum);
     let ok = is_sum
         && sum.bottoms.len() == 2
         && sum.bottoms[0] != sum.bottoms[1]
