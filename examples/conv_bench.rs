@@ -48,6 +48,8 @@ fn main() {
         ("res20 32-32", 128, geom(32, 32, 16, 3, 1, 1)),
         ("res20 32-64s2", 128, geom(32, 64, 16, 3, 1, 2)),
         ("res20 64-64", 128, geom(64, 64, 8, 3, 1, 1)),
+        ("res20 proj 16-32s2", 128, geom(16, 32, 32, 1, 0, 2)),
+        ("res20 proj 32-64s2", 128, geom(32, 64, 16, 1, 0, 2)),
     ];
     println!("threads {}", rayon::current_num_threads());
     let only = std::env::var("CREMA_BENCH_ONLY").unwrap_or_default();
