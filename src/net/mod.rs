@@ -520,12 +520,12 @@ impl Net {
         Ok(loss)
     }
 
-    /// The fused chain (`fuse`) that starts at layer `li`, if fusion is on.
     /// Chains run fused only on the CPU backend (the GPU runs each layer's kernels).
     fn fusion_on(&self) -> bool {
         self.cpu_fusion && self.gpu.is_none()
     }
 
+    /// The fused chain (`fuse`) that starts at layer `li`, if fusion is on.
     pub fn fused_chain_from(&self, li: usize) -> Option<usize> {
         if !self.fusion_on() {
             return None;
@@ -548,26 +548,33 @@ impl Net {
     /// Forward of fused chain `ci` (its layers reshaped first); false, having run nothing,
     /// when the shapes do not allow fusion (then run the layers one by one).
     pub fn forward_fused(&mut self, ci: usize) -> Result<bool> {
-        let name = self.layers[self.fused[ci].first()].param.name().to_string();
-        fuse::forward(self, ci).with_context(|| format!("forward of the chain from layer '{name}'"))
+        fuse::forward(self, ci).with_context(|| {
+            let name = self.layers[self.fused[ci].first()].param.name();
+            format!("forward of the chain from layer '{name}'")
+        })
     }
 
     /// Backward of fused chain `ci`, as its layers' backward passes would run it.
     pub fn backward_fused(&mut self, ci: usize) -> Result<()> {
-        let name = self.layers[self.fused[ci].first()].param.name().to_string();
-        fuse::backward(self, ci)
-            .with_context(|| format!("backward of the chain from layer '{name}'"))
+        fuse::backward(self, ci).with_context(|| {
+            let name = self.layers[self.fused[ci].first()].param.name();
+            format!("backward of the chain from layer '{name}'")
+        })
     }
 
-    /// Reshapes layer `li` to its bottoms.
-    pub(crate) fn reshape_layer(&mut self, li: usize) -> Result<()> {
+    /// Reshapes layer `li` to its bottoms; returns its bottom and top blobs.
+    pub(crate) fn reshape_layer(&mut self, li: usize) -> Result<(Vec<BlobRef>, Vec<BlobRef>)> {
         let e = &mut self.layers[li];
         let bottom: Vec<BlobRef> = e.bottoms.iter().map(|&i| self.blobs[i].clone()).collect();
         let top: Vec<BlobRef> = e.tops.iter().map(|&i| self.blobs[i].clone()).collect();
-        let lname = e.param.name().to_string();
-        e.layer
-            .reshape(&bottom, &top)
-            .with_context(|| format!("reshaping layer '{lname}' ({})", e.layer.type_name()))
+        e.layer.reshape(&bottom, &top).with_context(|| {
+            format!(
+                "reshaping layer '{}' ({})",
+                e.param.name(),
+                e.layer.type_name()
+            )
+        })?;
+        Ok((bottom, top))
     }
 
     /// One layer's reshape + forward; returns its weighted loss.
@@ -578,10 +585,8 @@ impl Net {
                 c.forward_fused = false;
             }
         }
-        self.reshape_layer(li)?;
+        let (bottom, top) = self.reshape_layer(li)?;
         let e = &mut self.layers[li];
-        let bottom: Vec<BlobRef> = e.bottoms.iter().map(|&i| self.blobs[i].clone()).collect();
-        let top: Vec<BlobRef> = e.tops.iter().map(|&i| self.blobs[i].clone()).collect();
         let lname = e.param.name().to_string();
         let mut ctx = Ctx {
             rng,

@@ -1,7 +1,8 @@
 //! BatchNorm, then an in-place per-channel Scale (with or without bias), then optionally an
 //! in-place ReLU, computed in one pass forward and two backward (`net::fuse` finds the
 //! chains). Unfused, the three layers make 10 passes over the blob forward and 12 backward;
-//! here 5 and 7 (BatchNorm's two statistics passes included).
+//! here 5 (BatchNorm's two statistics passes included) and 5 (dy and x_norm read twice, the
+//! bottom diff written once).
 //!
 //! Every value is computed with the same operations in the same order as the three layers'
 //! own kernels (`batch_norm`, `scale`, `activation`), so the results are the same bits; only
@@ -9,11 +10,8 @@
 
 use rayon::prelude::*;
 
-use super::activation::{relu, relu_grad};
+use super::activation::{relu, relu_grad, PAR_MIN};
 use super::sums::LANES;
-
-/// Below this many elements a single thread is faster than spawning (as in `batch_norm`).
-const PAR_MIN: usize = 1 << 15;
 
 /// The Scale of a chain: per-channel factors and optional offsets.
 #[derive(Clone, Copy)]

@@ -1,6 +1,6 @@
 //! The join of a residual block: Eltwise SUM of two inputs, then an in-place ReLU, then the
 //! Split that feeds the next block (`net::fuse` finds the pattern). Unfused, the three layers
-//! make 6 passes over the blob forward (sum: 3, ReLU: 2, Split: none) and 9 backward (Split's
+//! make 5 passes over the blob forward (sum: 3, ReLU: 2, Split: none) and 9 backward (Split's
 //! add: 3, ReLU: 3, the sum's two copies: 3); here 3 and 5.
 //!
 //! Every value is computed with the operations, in the order, of the layers' own kernels

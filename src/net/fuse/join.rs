@@ -11,7 +11,6 @@ use anyhow::{anyhow, Result};
 use crate::backend::cpu::residual_join as kernel;
 use crate::blob::{read, write, BlobRef};
 use crate::layers::eltwise::EltwiseLayer;
-use crate::layers::relu::ReluLayer;
 use crate::net::{LayerEntry, Net};
 use crate::proto::caffe::eltwise_parameter::EltwiseOp;
 
@@ -63,28 +62,21 @@ pub(super) fn find_at(l: &[LayerEntry], i: usize) -> Option<Join> {
     })
 }
 
-fn relu_slope(net: &mut Net, j: &Join) -> Result<f32> {
-    net.layers[j.relu]
-        .layer
-        .as_any_mut()
-        .and_then(|a| a.downcast_mut::<ReluLayer>())
-        .map(|r| r.slope())
-        .ok_or_else(|| anyhow!("fused join: layer {} is not a ReLU", j.relu))
-}
-
 /// The SUM's two coefficients (after reshape).
 fn coefficients(net: &mut Net, j: &Join) -> Result<[f32; 2]> {
-    let c = net.layers[j.eltwise]
+    let e = net.layers[j.eltwise]
         .layer
         .as_any_mut()
-        .and_then(|a| a.downcast_mut::<EltwiseLayer>())
-        .and_then(|e| e.sum_coefficients().map(|c| c.to_vec()))
-        .ok_or_else(|| anyhow!("fused join: layer {} is not an Eltwise SUM", j.eltwise))?;
-    match c[..] {
-        [a, b] => Ok([a, b]),
-        _ => Err(anyhow!(
+        .and_then(|a| a.downcast_mut::<EltwiseLayer>());
+    match e.and_then(|e| e.sum_coefficients()) {
+        Some(&[a, b]) => Ok([a, b]),
+        Some(c) => Err(anyhow!(
             "fused join: {} coefficients for 2 bottoms",
             c.len()
+        )),
+        None => Err(anyhow!(
+            "fused join: layer {} is not an Eltwise SUM",
+            j.eltwise
         )),
     }
 }
@@ -108,7 +100,7 @@ pub(super) fn forward(net: &mut Net, j: Join) -> Result<bool> {
         net.reshape_layer(li)?;
     }
     let coeff = coefficients(net, &j)?;
-    let slope = relu_slope(net, &j)?;
+    let slope = super::relu_slope(net, j.relu)?;
     let ([a, b], s) = blobs(net, &j);
     let (ab, bb, sb) = (a.data_buf(), b.data_buf(), s.data_buf());
     kernel::forward(&read(&ab), &read(&bb), coeff, slope, &mut write(&sb));
@@ -119,7 +111,7 @@ pub(super) fn forward(net: &mut Net, j: Join) -> Result<bool> {
 /// without a Split) and S.
 pub(super) fn backward(net: &mut Net, j: Join) -> Result<()> {
     let coeff = coefficients(net, &j)?;
-    let slope = relu_slope(net, &j)?;
+    let slope = super::relu_slope(net, j.relu)?;
     let ([a, b], s) = blobs(net, &j);
     let grad_sources: Vec<BlobRef> = match j.split {
         Some(sp) => net.layers[sp]

@@ -13,9 +13,10 @@
 mod join;
 mod normalize;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 
 use super::{LayerEntry, Net};
+use crate::layers::relu::ReluLayer;
 pub use join::Join;
 pub use normalize::Norm;
 
@@ -43,12 +44,20 @@ impl Chain {
         }
     }
 
+    /// The first layer (asked for every layer of every pass: no allocation).
     pub fn first(&self) -> usize {
-        self.layers()[0]
+        match self.kind {
+            Kind::Normalize(n) => n.batch_norm,
+            Kind::Join(j) => j.eltwise,
+        }
     }
 
+    /// The last layer.
     pub fn last(&self) -> usize {
-        *self.layers().last().expect("a chain has layers")
+        match self.kind {
+            Kind::Normalize(n) => n.relu.unwrap_or(n.scale),
+            Kind::Join(j) => j.split.unwrap_or(j.relu),
+        }
     }
 }
 
@@ -104,6 +113,16 @@ pub(super) fn backward(net: &mut Net, ci: usize) -> Result<()> {
         Kind::Normalize(n) => normalize::backward(net, n),
         Kind::Join(j) => join::backward(net, j),
     }
+}
+
+/// The slope of layer `li`, a ReLU.
+fn relu_slope(net: &mut Net, li: usize) -> Result<f32> {
+    net.layers[li]
+        .layer
+        .as_any_mut()
+        .and_then(|a| a.downcast_mut::<ReluLayer>())
+        .map(|r| r.slope())
+        .ok_or_else(|| anyhow!("fused chain: layer {li} is not a ReLU"))
 }
 
 /// Before layer `li`'s own (unfused) backward: what a fused forward did not leave behind.

@@ -13,7 +13,6 @@ use super::Kind;
 use crate::backend::cpu::bn_scale_relu::{self as kernel, Affine, ParamGrads};
 use crate::blob::{read, same, write, BlobRef};
 use crate::layers::batch_norm::BatchNormLayer;
-use crate::layers::relu::ReluLayer;
 use crate::layers::scale::ScaleLayer;
 use crate::layers::Layer;
 use crate::net::{LayerEntry, Net};
@@ -76,27 +75,16 @@ struct Parts<'a> {
 }
 
 fn parts<'a>(net: &'a mut Net, c: &Norm) -> Result<Parts<'a>> {
+    let relu_slope = c.relu.map(|r| super::relu_slope(net, r)).transpose()?;
     let (head, tail) = net.layers.split_at_mut(c.scale);
     let bn = head[c.batch_norm]
         .layer
         .as_any_mut()
         .and_then(|a| a.downcast_mut::<BatchNormLayer>());
-    let (sc, rest) = tail.split_first_mut().expect("a chain's Scale is a layer");
-    let scale = sc
+    let scale = tail[0]
         .layer
         .as_any_mut()
         .and_then(|a| a.downcast_mut::<ScaleLayer>());
-    let relu_slope = match c.relu {
-        Some(r) => Some(
-            rest[r - c.scale - 1]
-                .layer
-                .as_any_mut()
-                .and_then(|a| a.downcast_mut::<ReluLayer>())
-                .ok_or_else(|| anyhow!("fused chain: layer {r} is not a ReLU"))?
-                .slope(),
-        ),
-        None => None,
-    };
     match (bn, scale) {
         (Some(bn), Some(scale)) => Ok(Parts {
             bn,
