@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::activation::Io;
 use super::sums::Lanes;
+use super::wide::Wide;
 
 /// Below this many elements a single thread is faster than spawning.
 const PAR_MIN: usize = 1 << 15;
@@ -75,20 +76,38 @@ pub fn bn_batch_stats(
     mean: &mut [f32],
     var: &mut [f32],
 ) {
+    batch_stats_at(Wide::detected(), x, num, channels, spatial, mean, var)
+}
+
+fn batch_stats_at(
+    wide: Wide,
+    x: &[f32],
+    num: usize,
+    channels: usize,
+    spatial: usize,
+    mean: &mut [f32],
+    var: &mut [f32],
+) {
     let m = (num * spatial) as f64;
     per_channel(x.len(), mean, var, |c, mu, v| {
-        let mut sum = Lanes::default();
-        channel_planes(num, channels, spatial, c, |r| sum.add(&x[r]));
-        let mean_c = (sum.total() / m) as f32;
-        let mut ss = Lanes::default();
-        channel_planes(num, channels, spatial, c, |r| {
-            ss.add_map(&x[r], |v| {
-                let d = (v - mean_c) as f64;
-                d * d
-            })
-        });
+        let (mean_c, var_c) = wide.run(
+            #[inline(always)]
+            || {
+                let mut sum = Lanes::default();
+                channel_planes(num, channels, spatial, c, |r| sum.add(&x[r]));
+                let mean_c = (sum.total() / m) as f32;
+                let mut ss = Lanes::default();
+                channel_planes(num, channels, spatial, c, |r| {
+                    ss.add_map(&x[r], |v| {
+                        let d = (v - mean_c) as f64;
+                        d * d
+                    })
+                });
+                (mean_c, (ss.total() / m) as f32)
+            },
+        );
         *mu = mean_c;
-        *v = (ss.total() / m) as f32;
+        *v = var_c;
     });
 }
 
@@ -323,5 +342,27 @@ mod tests {
         let (mut gm, mut gv) = ([0f32; 2], [0f32; 2]);
         bn_global_stats(&ms, &vs, 0.0, &mut gm, &mut gv);
         assert_eq!(gm, [0.0, 0.0]);
+    }
+
+    #[test]
+    fn statistics_have_the_same_bits_in_every_build() {
+        let levels = Wide::available();
+        println!("builds compared: {levels:?}");
+        // Planes with and without a remainder past the 16 lanes, one too short for a lane run.
+        for (num, ch, sp) in [(3, 4, 37), (2, 3, 64), (5, 2, 7), (2, 40, 1024)] {
+            let x: Vec<f32> = (0..num * ch * sp)
+                .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 0.0137 + (i % ch) as f32)
+                .collect();
+            let run = |w: Wide| {
+                let (mut mean, mut var) = (vec![0f32; ch], vec![0f32; ch]);
+                batch_stats_at(w, &x, num, ch, sp, &mut mean, &mut var);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                (bits(&mean), bits(&var))
+            };
+            let base = run(Wide::Base);
+            for &w in &levels {
+                assert_eq!(run(w), base, "{w:?} {num}x{ch}x{sp}");
+            }
+        }
     }
 }

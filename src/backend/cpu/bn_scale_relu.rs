@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use super::activation::{relu, relu_grad, PAR_MIN};
 use super::sums::LANES;
+use super::wide::Wide;
 
 /// The Scale of a chain: per-channel factors and optional offsets.
 #[derive(Clone, Copy)]
@@ -40,6 +41,29 @@ pub fn forward(
     data: &mut [f32],
     x_norm: &mut [f32],
 ) {
+    forward_at(
+        Wide::detected(),
+        d,
+        mean,
+        std,
+        affine,
+        relu_slope,
+        data,
+        x_norm,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_at(
+    wide: Wide,
+    d: Dims,
+    mean: &[f32],
+    std: &[f32],
+    affine: Affine,
+    relu_slope: Option<f32>,
+    data: &mut [f32],
+    x_norm: &mut [f32],
+) {
     let sp = d.spatial;
     let len = d.num * d.channels * sp;
     if len == 0 || sp == 0 {
@@ -49,12 +73,17 @@ pub fn forward(
         let c = p % d.channels;
         let (mu, sd, s) = (mean[c], std[c], affine.scale[c]);
         let b = affine.bias.map(|b| b[c]);
-        match (b, relu_slope) {
-            (Some(b), Some(slope)) => plane_forward(mu, sd, out, keep, |n| relu(s * n + b, slope)),
-            (Some(b), None) => plane_forward(mu, sd, out, keep, |n| s * n + b),
-            (None, Some(slope)) => plane_forward(mu, sd, out, keep, |n| relu(s * n, slope)),
-            (None, None) => plane_forward(mu, sd, out, keep, |n| s * n),
-        }
+        wide.run(
+            #[inline(always)]
+            || match (b, relu_slope) {
+                (Some(b), Some(slope)) => {
+                    plane_forward(mu, sd, out, keep, |n| relu(s * n + b, slope))
+                }
+                (Some(b), None) => plane_forward(mu, sd, out, keep, |n| s * n + b),
+                (None, Some(slope)) => plane_forward(mu, sd, out, keep, |n| relu(s * n, slope)),
+                (None, None) => plane_forward(mu, sd, out, keep, |n| s * n),
+            },
+        )
     };
     let (data, x_norm) = (&mut data[..len], &mut x_norm[..len]);
     if len >= PAR_MIN {
@@ -125,28 +154,41 @@ fn channel_sums<const RELU: bool>(
     dy: &[f32],
     x_norm: &[f32],
 ) -> ChannelSums {
-    let mut acc = [[0f64; LANES]; 4];
-    let mut add = |lane: usize, v: f32, xn: f32| {
+    #[inline(always)]
+    fn add<const RELU: bool>(
+        acc: &mut [[f64; LANES]; 4],
+        lane: usize,
+        v: f32,
+        xn: f32,
+        s: f32,
+        b: f32,
+        slope: f32,
+    ) {
         let g = chain_grad::<RELU>(v, xn, s, b, slope);
         let z = g * s;
         acc[0][lane] += g as f64;
         acc[1][lane] += g as f64 * xn as f64;
         acc[2][lane] += z as f64;
         acc[3][lane] += z as f64 * xn as f64;
-    };
+    }
+    let mut acc = [[0f64; LANES]; 4];
     let sp = d.spatial;
     for n in 0..d.num {
         let r = (n * d.channels + c) * sp..(n * d.channels + c + 1) * sp;
         let (dyr, xr) = (&dy[r.clone()], &x_norm[r]);
         let (dc, xc) = (dyr.chunks_exact(LANES), xr.chunks_exact(LANES));
         let (drem, xrem) = (dc.remainder(), xc.remainder());
+        // The full runs on a local copy indexed by constants only (kept in registers); the
+        // remainder's run-time lane index would keep the lanes in memory.
+        let mut a = acc;
         for (dv, xv) in dc.zip(xc) {
             for i in 0..LANES {
-                add(i, dv[i], xv[i]);
+                add::<RELU>(&mut a, i, dv[i], xv[i], s, b, slope);
             }
         }
+        acc = a;
         for (i, (&v, &xn)) in drem.iter().zip(xrem).enumerate() {
-            add(i, v, xn);
+            add::<RELU>(&mut acc, i, v, xn, s, b, slope);
         }
     }
     let total = |lanes: &[f64; LANES]| lanes.iter().fold(0.0, |t, &l| t + l) as f32;
@@ -214,24 +256,52 @@ pub fn backward(
     dx: Option<&mut [f32]>,
     grads: ParamGrads,
 ) {
+    backward_at(
+        Wide::detected(),
+        d,
+        std,
+        affine,
+        relu_slope,
+        batch_stats,
+        x_norm,
+        dy,
+        dx,
+        grads,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_at(
+    w: Wide,
+    d: Dims,
+    std: &[f32],
+    affine: Affine,
+    relu_slope: Option<f32>,
+    batch_stats: bool,
+    x_norm: &[f32],
+    dy: &mut [f32],
+    dx: Option<&mut [f32]>,
+    grads: ParamGrads,
+) {
     match (relu_slope.is_some(), batch_stats) {
         (true, true) => {
-            backward_as::<true, true>(d, std, affine, relu_slope, x_norm, dy, dx, grads)
+            backward_as::<true, true>(w, d, std, affine, relu_slope, x_norm, dy, dx, grads)
         }
         (true, false) => {
-            backward_as::<true, false>(d, std, affine, relu_slope, x_norm, dy, dx, grads)
+            backward_as::<true, false>(w, d, std, affine, relu_slope, x_norm, dy, dx, grads)
         }
         (false, true) => {
-            backward_as::<false, true>(d, std, affine, relu_slope, x_norm, dy, dx, grads)
+            backward_as::<false, true>(w, d, std, affine, relu_slope, x_norm, dy, dx, grads)
         }
         (false, false) => {
-            backward_as::<false, false>(d, std, affine, relu_slope, x_norm, dy, dx, grads)
+            backward_as::<false, false>(w, d, std, affine, relu_slope, x_norm, dy, dx, grads)
         }
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn backward_as<const RELU: bool, const BATCH: bool>(
+    wide: Wide,
     d: Dims,
     std: &[f32],
     affine: Affine,
@@ -254,7 +324,10 @@ fn backward_as<const RELU: bool, const BATCH: bool>(
     if need_sums {
         let dy: &[f32] = dy;
         let channel = |c: usize, out: &mut ChannelSums| {
-            *out = channel_sums::<RELU>(d, c, scale[c], bias(c), slope, dy, x_norm);
+            *out = wide.run(
+                #[inline(always)]
+                || channel_sums::<RELU>(d, c, scale[c], bias(c), slope, dy, x_norm),
+            );
         };
         if len >= PAR_MIN && ch > 1 {
             sums.par_iter_mut()
@@ -278,16 +351,10 @@ fn backward_as<const RELU: bool, const BATCH: bool>(
     let plane = |p: usize, dy: &mut [f32], dx: Option<&mut [f32]>| {
         let c = p % ch;
         let xn = &x_norm[p * sp..(p + 1) * sp];
-        plane_grad::<RELU, BATCH>(
-            scale[c],
-            bias(c),
-            slope,
-            std[c],
-            sums[c],
-            neg_inv_m,
-            xn,
-            dy,
-            dx,
+        let (s, b, sd, cs) = (scale[c], bias(c), std[c], sums[c]);
+        wide.run(
+            #[inline(always)]
+            || plane_grad::<RELU, BATCH>(s, b, slope, sd, cs, neg_inv_m, xn, dy, dx),
         );
     };
     let par = len >= PAR_MIN;
@@ -314,6 +381,105 @@ fn backward_as<const RELU: bool, const BATCH: bool>(
             } else {
                 for (p, v) in dy.chunks_mut(sp).enumerate() {
                     plane(p, v, None);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let v = ((i * 7919 + seed * 104729) % 2003) as f32 - 1001.0;
+                // Every 11th value exactly 0 so that some pre-ReLU values are 0 (the ReLU's
+                // tie) and some gradients are 0.
+                if i % 11 == 0 {
+                    0.0
+                } else {
+                    v * 0.00113
+                }
+            })
+            .collect()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// Everything forward and backward write, for one build.
+    fn run_chain(
+        w: Wide,
+        d: Dims,
+        bias: bool,
+        slope: Option<f32>,
+        batch: bool,
+        out_of_place: bool,
+    ) -> Vec<Vec<u32>> {
+        let len = d.num * d.channels * d.spatial;
+        let mean = values(d.channels, 1);
+        let std: Vec<f32> = values(d.channels, 2)
+            .iter()
+            .map(|v| v.abs() + 0.5)
+            .collect();
+        let scale = values(d.channels, 3);
+        let b = values(d.channels, 4);
+        let affine = Affine {
+            scale: &scale,
+            bias: bias.then_some(&b[..]),
+        };
+        let mut data = values(len, 5);
+        let mut x_norm = vec![0f32; len];
+        forward_at(w, d, &mean, &std, affine, slope, &mut data, &mut x_norm);
+        let mut dy = values(len, 6);
+        let mut dx = vec![0f32; len];
+        let (mut gs, mut gb) = (values(d.channels, 7), values(d.channels, 8));
+        let grads = ParamGrads {
+            scale: Some((&mut gs, true)),
+            bias: bias.then_some((&mut gb[..], false)),
+        };
+        let dx_arg = out_of_place.then_some(&mut dx[..]);
+        backward_at(
+            w, d, &std, affine, slope, batch, &x_norm, &mut dy, dx_arg, grads,
+        );
+        vec![
+            bits(&data),
+            bits(&x_norm),
+            bits(&dy),
+            bits(&dx),
+            bits(&gs),
+            bits(&gb),
+        ]
+    }
+
+    #[test]
+    fn every_build_gives_the_same_bits() {
+        let levels = Wide::available();
+        println!("builds compared: {levels:?}");
+        let shapes = [(2, 3, 37), (3, 2, 64), (2, 5, 5), (2, 4, 1024)];
+        for (num, channels, spatial) in shapes {
+            let d = Dims {
+                num,
+                channels,
+                spatial,
+            };
+            for (bias, slope, batch, out) in [
+                (true, Some(0.0), true, false),
+                (false, Some(0.1), true, true),
+                (true, None, false, false),
+                (false, None, true, true),
+                (true, Some(0.0), false, true),
+            ] {
+                let base = run_chain(Wide::Base, d, bias, slope, batch, out);
+                for &w in &levels {
+                    let got = run_chain(w, d, bias, slope, batch, out);
+                    assert!(
+                        got == base,
+                        "{w:?} {num}x{channels}x{spatial} {bias} {slope:?} {batch} {out}"
+                    );
                 }
             }
         }

@@ -503,8 +503,27 @@ fn im2col_2d(g: &ConvGeom, im: &[f32], col: &mut [f32], ld: usize) {
     });
 }
 
+/// Zeros stored at once by `zero_span`.
+const ZEROS: usize = 8;
+
+/// Zeros `buf[from..to]` in stores of `ZEROS` values (a `fill` of a few values is a `memset`
+/// call), so it may also zero up to `ZEROS - 1` values past `to` that lie in `buf`: callers
+/// write those afterwards.
+#[inline(always)]
+fn zero_span(buf: &mut [f32], mut from: usize, to: usize) {
+    while from < to {
+        let Some(z) = buf.get_mut(from..from + ZEROS) else {
+            buf[from..to].fill(0.0);
+            return;
+        };
+        let z: &mut [f32; ZEROS] = z.try_into().unwrap();
+        *z = [0.0; ZEROS];
+        from += ZEROS;
+    }
+}
+
 /// Writes one image into its prepared layout (`buf`: at least `pr.len()` values; all of it is
-/// written, padding included).
+/// written, padding included; values past `pr.len()` may be zeroed).
 pub(super) fn prepare_2d(g: &ConvGeom, pr: Prepared, im: &[f32], buf: &mut [f32]) {
     let (h, w, ph, pw) = (g.im_shape[0], g.im_shape[1], g.pad[0], g.pad[1]);
     let mut starts = [0usize; 8];
@@ -516,22 +535,24 @@ pub(super) fn prepare_2d(g: &ConvGeom, pr: Prepared, im: &[f32], buf: &mut [f32]
         &mut starts_vec
     };
     if pr.sw == 1 {
-        // One plane per channel, rows of wq = w + 2 pw: zero only the padding around the
-        // copied rows.
+        // One plane per channel, rows of wq = w + 2 pw. The cost is per row (8x8 images have
+        // as many rows as 32x32 ones), so a row is one vectorised copy and a store or two of
+        // zeros: a row's right padding and the next row's left padding are adjacent, and the
+        // zeros stored past them (into the next row, the next plane's top) are overwritten
+        // afterwards, in this order.
         let (hp, wq) = (pr.hp, pr.wq);
         for c in 0..g.im_channels {
-            let plane = &mut buf[c * hp * wq..(c + 1) * hp * wq];
-            let (top, rest) = plane.split_at_mut(ph * wq);
-            top.fill(0.0);
-            let (mid, bottom) = rest.split_at_mut(h * wq);
-            bottom.fill(0.0);
-            for (y, row) in mid.chunks_exact_mut(wq).enumerate() {
-                row[..pw].fill(0.0);
-                copy_run(
-                    &mut row[pw..pw + w],
-                    &im[(c * h + y) * w..(c * h + y + 1) * w],
-                );
-                row[pw + w..].fill(0.0);
+            let (plane, end) = (c * hp * wq, (c + 1) * hp * wq);
+            if h == 0 || w == 0 {
+                buf[plane..end].fill(0.0);
+                continue;
+            }
+            zero_span(buf, plane, plane + ph * wq + pw);
+            for (y, row) in im[c * h * w..(c + 1) * h * w].chunks_exact(w).enumerate() {
+                let at = plane + (ph + y) * wq + pw;
+                copy_run(&mut buf[at..at + w], row);
+                let gap_end = if y + 1 == h { end } else { at + w + 2 * pw };
+                zero_span(buf, at + w, gap_end);
             }
         }
         return;
@@ -1384,6 +1405,12 @@ mod tests {
             (1, 4, 1, 1, 1, 2),
             (2, 5, 13, 1, 2, 3),
             (1, 3, 10, 0, 0, 4),
+            (3, 8, 8, 1, 1, 1),
+            (2, 3, 5, 0, 5, 1),
+            (2, 4, 3, 0, 0, 1),
+            (1, 1, 20, 3, 1, 1),
+            (2, 2, 2, 4, 4, 1),
+            (2, 3, 9, 0, 2, 1),
         ] {
             let g = geom(c, 1, 1, &[h, w], &[1, 1], &[ph, pw], &[1, sw], &[1, 1]);
             let pr = Prepared::new(&g);

@@ -28,3 +28,4 @@ pub mod scale;
 pub mod softmax;
 pub mod sums;
 pub mod tensor;
+pub mod wide;

@@ -25,11 +25,15 @@ impl Lanes {
         let b = &b[..a.len()];
         let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
         let (ar, br) = (ac.remainder(), bc.remainder());
+        // A local copy indexed by constants only stays in registers; the remainder's
+        // run-time lane index would keep the lanes in memory for the whole loop.
+        let mut acc = self.0;
         for (x, y) in ac.zip(bc) {
             for i in 0..LANES {
-                self.0[i] += f(x[i], y[i]);
+                acc[i] += f(x[i], y[i]);
             }
         }
+        self.0 = acc;
         for (i, (&x, &y)) in ar.iter().zip(br).enumerate() {
             self.0[i] += f(x, y);
         }
@@ -54,6 +58,7 @@ impl Lanes {
     }
 
     /// The total: the lanes added in order.
+    #[inline(always)]
     pub fn total(&self) -> f64 {
         let mut s = 0.0;
         for &l in &self.0 {
