@@ -94,15 +94,33 @@ fn batch_stats_at(
             #[inline(always)]
             || {
                 let mut sum = Lanes::default();
-                channel_planes(num, channels, spatial, c, |r| sum.add(&x[r]));
+                channel_planes(
+                    num,
+                    channels,
+                    spatial,
+                    c,
+                    #[inline(always)]
+                    |r| sum.add(&x[r]),
+                );
                 let mean_c = (sum.total() / m) as f32;
                 let mut ss = Lanes::default();
-                channel_planes(num, channels, spatial, c, |r| {
-                    ss.add_map(&x[r], |v| {
-                        let d = (v - mean_c) as f64;
-                        d * d
-                    })
-                });
+                channel_planes(
+                    num,
+                    channels,
+                    spatial,
+                    c,
+                    #[inline(always)]
+                    |r| {
+                        ss.add_map(
+                            &x[r],
+                            #[inline(always)]
+                            |v| {
+                                let d = (v - mean_c) as f64;
+                                d * d
+                            },
+                        )
+                    },
+                );
                 (mean_c, (ss.total() / m) as f32)
             },
         );
@@ -325,6 +343,7 @@ pub fn bn_backward_global(d: Io, std: &[f32], channels: usize, spatial: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu::wide::bits;
 
     #[test]
     fn stats_and_running_update() {
@@ -356,7 +375,6 @@ mod tests {
             let run = |w: Wide| {
                 let (mut mean, mut var) = (vec![0f32; ch], vec![0f32; ch]);
                 batch_stats_at(w, &x, num, ch, sp, &mut mean, &mut var);
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 (bits(&mean), bits(&var))
             };
             let base = run(Wide::Base);

@@ -390,6 +390,7 @@ fn backward_as<const RELU: bool, const BATCH: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu::wide::bits;
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n)
@@ -404,10 +405,6 @@ mod tests {
                 }
             })
             .collect()
-    }
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|f| f.to_bits()).collect()
     }
 
     /// Everything forward and backward write, for one build.

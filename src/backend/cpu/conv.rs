@@ -26,6 +26,7 @@ use rayon::prelude::*;
 use super::blas::{sgemm_ld, worth_threads};
 #[cfg(target_arch = "x86_64")]
 use super::conv_direct as direct;
+use super::wide::Wide;
 
 thread_local! {
     static GEMM_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -525,6 +526,14 @@ fn zero_span(buf: &mut [f32], mut from: usize, to: usize) {
 /// Writes one image into its prepared layout (`buf`: at least `pr.len()` values; all of it is
 /// written, padding included; values past `pr.len()` may be zeroed).
 pub(super) fn prepare_2d(g: &ConvGeom, pr: Prepared, im: &[f32], buf: &mut [f32]) {
+    Wide::detected().run(
+        #[inline(always)]
+        || prepare_2d_as(g, pr, im, buf),
+    )
+}
+
+#[inline(always)]
+fn prepare_2d_as(g: &ConvGeom, pr: Prepared, im: &[f32], buf: &mut [f32]) {
     let (h, w, ph, pw) = (g.im_shape[0], g.im_shape[1], g.pad[0], g.pad[1]);
     let mut starts = [0usize; 8];
     let mut starts_vec;
@@ -1417,6 +1426,13 @@ mod tests {
             let im = values(g.im_dim(), 0.2);
             let mut buf = vec![f32::NAN; pr.len()];
             prepare_2d(&g, pr, &im, &mut buf);
+            // The baseline build (what runs where the CPU has no AVX2) writes the same.
+            let mut base = vec![f32::NAN; pr.len()];
+            prepare_2d_as(&g, pr, &im, &mut base);
+            assert_eq!(
+                crate::backend::cpu::wide::bits(&base),
+                crate::backend::cpu::wide::bits(&buf)
+            );
             let wp = w + 2 * pw;
             for q in 0..sw {
                 for ci in 0..c {

@@ -23,6 +23,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::conv::{prepare_2d, with_prepared, ConvGeom, Prepared};
+use super::wide::Wide;
 
 /// Values per vector (256-bit registers).
 const LANES: usize = 8;
@@ -364,6 +365,25 @@ impl FwdTile<'_> {
     }
 }
 
+/// Packs one output vector's dy for a weight-gradient tile: `rows` rows of the block
+/// (`d`: the block's first row, rows `p` apart) at the vector's position, 8 values each,
+/// zeros past the vector's end and in the rows past `rows`.
+#[inline(always)]
+fn pack_dy_vector(d: &[f32], p: usize, v: OutVec, rows: usize, dst: &mut [f32]) {
+    for (i, o) in dst.chunks_exact_mut(LANES).enumerate() {
+        if i < rows && v.len == LANES {
+            let src: &[f32; LANES] = d[i * p + v.dst..][..LANES].try_into().unwrap();
+            o.copy_from_slice(src);
+        } else if i < rows {
+            for (l, ol) in o.iter_mut().enumerate() {
+                *ol = if l < v.len { d[i * p + v.dst + l] } else { 0.0 };
+            }
+        } else {
+            o.fill(0.0);
+        }
+    }
+}
+
 /// Output vectors a weight-gradient tile runs over between loading and storing its
 /// accumulators: the visit's packed dy (8 rows of 32 bytes per vector, 16 KiB) stays in L1
 /// while every tap block runs over it. Visits cut the chunk's sequence of output vectors
@@ -436,24 +456,19 @@ fn weight_grad_chunk_isa(
                 let rows = r.min(mg - m0);
                 for t0 in (0..total).step_by(per_visit) {
                     let t1 = total.min(t0 + per_visit);
-                    for t in t0..t1 {
-                        let (n, v) = (t / nvec, plan.vectors[t % nvec]);
-                        let d = &dy[n * od + (gi * mg + m0) * p..];
-                        let dst = &mut packed[(t - t0) * r * LANES..(t - t0 + 1) * r * LANES];
-                        for (i, o) in dst.chunks_exact_mut(LANES).enumerate() {
-                            if i < rows && v.len == LANES {
-                                let src: &[f32; LANES] =
-                                    d[i * p + v.dst..][..LANES].try_into().unwrap();
-                                o.copy_from_slice(src);
-                            } else if i < rows {
-                                for (l, ol) in o.iter_mut().enumerate() {
-                                    *ol = if l < v.len { d[i * p + v.dst + l] } else { 0.0 };
-                                }
-                            } else {
-                                o.fill(0.0);
+                    // A copy: the AVX2 build moves a vector per row instead of two halves.
+                    Wide::detected().run(
+                        #[inline(always)]
+                        || {
+                            for t in t0..t1 {
+                                let (n, v) = (t / nvec, plan.vectors[t % nvec]);
+                                let d = &dy[n * od + (gi * mg + m0) * p..];
+                                let dst =
+                                    &mut packed[(t - t0) * r * LANES..(t - t0 + 1) * r * LANES];
+                                pack_dy_vector(d, p, v, rows, dst);
                             }
-                        }
-                    }
+                        },
+                    );
                     let (first, last) = (t0 == 0, t1 == total);
                     for tb in 0..tap_blocks {
                         let k0 = tb * nt;

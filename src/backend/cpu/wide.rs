@@ -80,3 +80,9 @@ unsafe fn on_avx2<R>(f: impl FnOnce() -> R) -> R {
 unsafe fn on_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
+
+/// The bit patterns of a run of floats: what the tests compare between builds.
+#[cfg(test)]
+pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
