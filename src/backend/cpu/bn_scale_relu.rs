@@ -11,6 +11,7 @@
 use rayon::prelude::*;
 
 use super::activation::{relu, relu_grad, PAR_MIN};
+use super::batch_norm::channel_group;
 use super::sums::LANES;
 use super::wide::Wide;
 
@@ -141,19 +142,22 @@ fn chain_grad<const RELU: bool>(dy: f32, xn: f32, s: f32, b: f32, slope: f32) ->
     }
 }
 
-/// The four sums of channel `c`, plane by plane (n = 0, 1, ...), each plane a run of the
-/// fixed-lane double sums of `sums::Lanes` (value i of a plane into lane i % LANES), so the
-/// totals are the bits the layers' own reductions give.
+/// The four sums of channels `c0..c0 + out.len()`, each channel plane by plane (n = 0, 1,
+/// ...), each plane a run of the fixed-lane double sums of `sums::Lanes` (value i of a plane
+/// into lane i % LANES), so the totals are the bits the layers' own reductions give. The
+/// channels are walked together, image by image (`batch_norm::channel_group`).
 #[inline(always)]
-fn channel_sums<const RELU: bool>(
+#[allow(clippy::too_many_arguments)]
+fn group_sums<const RELU: bool>(
     d: Dims,
-    c: usize,
-    s: f32,
-    b: f32,
+    c0: usize,
+    scale: &[f32],
+    bias: impl Fn(usize) -> f32,
     slope: f32,
     dy: &[f32],
     x_norm: &[f32],
-) -> ChannelSums {
+    out: &mut [ChannelSums],
+) {
     #[inline(always)]
     fn add<const RELU: bool>(
         acc: &mut [[f64; LANES]; 4],
@@ -171,32 +175,38 @@ fn channel_sums<const RELU: bool>(
         acc[2][lane] += z as f64;
         acc[3][lane] += z as f64 * xn as f64;
     }
-    let mut acc = [[0f64; LANES]; 4];
+    let mut accs = vec![[[0f64; LANES]; 4]; out.len()];
     let sp = d.spatial;
     for n in 0..d.num {
-        let r = (n * d.channels + c) * sp..(n * d.channels + c + 1) * sp;
-        let (dyr, xr) = (&dy[r.clone()], &x_norm[r]);
-        let (dc, xc) = (dyr.chunks_exact(LANES), xr.chunks_exact(LANES));
-        let (drem, xrem) = (dc.remainder(), xc.remainder());
-        // The full runs on a local copy indexed by constants only (kept in registers); the
-        // remainder's run-time lane index would keep the lanes in memory.
-        let mut a = acc;
-        for (dv, xv) in dc.zip(xc) {
-            for i in 0..LANES {
-                add::<RELU>(&mut a, i, dv[i], xv[i], s, b, slope);
+        for (j, acc) in accs.iter_mut().enumerate() {
+            let c = c0 + j;
+            let (s, b) = (scale[c], bias(c));
+            let r = (n * d.channels + c) * sp..(n * d.channels + c + 1) * sp;
+            let (dyr, xr) = (&dy[r.clone()], &x_norm[r]);
+            let (dc, xc) = (dyr.chunks_exact(LANES), xr.chunks_exact(LANES));
+            let (drem, xrem) = (dc.remainder(), xc.remainder());
+            // The full runs on a local copy indexed by constants only (kept in registers);
+            // the remainder's run-time lane index would keep the lanes in memory.
+            let mut a = *acc;
+            for (dv, xv) in dc.zip(xc) {
+                for i in 0..LANES {
+                    add::<RELU>(&mut a, i, dv[i], xv[i], s, b, slope);
+                }
             }
-        }
-        acc = a;
-        for (i, (&v, &xn)) in drem.iter().zip(xrem).enumerate() {
-            add::<RELU>(&mut acc, i, v, xn, s, b, slope);
+            *acc = a;
+            for (i, (&v, &xn)) in drem.iter().zip(xrem).enumerate() {
+                add::<RELU>(acc, i, v, xn, s, b, slope);
+            }
         }
     }
     let total = |lanes: &[f64; LANES]| lanes.iter().fold(0.0, |t, &l| t + l) as f32;
-    ChannelSums {
-        dy: total(&acc[0]),
-        dy_xn: total(&acc[1]),
-        dz: total(&acc[2]),
-        dz_xn: total(&acc[3]),
+    for (o, acc) in out.iter_mut().zip(&accs) {
+        *o = ChannelSums {
+            dy: total(&acc[0]),
+            dy_xn: total(&acc[1]),
+            dz: total(&acc[2]),
+            dz_xn: total(&acc[3]),
+        };
     }
 }
 
@@ -323,18 +333,21 @@ fn backward_as<const RELU: bool, const BATCH: bool>(
     let mut sums = vec![ChannelSums::default(); ch];
     if need_sums {
         let dy: &[f32] = dy;
-        let channel = |c: usize, out: &mut ChannelSums| {
-            *out = wide.run(
+        let group = channel_group(ch, sp);
+        let task = |g: usize, out: &mut [ChannelSums]| {
+            wide.run(
                 #[inline(always)]
-                || channel_sums::<RELU>(d, c, scale[c], bias(c), slope, dy, x_norm),
+                || group_sums::<RELU>(d, g * group, scale, bias, slope, dy, x_norm, out),
             );
         };
-        if len >= PAR_MIN && ch > 1 {
-            sums.par_iter_mut()
+        if len >= PAR_MIN && ch > group {
+            sums.par_chunks_mut(group)
                 .enumerate()
-                .for_each(|(c, o)| channel(c, o));
+                .for_each(|(g, o)| task(g, o));
         } else {
-            sums.iter_mut().enumerate().for_each(|(c, o)| channel(c, o));
+            for (g, o) in sums.chunks_mut(group).enumerate() {
+                task(g, o);
+            }
         }
     }
     if let Some((gb, acc)) = grads.bias {
