@@ -486,7 +486,76 @@ fn interleave(buf: &[f32], pad: usize, sw: usize, starts: &[usize], dst: &mut [f
     }
 }
 
+/// Whether a 2-D convolution is a 1x1 kernel without padding: its column buffer is the image
+/// subsampled by the stride, and every image value feeds at most one column value.
+fn is_pointwise(g: &ConvGeom) -> bool {
+    g.kernel == [1, 1] && g.pad == [0, 0]
+}
+
+/// `im2col` of a pointwise convolution (`is_pointwise`): the strided gather, straight from the
+/// image. Preparing a stride-2 image (all of it split into column phases) cost more than the
+/// GEMM in ResNet's projections.
+fn im2col_pointwise(g: &ConvGeom, im: &[f32], col: &mut [f32], ld: usize) {
+    let (h, w) = (g.im_shape[0], g.im_shape[1]);
+    let (oh, ow) = (g.col_shape[0], g.col_shape[1]);
+    let (sh, sw) = (g.stride[0], g.stride[1]);
+    Wide::detected().run(
+        #[inline(always)]
+        || {
+            for c in 0..g.im_channels {
+                for oy in 0..oh {
+                    let src = &im[(c * h + oy * sh) * w..][..w];
+                    let dst = &mut col[c * ld + oy * ow..][..ow];
+                    if sw == 1 {
+                        copy_run(dst, &src[..ow]);
+                    } else {
+                        for (ox, d) in dst.iter_mut().enumerate() {
+                            *d = src[ox * sw];
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// `col2im` of a pointwise convolution: each image value is 0 or `0 + ` its one column value
+/// (the general path's sum into a zeroed image, the same bits).
+fn col2im_pointwise(g: &ConvGeom, col: &[f32], im: &mut [f32], ld: usize) {
+    let (h, w) = (g.im_shape[0], g.im_shape[1]);
+    let (oh, ow) = (g.col_shape[0], g.col_shape[1]);
+    let (sh, sw) = (g.stride[0], g.stride[1]);
+    Wide::detected().run(
+        #[inline(always)]
+        || {
+            for c in 0..g.im_channels {
+                for (y, row) in im[c * h * w..(c + 1) * h * w]
+                    .chunks_exact_mut(w)
+                    .enumerate()
+                {
+                    row.fill(0.0);
+                    if y % sh != 0 || y / sh >= oh {
+                        continue;
+                    }
+                    let src = &col[c * ld + (y / sh) * ow..][..ow];
+                    for (ox, &v) in src.iter().enumerate() {
+                        row[ox * sw] += v;
+                    }
+                }
+            }
+        },
+    )
+}
+
 fn im2col_2d(g: &ConvGeom, im: &[f32], col: &mut [f32], ld: usize) {
+    if is_pointwise(g) {
+        im2col_pointwise(g, im, col, ld);
+        return;
+    }
+    im2col_2d_prepared(g, im, col, ld);
+}
+
+fn im2col_2d_prepared(g: &ConvGeom, im: &[f32], col: &mut [f32], ld: usize) {
     let ow = g.col_shape[1];
     let pr = Prepared::new(g);
     let gather = |src: &[f32], col: &mut [f32]| {
@@ -579,6 +648,14 @@ fn prepare_2d_as(g: &ConvGeom, pr: Prepared, im: &[f32], buf: &mut [f32]) {
 }
 
 fn col2im_2d(g: &ConvGeom, col: &[f32], im: &mut [f32], ld: usize) {
+    if is_pointwise(g) {
+        col2im_pointwise(g, col, im, ld);
+        return;
+    }
+    col2im_2d_prepared(g, col, im, ld);
+}
+
+fn col2im_2d_prepared(g: &ConvGeom, col: &[f32], im: &mut [f32], ld: usize) {
     let ow = g.col_shape[1];
     let pr = Prepared::new(g);
     let scatter = |dst: &mut [f32]| {
@@ -1251,6 +1328,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn pointwise_columns_are_the_general_paths_bits() {
+        use crate::backend::cpu::wide::bits;
+        let mut seen = 0;
+        for g in configs().into_iter().chain([
+            geom(16, 32, 1, &[32, 32], &[1, 1], &[0, 0], &[2, 2], &[1, 1]),
+            geom(3, 2, 1, &[7, 9], &[1, 1], &[0, 0], &[3, 2], &[1, 1]),
+            geom(2, 2, 1, &[5, 19], &[1, 1], &[0, 0], &[1, 1], &[1, 1]),
+        ]) {
+            if g.kernel.len() != 2 || !is_pointwise(&g) {
+                continue;
+            }
+            seen += 1;
+            let ld = col_ld(&g);
+            let x = values(g.im_dim(), 0.7);
+            // Negative zeros in the column: the general path's sum turns them into +0.
+            let mut c = values(g.col_buffer_len().max(col_scratch_len(&g)), 1.3);
+            c.iter_mut().step_by(5).for_each(|v| *v = -0.0);
+            let (mut a, mut b) = (
+                vec![f32::NAN; col_scratch_len(&g)],
+                vec![f32::NAN; col_scratch_len(&g)],
+            );
+            im2col_pointwise(&g, &x, &mut a, ld);
+            im2col_2d_prepared(&g, &x, &mut b, ld);
+            assert_eq!(bits(&a), bits(&b), "im2col {g:?}");
+            let (mut a, mut b) = (vec![f32::NAN; g.im_dim()], vec![f32::NAN; g.im_dim()]);
+            col2im_pointwise(&g, &c, &mut a, ld);
+            col2im_2d_prepared(&g, &c, &mut b, ld);
+            assert_eq!(bits(&a), bits(&b), "col2im {g:?}");
+        }
+        assert!(seen >= 4);
     }
 
     #[test]
