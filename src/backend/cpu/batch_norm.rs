@@ -33,9 +33,9 @@ fn channel_planes(
 /// `spatial` values, one per image, `channels * spatial` apart: for small planes, walking one
 /// channel reads a few cache lines per page, which no prefetcher follows, and each costs a
 /// memory latency when the blob is not in cache. A group reads, image by image, one run of
-/// its channels' planes: at least a page (1024 values) where the channels allow, no more
-/// than a thread's share of the channels, and for one page per image at most 512 KiB over
-/// the batch, so a second pass over the group reads from L2. Each channel still sums its
+/// its channels' planes: a page (1024 values) where the channels allow, and no more than a
+/// thread's share of the channels. A page per image keeps a group of a batch of 128 within
+/// 512 KiB, so the variance's second pass reads it from L2. Each channel still sums its
 /// planes in image order, so the results do not depend on the grouping.
 pub(super) fn channel_group(channels: usize, spatial: usize) -> usize {
     let page = (1024 / spatial.max(1)).max(1);
@@ -395,7 +395,7 @@ mod tests {
     #[test]
     fn grouped_statistics_sum_each_channel_in_image_order() {
         // Against one channel at a time (each channel's planes in image order), for plane
-        // sizes that put 1, 3 and 1024 channels in a group, on 1 and 3 threads.
+        // sizes that put 1, 3 and up to 1024 channels in a group, on 1 and 3 threads.
         for (num, ch, sp) in [(3, 5, 1024), (4, 7, 300), (5, 2000, 1), (2, 40, 64)] {
             // Exponents over 40 binades, so that even the double sums round.
             let x: Vec<f32> = (0..num * ch * sp)
