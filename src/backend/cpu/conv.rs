@@ -1196,6 +1196,7 @@ pub fn channel_bias_grad(num: usize, channels: usize, spatial: usize, dy: &[f32]
 mod tests {
     use super::*;
     use crate::backend::cpu::blas::{sgemm, sgemm_serial};
+    use crate::backend::cpu::wide::bits;
 
     #[allow(clippy::too_many_arguments)]
     fn geom(
@@ -1332,7 +1333,6 @@ mod tests {
 
     #[test]
     fn pointwise_columns_are_the_general_paths_bits() {
-        use crate::backend::cpu::wide::bits;
         let mut seen = 0;
         for g in configs().into_iter().chain([
             geom(16, 32, 1, &[32, 32], &[1, 1], &[0, 0], &[2, 2], &[1, 1]),
@@ -1539,10 +1539,7 @@ mod tests {
             // The baseline build (what runs where the CPU has no AVX2) writes the same.
             let mut base = vec![f32::NAN; pr.len()];
             prepare_2d_as(&g, pr, &im, &mut base);
-            assert_eq!(
-                crate::backend::cpu::wide::bits(&base),
-                crate::backend::cpu::wide::bits(&buf)
-            );
+            assert_eq!(bits(&base), bits(&buf));
             let wp = w + 2 * pw;
             for q in 0..sw {
                 for ci in 0..c {

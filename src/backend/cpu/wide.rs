@@ -12,7 +12,8 @@
 
 use std::sync::OnceLock;
 
-/// The instruction sets a loop can be built for.
+/// The instruction sets a loop can be built for, narrowest first (`available` compares them
+/// by this order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wide {
     /// Baseline x86-64 (or another architecture): the loop as compiled.
