@@ -478,6 +478,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 fn main() -> ExitCode {
     let args = cli::args::normalize_args(std::env::args());
     let cli = Cli::parse_from(args);
+    if let Err(e) = crema::backend::cpu::workers::join_pool() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(1);
+    }
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -179,6 +179,9 @@ fn fused_chains_give_the_same_bits() {
             "scale_param { bias_term: true }",
             Some(""),
         ),
+        // A batch of several images per block of the per-channel sums (`sums::block_sums`),
+        // the last block short.
+        net_text(20, true, "", "scale_param { bias_term: true }", Some("")),
         // A frozen scale (no gradient) with a learned bias, and a batch of one image (where
         // Caffe overwrites rather than accumulates a learned scale's gradient).
         net_text(

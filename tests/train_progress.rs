@@ -111,6 +111,9 @@ fn piped_log(solver: &Path) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// Logged by a data layer's prefetch thread (as Caffe's does) whenever its cursor wraps.
+const ASYNC_NOTE: &str = "Restarting data prefetching from start.";
+
 #[test]
 fn a_terminal_gets_a_progress_line_and_intact_log_lines() {
     let tmp = tempfile::tempdir().unwrap();
@@ -140,8 +143,12 @@ fn a_terminal_gets_a_progress_line_and_intact_log_lines() {
         "iterations 0, 2, ..., 20"
     );
     assert_eq!(from_terminal, from_pipe);
-    let piped_lines = piped.lines().filter(|l| !l.trim().is_empty()).count();
-    assert_eq!(shown.len(), piped_lines);
+    // Line for line, except the prefetch thread's notes that its cursor wrapped: it reads
+    // ahead of training, so how many wraps it logs before the process ends is up to timing.
+    let synchronous = |l: &&str| !l.trim().is_empty() && !l.contains(ASYNC_NOTE);
+    let piped_lines = piped.lines().filter(synchronous).count();
+    let shown_lines = shown.iter().map(String::as_str).filter(synchronous).count();
+    assert_eq!(shown_lines, piped_lines);
 }
 
 #[test]

@@ -75,6 +75,7 @@ pub fn run_time(args: &TimeArgs) -> Result<TimeReport> {
             forward_backward_flops(&net)
         );
     }
+    let _awake = net.keep_workers_awake();
     crate::info!("Performing Forward");
     let loss = net.forward(&mut rng)?;
     crate::info!("Initial loss: {}", fmt_g(loss as f64));

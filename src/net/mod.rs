@@ -502,6 +502,7 @@ impl Net {
 
     /// Forward over layers [start, end) (fused chains inside the range run fused).
     pub fn forward_range(&mut self, rng: &mut CaffeRng, start: usize, end: usize) -> Result<f32> {
+        let _awake = self.keep_workers_awake();
         let mut loss = 0f32;
         let mut li = start;
         while li < end {
@@ -608,6 +609,7 @@ impl Net {
 
     /// Backward through every layer that needs it, in reverse order (fused chains fused).
     pub fn backward(&mut self, rng: &mut CaffeRng) -> Result<()> {
+        let _awake = self.keep_workers_awake();
         let mut li = self.layers.len();
         while li > 0 {
             li -= 1;
@@ -645,6 +647,15 @@ impl Net {
             &bottom,
         )
         .with_context(|| format!("backward of layer '{lname}' ({})", e.layer.type_name()))
+    }
+
+    /// Keeps the CPU pool's workers polling for the span of a pass (`backend::cpu::workers`);
+    /// a net on the GPU leaves them asleep.
+    pub fn keep_workers_awake(&self) -> crate::backend::cpu::workers::Awake {
+        if self.gpu.is_some() {
+            return crate::backend::cpu::workers::Awake::none();
+        }
+        crate::backend::cpu::workers::keep_awake()
     }
 
     /// Forward then backward; returns the loss.

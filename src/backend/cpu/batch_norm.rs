@@ -1,65 +1,19 @@
 //! BatchNorm arithmetic over blobs laid out as (num, channels, spatial): per-channel batch
 //! statistics, normalisation, the running-statistics update and both backward formulas.
 //!
-//! Per-channel reductions run on one thread each in a fixed order (`sums::Lanes` over the
-//! planes n = 0, 1, ...), so the result does not depend on the thread count; channels are
-//! spread over threads when the blob is large enough to pay for it.
+//! Per-channel reductions are made block of images by block of images in a fixed order
+//! (`sums::block_sums`: `sums::Lanes` over each block's planes, the blocks merged in order),
+//! so the result does not depend on the thread count; blocks are spread over threads when
+//! the blob is large enough to pay for it.
 
 use rayon::prelude::*;
 
 use super::activation::Io;
-use super::sums::Lanes;
+use super::sums::{block_sums, Lanes};
 use super::wide::Wide;
 
 /// Below this many elements a single thread is faster than spawning.
 const PAR_MIN: usize = 1 << 15;
-
-/// Runs `f(plane)` over the `num` planes of channel `c`, in order (n = 0, 1, ...).
-#[inline(always)]
-fn channel_planes(
-    num: usize,
-    channels: usize,
-    spatial: usize,
-    c: usize,
-    mut f: impl FnMut(std::ops::Range<usize>),
-) {
-    for n in 0..num {
-        let base = (n * channels + c) * spatial;
-        f(base..base + spatial);
-    }
-}
-
-/// How many consecutive channels one task reduces together. A channel's planes are
-/// `spatial` values, one per image, `channels * spatial` apart: for small planes, walking one
-/// channel reads a few cache lines per page, which no prefetcher follows, and each costs a
-/// memory latency when the blob is not in cache. A group reads, image by image, one run of
-/// its channels' planes: a page (1024 values) where the channels allow, and no more than a
-/// thread's share of the channels. A page per image keeps a group of a batch of 128 within
-/// 512 KiB, so the variance's second pass reads it from L2. Each channel still sums its
-/// planes in image order, so the results do not depend on the grouping.
-pub(super) fn channel_group(channels: usize, spatial: usize) -> usize {
-    let page = (1024 / spatial.max(1)).max(1);
-    let share = channels.div_ceil(rayon::current_num_threads()).max(1);
-    page.min(share)
-}
-
-/// Runs `f(c, &mut out_a[c], &mut out_b[c])` for every channel, in parallel for large blobs.
-fn per_channel<F>(count: usize, a: &mut [f32], b: &mut [f32], f: F)
-where
-    F: Fn(usize, &mut f32, &mut f32) + Sync + Send,
-{
-    if count >= PAR_MIN && a.len() > 1 {
-        a.par_iter_mut()
-            .zip(b.par_iter_mut())
-            .enumerate()
-            .for_each(|(c, (x, y))| f(c, x, y));
-    } else {
-        a.iter_mut()
-            .zip(b.iter_mut())
-            .enumerate()
-            .for_each(|(c, (x, y))| f(c, x, y));
-    }
-}
 
 /// Runs `f(plane_index, out_plane)` over the (n, c) planes of `out` (each `spatial` long).
 fn per_plane<F>(out: &mut [f32], spatial: usize, f: F)
@@ -103,31 +57,36 @@ fn batch_stats_at(
     var: &mut [f32],
 ) {
     let m = (num * spatial) as f64;
-    let group = channel_group(channels, spatial);
-    let task = |g: usize, mu: &mut [f32], v: &mut [f32]| {
-        let c0 = g * group;
-        let plane = |n: usize, j: usize| {
-            let base = (n * channels + c0 + j) * spatial;
-            &x[base..base + spatial]
-        };
+    let plane = |n: usize, c: usize| {
+        let base = (n * channels + c) * spatial;
+        &x[base..base + spatial]
+    };
+    let big = x.len() >= PAR_MIN;
+    let sums = block_sums(num, channels, big, |images, c0, out: &mut [Lanes]| {
         wide.run(
             #[inline(always)]
             || {
-                let mut sums = vec![Lanes::default(); mu.len()];
-                for n in 0..num {
-                    for (j, s) in sums.iter_mut().enumerate() {
-                        s.add(plane(n, j));
+                for n in images.clone() {
+                    for (j, s) in out.iter_mut().enumerate() {
+                        s.add(plane(n, c0 + j));
                     }
                 }
-                for (o, s) in mu.iter_mut().zip(&sums) {
-                    *o = (s.total() / m) as f32;
-                }
-                let mut ss = vec![Lanes::default(); mu.len()];
-                for n in 0..num {
-                    for (j, s) in ss.iter_mut().enumerate() {
-                        let mean_c = mu[j];
+            },
+        )
+    });
+    for (o, s) in mean.iter_mut().zip(&sums) {
+        *o = (s.total() / m) as f32;
+    }
+    let mean: &[f32] = mean;
+    let squares = block_sums(num, channels, big, |images, c0, out: &mut [Lanes]| {
+        wide.run(
+            #[inline(always)]
+            || {
+                for n in images.clone() {
+                    for (j, s) in out.iter_mut().enumerate() {
+                        let (c, mean_c) = (c0 + j, mean[c0 + j]);
                         s.add_map(
-                            plane(n, j),
+                            plane(n, c),
                             #[inline(always)]
                             |v| {
                                 let d = (v - mean_c) as f64;
@@ -136,25 +95,11 @@ fn batch_stats_at(
                         );
                     }
                 }
-                for (o, s) in v.iter_mut().zip(&ss) {
-                    *o = (s.total() / m) as f32;
-                }
             },
         )
-    };
-    if x.len() >= PAR_MIN && channels > group {
-        mean.par_chunks_mut(group)
-            .zip(var.par_chunks_mut(group))
-            .enumerate()
-            .for_each(|(g, (mu, v))| task(g, mu, v));
-    } else {
-        for (g, (mu, v)) in mean
-            .chunks_mut(group)
-            .zip(var.chunks_mut(group))
-            .enumerate()
-        {
-            task(g, mu, v);
-        }
+    });
+    for (o, s) in var.iter_mut().zip(&squares) {
+        *o = (s.total() / m) as f32;
     }
 }
 
@@ -315,24 +260,33 @@ pub fn bn_backward_train(
     channels: usize,
     spatial: usize,
 ) {
-    let mut sum_dy_y = vec![0f32; channels];
-    let mut sum_dy = vec![0f32; channels];
-    {
+    let (sum_dy_y, sum_dy): (Vec<f32>, Vec<f32>) = {
         let dy: &[f32] = match &d {
             Io::Separate(dy, _) => dy,
             Io::InPlace(dy) => dy,
         };
-        per_channel(dy.len(), &mut sum_dy_y, &mut sum_dy, |c, a, b| {
-            let (mut dot, mut sum) = (Lanes::default(), Lanes::default());
-            // Plane by plane, so the second sum reads a plane the first just brought into cache.
-            channel_planes(num, channels, spatial, c, |r| {
-                dot.add_dot(&dy[r.clone()], &y[r.clone()]);
-                sum.add(&dy[r]);
-            });
-            *a = dot.total() as f32;
-            *b = sum.total() as f32;
-        });
-    }
+        let plane =
+            |n: usize, c: usize| (n * channels + c) * spatial..(n * channels + c + 1) * spatial;
+        let sums = block_sums(
+            num,
+            channels,
+            dy.len() >= PAR_MIN,
+            |images, c0, out: &mut [(Lanes, Lanes)]| {
+                for n in images {
+                    for (j, (dot, sum)) in out.iter_mut().enumerate() {
+                        // Plane by plane, so the second sum reads a plane the first just
+                        // brought into cache.
+                        let r = plane(n, c0 + j);
+                        dot.add_dot(&dy[r.clone()], &y[r.clone()]);
+                        sum.add(&dy[r]);
+                    }
+                }
+            },
+        );
+        sums.iter()
+            .map(|(dot, sum)| (dot.total() as f32, sum.total() as f32))
+            .unzip()
+    };
     let neg_inv_m = -1.0 / (num * spatial) as f32;
     per_plane_io(d, spatial, |p, dy, out| {
         let c = p % channels;
@@ -393,28 +347,46 @@ mod tests {
     }
 
     #[test]
-    fn grouped_statistics_sum_each_channel_in_image_order() {
-        // Against one channel at a time (each channel's planes in image order), for plane
-        // sizes that put 1, 3 and up to 1024 channels in a group, on 1 and 3 threads.
-        for (num, ch, sp) in [(3, 5, 1024), (4, 7, 300), (5, 2000, 1), (2, 40, 64)] {
-            // Exponents over 40 binades, so that even the double sums round.
+    fn statistics_merge_blocks_of_images_in_order() {
+        // Against a plain model: each channel's planes summed block of images by block of
+        // images (`sums::image_block`), the blocks' lanes added in block order. Batches with
+        // several images per block, a short last block, empty blocks and fewer blocks than
+        // threads, on 1, 2, 3 and 5 threads; all but the first large enough to run in
+        // parallel.
+        use crate::backend::cpu::sums::{image_block, Merge, IMAGE_BLOCKS};
+        for (num, ch, sp) in [
+            (2, 40, 64),
+            (20, 7, 300),
+            (9, 64, 64),
+            (3, 5, 4096),
+            (5, 2000, 4),
+        ] {
+            // Exponents over 81 binades, so that even the double sums round (and the order of
+            // the additions shows).
             let x: Vec<f32> = (0..num * ch * sp)
-                .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 2f32.powi((i * 31 % 41) as i32 - 20))
+                .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 2f32.powi((i * 31 % 81) as i32 - 40))
                 .collect();
             let m = (num * sp) as f64;
+            let channel_sum = |c: usize, f: &dyn Fn(f32) -> f64| {
+                let mut total = Lanes::default();
+                for b in 0..IMAGE_BLOCKS {
+                    let mut part = Lanes::default();
+                    for n in image_block(num, b) {
+                        let base = (n * ch + c) * sp;
+                        part.add_map(&x[base..base + sp], f);
+                    }
+                    total.merge(&part);
+                }
+                total.total()
+            };
             let (mut want_mean, mut want_var) = (vec![0f32; ch], vec![0f32; ch]);
             for c in 0..ch {
-                let mut sum = Lanes::default();
-                channel_planes(num, ch, sp, c, |r| sum.add(&x[r]));
-                let mean_c = (sum.total() / m) as f32;
-                let mut ss = Lanes::default();
-                channel_planes(num, ch, sp, c, |r| {
-                    ss.add_map(&x[r], |v| ((v - mean_c) as f64) * ((v - mean_c) as f64))
-                });
+                let mean_c = (channel_sum(c, &|v| v as f64) / m) as f32;
                 want_mean[c] = mean_c;
-                want_var[c] = (ss.total() / m) as f32;
+                let sq = |v: f32| ((v - mean_c) as f64) * ((v - mean_c) as f64);
+                want_var[c] = (channel_sum(c, &sq) / m) as f32;
             }
-            for threads in [1, 3] {
+            for threads in [1, 2, 3, 5] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
@@ -436,7 +408,13 @@ mod tests {
         let levels = Wide::available();
         println!("builds compared: {levels:?}");
         // Planes with and without a remainder past the 16 lanes, one too short for a lane run.
-        for (num, ch, sp) in [(3, 4, 37), (2, 3, 64), (5, 2, 7), (2, 40, 1024)] {
+        for (num, ch, sp) in [
+            (3, 4, 37),
+            (2, 3, 64),
+            (5, 2, 7),
+            (2, 40, 1024),
+            (20, 3, 600),
+        ] {
             let x: Vec<f32> = (0..num * ch * sp)
                 .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 0.0137 + (i % ch) as f32)
                 .collect();

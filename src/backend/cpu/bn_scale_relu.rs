@@ -11,8 +11,7 @@
 use rayon::prelude::*;
 
 use super::activation::{relu, relu_grad, PAR_MIN};
-use super::batch_norm::channel_group;
-use super::sums::LANES;
+use super::sums::{block_sums, Merge, LANES};
 use super::wide::Wide;
 
 /// The Scale of a chain: per-channel factors and optional offsets.
@@ -142,21 +141,22 @@ fn chain_grad<const RELU: bool>(dy: f32, xn: f32, s: f32, b: f32, slope: f32) ->
     }
 }
 
-/// The four sums of channels `c0..c0 + out.len()`, each channel plane by plane (n = 0, 1,
-/// ...), each plane a run of the fixed-lane double sums of `sums::Lanes` (value i of a plane
-/// into lane i % LANES), so the totals are the bits the layers' own reductions give. The
-/// channels are walked together, image by image (`batch_norm::channel_group`).
+/// Adds images `images` to the four sums of channels `c0..c0 + out.len()`, each plane a run
+/// of the fixed-lane double sums of `sums::Lanes` (value i of a plane into lane i % LANES),
+/// blocks of images merged as `sums::block_sums` does, so the totals are the bits the
+/// layers' own reductions give.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn group_sums<const RELU: bool>(
+fn image_sums<const RELU: bool>(
     d: Dims,
+    images: std::ops::Range<usize>,
     c0: usize,
     scale: &[f32],
     bias: impl Fn(usize) -> f32,
     slope: f32,
     dy: &[f32],
     x_norm: &[f32],
-    out: &mut [ChannelSums],
+    out: &mut [ChainLanes],
 ) {
     #[inline(always)]
     fn add<const RELU: bool>(
@@ -175,10 +175,9 @@ fn group_sums<const RELU: bool>(
         acc[2][lane] += z as f64;
         acc[3][lane] += z as f64 * xn as f64;
     }
-    let mut accs = vec![[[0f64; LANES]; 4]; out.len()];
     let sp = d.spatial;
-    for n in 0..d.num {
-        for (j, acc) in accs.iter_mut().enumerate() {
+    for n in images {
+        for (j, acc) in out.iter_mut().enumerate() {
             let c = c0 + j;
             let (s, b) = (scale[c], bias(c));
             let r = (n * d.channels + c) * sp..(n * d.channels + c + 1) * sp;
@@ -187,26 +186,50 @@ fn group_sums<const RELU: bool>(
             let (drem, xrem) = (dc.remainder(), xc.remainder());
             // The full runs on a local copy indexed by constants only (kept in registers);
             // the remainder's run-time lane index would keep the lanes in memory.
-            let mut a = *acc;
+            let mut a = acc.0;
             for (dv, xv) in dc.zip(xc) {
                 for i in 0..LANES {
                     add::<RELU>(&mut a, i, dv[i], xv[i], s, b, slope);
                 }
             }
-            *acc = a;
+            acc.0 = a;
             for (i, (&v, &xn)) in drem.iter().zip(xrem).enumerate() {
-                add::<RELU>(acc, i, v, xn, s, b, slope);
+                add::<RELU>(&mut acc.0, i, v, xn, s, b, slope);
             }
         }
     }
-    let total = |lanes: &[f64; LANES]| lanes.iter().fold(0.0, |t, &l| t + l) as f32;
-    for (o, acc) in out.iter_mut().zip(&accs) {
-        *o = ChannelSums {
-            dy: total(&acc[0]),
-            dy_xn: total(&acc[1]),
-            dz: total(&acc[2]),
-            dz_xn: total(&acc[3]),
-        };
+}
+
+/// The lanes of a channel's four backward sums, in the order of `ChannelSums`.
+#[derive(Clone, Copy)]
+struct ChainLanes([[f64; LANES]; 4]);
+
+impl Default for ChainLanes {
+    fn default() -> Self {
+        ChainLanes([[0.0; LANES]; 4])
+    }
+}
+
+impl Merge for ChainLanes {
+    fn merge(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            for (x, &y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+    }
+}
+
+impl ChainLanes {
+    /// The totals: each sum's lanes added in lane order, as `Lanes::total` does.
+    fn totals(&self) -> ChannelSums {
+        let total = |lanes: &[f64; LANES]| lanes.iter().fold(0.0, |t, &l| t + l) as f32;
+        ChannelSums {
+            dy: total(&self.0[0]),
+            dy_xn: total(&self.0[1]),
+            dz: total(&self.0[2]),
+            dz_xn: total(&self.0[3]),
+        }
     }
 }
 
@@ -330,26 +353,23 @@ fn backward_as<const RELU: bool, const BATCH: bool>(
     let scale = affine.scale;
     let bias = |c: usize| affine.bias.map_or(0.0, |b| b[c]);
     let need_sums = BATCH || grads.scale.is_some() || grads.bias.is_some();
-    let mut sums = vec![ChannelSums::default(); ch];
-    if need_sums {
+    let sums: Vec<ChannelSums> = if need_sums {
         let dy: &[f32] = dy;
-        let group = channel_group(ch, sp);
-        let task = |g: usize, out: &mut [ChannelSums]| {
-            wide.run(
-                #[inline(always)]
-                || group_sums::<RELU>(d, g * group, scale, bias, slope, dy, x_norm, out),
-            );
-        };
-        if len >= PAR_MIN && ch > group {
-            sums.par_chunks_mut(group)
-                .enumerate()
-                .for_each(|(g, o)| task(g, o));
-        } else {
-            for (g, o) in sums.chunks_mut(group).enumerate() {
-                task(g, o);
-            }
-        }
-    }
+        let lanes = block_sums(
+            d.num,
+            ch,
+            len >= PAR_MIN,
+            |images, c0, out: &mut [ChainLanes]| {
+                wide.run(
+                    #[inline(always)]
+                    || image_sums::<RELU>(d, images, c0, scale, bias, slope, dy, x_norm, out),
+                );
+            },
+        );
+        lanes.iter().map(ChainLanes::totals).collect()
+    } else {
+        vec![ChannelSums::default(); ch]
+    };
     if let Some((gb, acc)) = grads.bias {
         for (o, s) in gb.iter_mut().zip(&sums) {
             *o = if acc { *o + s.dy } else { s.dy };

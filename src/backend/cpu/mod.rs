@@ -29,3 +29,4 @@ pub mod softmax;
 pub mod sums;
 pub mod tensor;
 pub mod wide;
+pub mod workers;

@@ -1,12 +1,13 @@
 //! Scale and Bias arithmetic: a factor or an offset broadcast along `dim` positions of a blob
 //! viewed as (outer, dim, inner), and the reductions of their gradients.
 //!
-//! Each gradient entry `d` is reduced over (outer, inner) by one thread in a fixed order
-//! (`sums::Lanes`), so results do not depend on the thread count.
+//! Each gradient entry `d` is reduced over (outer, inner) in a fixed order (blocks of `outer`,
+//! each over `sums::Lanes`, merged in order: `sums::block_sums`), so results do not depend on
+//! the thread count.
 
 use rayon::prelude::*;
 
-use super::sums::Lanes;
+use super::sums::{block_sums, Lanes};
 
 /// Below this many elements a single thread is faster than spawning.
 const PAR_MIN: usize = 1 << 15;
@@ -137,27 +138,26 @@ pub fn broadcast_grad(
     g: &mut [f32],
     accumulate: bool,
 ) {
-    let reduce = |d: usize, out: &mut f32| {
-        let mut s = Lanes::default();
-        for o in 0..outer {
-            let r = (o * dim + d) * inner..(o * dim + d + 1) * inner;
-            match b {
-                Some(b) => s.add_dot(&a[r.clone()], &b[r]),
-                None => s.add(&a[r]),
+    let row = |o: usize, d: usize| (o * dim + d) * inner..(o * dim + d + 1) * inner;
+    let sums = block_sums(
+        outer,
+        dim,
+        a.len() >= PAR_MIN,
+        |rows, d0, out: &mut [Lanes]| {
+            for o in rows {
+                for (j, s) in out.iter_mut().enumerate() {
+                    let r = row(o, d0 + j);
+                    match b {
+                        Some(b) => s.add_dot(&a[r.clone()], &b[r]),
+                        None => s.add(&a[r]),
+                    }
+                }
             }
-        }
-        if accumulate {
-            *out += s.total() as f32;
-        } else {
-            *out = s.total() as f32;
-        }
-    };
-    if a.len() >= PAR_MIN && dim > 1 {
-        g.par_iter_mut()
-            .enumerate()
-            .for_each(|(d, out)| reduce(d, out));
-    } else {
-        g.iter_mut().enumerate().for_each(|(d, out)| reduce(d, out));
+        },
+    );
+    for (out, s) in g.iter_mut().zip(&sums) {
+        let t = s.total() as f32;
+        *out = if accumulate { *out + t } else { t };
     }
 }
 
@@ -174,28 +174,26 @@ pub fn bias_and_scale_grad(
     (gb, acc_b): (&mut [f32], bool),
     (gs, acc_s): (&mut [f32], bool),
 ) {
-    let reduce = |d: usize, b: &mut f32, s: &mut f32| {
-        let (mut sb, mut ss) = (Lanes::default(), Lanes::default());
-        for o in 0..outer {
-            let r = (o * dim + d) * inner..(o * dim + d + 1) * inner;
-            // Row by row: the second sum reads a row the first just brought into cache.
-            sb.add(&dy[r.clone()]);
-            ss.add_dot(&dy[r.clone()], &x[r]);
-        }
+    let row = |o: usize, d: usize| (o * dim + d) * inner..(o * dim + d + 1) * inner;
+    let sums = block_sums(
+        outer,
+        dim,
+        dy.len() >= PAR_MIN,
+        |rows, d0, out: &mut [(Lanes, Lanes)]| {
+            for o in rows {
+                for (j, (sb, ss)) in out.iter_mut().enumerate() {
+                    // Row by row: the second sum reads a row the first just brought into cache.
+                    let r = row(o, d0 + j);
+                    sb.add(&dy[r.clone()]);
+                    ss.add_dot(&dy[r.clone()], &x[r]);
+                }
+            }
+        },
+    );
+    for ((b, s), (sb, ss)) in gb[..dim].iter_mut().zip(&mut gs[..dim]).zip(&sums) {
         let (tb, ts) = (sb.total() as f32, ss.total() as f32);
         *b = if acc_b { *b + tb } else { tb };
         *s = if acc_s { *s + ts } else { ts };
-    };
-    let (gb, gs) = (&mut gb[..dim], &mut gs[..dim]);
-    if dy.len() >= PAR_MIN && dim > 1 {
-        gb.par_iter_mut()
-            .zip(gs.par_iter_mut())
-            .enumerate()
-            .for_each(|(d, (b, s))| reduce(d, b, s));
-    } else {
-        for (d, (b, s)) in gb.iter_mut().zip(gs.iter_mut()).enumerate() {
-            reduce(d, b, s);
-        }
     }
 }
 
