@@ -11,8 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ITERS=${1:-500}
 RUNS=${2:-3}
-cargo build --release --quiet
-BIN=$PWD/target/release/crema
+# CREMA_BIN: another build to measure (say, main before a change), instead of this tree's.
+if [ -z "${CREMA_BIN:-}" ]; then cargo build --release --quiet; fi
+BIN=${CREMA_BIN:-$PWD/target/release/crema}
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2}
 export GLOG_minloglevel=0
 TMP=$(mktemp -d)
