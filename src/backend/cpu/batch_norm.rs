@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::activation::Io;
-use super::sums::{block_sums, Lanes};
+use super::sums::{block_sums, sum_and_dot, Lanes};
 use super::wide::Wide;
 
 /// Below this many elements a single thread is faster than spawning.
@@ -265,26 +265,9 @@ pub fn bn_backward_train(
             Io::Separate(dy, _) => dy,
             Io::InPlace(dy) => dy,
         };
-        let plane =
-            |n: usize, c: usize| (n * channels + c) * spatial..(n * channels + c + 1) * spatial;
-        let sums = block_sums(
-            num,
-            channels,
-            dy.len() >= PAR_MIN,
-            |images, c0, out: &mut [(Lanes, Lanes)]| {
-                for n in images {
-                    for (j, (dot, sum)) in out.iter_mut().enumerate() {
-                        // Plane by plane, so the second sum reads a plane the first just
-                        // brought into cache.
-                        let r = plane(n, c0 + j);
-                        dot.add_dot(&dy[r.clone()], &y[r.clone()]);
-                        sum.add(&dy[r]);
-                    }
-                }
-            },
-        );
-        sums.iter()
-            .map(|(dot, sum)| (dot.total() as f32, sum.total() as f32))
+        sum_and_dot(dy, y, num, channels, spatial, dy.len() >= PAR_MIN)
+            .into_iter()
+            .map(|(sum, dot)| (dot as f32, sum as f32))
             .unzip()
     };
     let neg_inv_m = -1.0 / (num * spatial) as f32;

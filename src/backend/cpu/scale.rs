@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::sums::{block_sums, Lanes};
+use super::sums::{block_sums, sum_and_dot, Lanes};
 
 /// Below this many elements a single thread is faster than spawning.
 const PAR_MIN: usize = 1 << 15;
@@ -174,24 +174,9 @@ pub fn bias_and_scale_grad(
     (gb, acc_b): (&mut [f32], bool),
     (gs, acc_s): (&mut [f32], bool),
 ) {
-    let row = |o: usize, d: usize| (o * dim + d) * inner..(o * dim + d + 1) * inner;
-    let sums = block_sums(
-        outer,
-        dim,
-        dy.len() >= PAR_MIN,
-        |rows, d0, out: &mut [(Lanes, Lanes)]| {
-            for o in rows {
-                for (j, (sb, ss)) in out.iter_mut().enumerate() {
-                    // Row by row: the second sum reads a row the first just brought into cache.
-                    let r = row(o, d0 + j);
-                    sb.add(&dy[r.clone()]);
-                    ss.add_dot(&dy[r.clone()], &x[r]);
-                }
-            }
-        },
-    );
-    for ((b, s), (sb, ss)) in gb[..dim].iter_mut().zip(&mut gs[..dim]).zip(&sums) {
-        let (tb, ts) = (sb.total() as f32, ss.total() as f32);
+    let sums = sum_and_dot(dy, x, outer, dim, inner, dy.len() >= PAR_MIN);
+    for ((b, s), &(tb, ts)) in gb[..dim].iter_mut().zip(&mut gs[..dim]).zip(&sums) {
+        let (tb, ts) = (tb as f32, ts as f32);
         *b = if acc_b { *b + tb } else { tb };
         *s = if acc_s { *s + ts } else { ts };
     }

@@ -151,6 +151,36 @@ where
     parts
 }
 
+/// For data viewed as (outer, dim, inner): per position `d` of `dim`, the totals of `a` and of
+/// `a * b` over (outer, inner), `(sum a, sum a*b)`, made as `block_sums` makes them (blocks of
+/// the outer index). Each row's two sums are taken together, so the second reads a row the
+/// first just brought into cache.
+pub fn sum_and_dot(
+    a: &[f32],
+    b: &[f32],
+    outer: usize,
+    dim: usize,
+    inner: usize,
+    parallel: bool,
+) -> Vec<(f64, f64)> {
+    let row = |o: usize, d: usize| (o * dim + d) * inner..(o * dim + d + 1) * inner;
+    let sums = block_sums(
+        outer,
+        dim,
+        parallel,
+        |rows, d0, out: &mut [(Lanes, Lanes)]| {
+            for o in rows {
+                for (j, (sum, dot)) in out.iter_mut().enumerate() {
+                    let r = row(o, d0 + j);
+                    sum.add(&a[r.clone()]);
+                    dot.add_dot(&a[r.clone()], &b[r]);
+                }
+            }
+        },
+    );
+    sums.iter().map(|(s, d)| (s.total(), d.total())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
