@@ -322,3 +322,46 @@ fn solver_mode_gpu_falls_back_and_explicit_gpu_fails_without_a_gpu() {
         "the error says which piece is missing: {err}"
     );
 }
+
+#[test]
+fn the_wait_policy_changes_no_result_and_a_bad_value_is_refused() {
+    // Idle workers polling (the default) or sleeping: the same weights, bit for bit, on
+    // three threads (two of them polling under the default).
+    let mut models = Vec::new();
+    for policy in ["active", "passive"] {
+        let (tmp, work) = workdir(&solver(12, ""));
+        let out = crema(&work)
+            .env("CREMA_WAIT_POLICY", policy)
+            .env("RAYON_NUM_THREADS", "3")
+            .args([
+                "train",
+                "--solver",
+                "solver.prototxt",
+                "--weights",
+                "init.caffemodel",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{policy}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        models.push((tmp, work.join("snap/r_iter_12.caffemodel")));
+    }
+    let d = crema::cli::diff::diff(&models[0].1, &models[1].1, 0.0).unwrap();
+    assert!(d.same, "the wait policy changed the weights:\n{}", d.report);
+
+    let (_t, work) = workdir(&solver(2, ""));
+    let out = crema(&work)
+        .env("CREMA_WAIT_POLICY", "spin")
+        .args(["train", "--solver", "solver.prototxt"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("CREMA_WAIT_POLICY must be 'active' or 'passive', not 'spin'"),
+        "{err}"
+    );
+}

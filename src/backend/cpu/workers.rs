@@ -9,19 +9,48 @@
 //!
 //! So, as OpenMP runtimes do, the binary makes its main thread one of the pool's workers
 //! ([`join_pool`]) and, while a pass runs ([`keep_awake`]), the other workers run a job that
-//! polls the pool for work instead of sleeping. Which thread computes which part of a loop
-//! never changes results: every op's partition and summation order are fixed
-//! (`backend::cpu`), whatever runs them.
+//! polls the pool for work instead of sleeping. `CREMA_WAIT_POLICY=passive` (OpenMP's
+//! `OMP_WAIT_POLICY` in our name) leaves them to sleep, for machines where spinning threads
+//! cost someone else's time or a CPU quota. Which thread computes which part of a loop never
+//! changes results: every op's partition and summation order are fixed (`backend::cpu`),
+//! whatever runs them.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
+
+/// What idle workers do while a pass runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WaitPolicy {
+    /// Poll for work (the default).
+    Active,
+    /// Sleep until rayon wakes them.
+    Passive,
+}
+
+impl WaitPolicy {
+    /// From `CREMA_WAIT_POLICY`'s value (unset or empty: active).
+    pub fn parse(value: Option<&str>) -> Result<WaitPolicy> {
+        match value.map(str::trim) {
+            None | Some("") => Ok(WaitPolicy::Active),
+            Some(v) if v.eq_ignore_ascii_case("active") => Ok(WaitPolicy::Active),
+            Some(v) if v.eq_ignore_ascii_case("passive") => Ok(WaitPolicy::Passive),
+            Some(v) => bail!("CREMA_WAIT_POLICY must be 'active' or 'passive', not '{v}'"),
+        }
+    }
+}
+
+/// Set once by [`join_pool`] from `CREMA_WAIT_POLICY`.
+static PASSIVE: AtomicBool = AtomicBool::new(false);
 
 /// Builds rayon's global pool with the calling thread as worker 0 (the other workers are
-/// started now; `RAYON_NUM_THREADS` sets the total as before). For the program's main thread:
-/// the pool assumes the thread lives as long as the process.
+/// started now; `RAYON_NUM_THREADS` sets the total as before) and reads `CREMA_WAIT_POLICY`.
+/// For the program's main thread: the pool assumes the thread lives as long as the process.
 pub fn join_pool() -> Result<()> {
+    let value = std::env::var("CREMA_WAIT_POLICY").ok();
+    let policy = WaitPolicy::parse(value.as_deref())?;
+    PASSIVE.store(policy == WaitPolicy::Passive, Ordering::Relaxed);
     rayon::ThreadPoolBuilder::new()
         .use_current_thread()
         .build_global()
@@ -48,9 +77,22 @@ impl Awake {
 /// Opens a region when the caller is a worker of the global pool (the binary's main thread
 /// after [`join_pool`]) with others to keep awake, and no region is open; otherwise the
 /// returned guard does nothing. Callers outside the pool (tests, library users) are left as
-/// they were: polling workers would only compete with their threads.
+/// they were: polling workers would only compete with their threads. Nothing either under
+/// `CREMA_WAIT_POLICY=passive`.
 pub fn keep_awake() -> Awake {
+    let policy = if PASSIVE.load(Ordering::Relaxed) {
+        WaitPolicy::Passive
+    } else {
+        WaitPolicy::Active
+    };
+    open(policy)
+}
+
+fn open(policy: WaitPolicy) -> Awake {
     let idle = Awake::none();
+    if policy == WaitPolicy::Passive {
+        return idle;
+    }
     let threads = rayon::current_num_threads();
     if threads < 2 || rayon::current_thread_index().is_none() {
         return idle;
@@ -154,6 +196,8 @@ mod tests {
             drop(nested);
             drop(region);
             wait_for("after the region", 0);
+            let passive = open(WaitPolicy::Passive);
+            assert!(passive.stop.is_none(), "a passive policy opened a region");
             let again = keep_awake();
             assert!(
                 again.stop.is_some(),
@@ -161,5 +205,24 @@ mod tests {
             );
         });
         wait_for("after the second region", 0);
+    }
+
+    #[test]
+    fn wait_policy_values() {
+        assert_eq!(WaitPolicy::parse(None).unwrap(), WaitPolicy::Active);
+        assert_eq!(WaitPolicy::parse(Some("")).unwrap(), WaitPolicy::Active);
+        assert_eq!(
+            WaitPolicy::parse(Some("ACTIVE")).unwrap(),
+            WaitPolicy::Active
+        );
+        assert_eq!(
+            WaitPolicy::parse(Some(" passive")).unwrap(),
+            WaitPolicy::Passive
+        );
+        let e = WaitPolicy::parse(Some("spin")).unwrap_err().to_string();
+        assert!(
+            e.contains("CREMA_WAIT_POLICY") && e.contains("'spin'"),
+            "{e}"
+        );
     }
 }
