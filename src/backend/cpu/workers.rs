@@ -101,9 +101,17 @@ fn open(policy: WaitPolicy) -> Awake {
         return idle;
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let opener = rayon::current_thread_index();
     for _ in 1..threads {
         let stop = stop.clone();
-        rayon::spawn(move || poll_until(&stop));
+        rayon::spawn(move || {
+            // The jobs sit in the opener's own queue until stolen, and thieves take the oldest
+            // first, so the opener should never run one; if it ever did, it would poll until
+            // its own pass ended, which it would then never reach.
+            if rayon::current_thread_index() != opener {
+                poll_until(&stop);
+            }
+        });
     }
     Awake { stop: Some(stop) }
 }
