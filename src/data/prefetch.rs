@@ -61,7 +61,8 @@ impl Prefetcher {
         }
         let rx = self.rx.as_ref().expect("receiver lives until drop");
         let start = Instant::now();
-        let got = rx.recv();
+        // Decoding may run on the CPU pool: its workers must be free to take it.
+        let got = crate::backend::cpu::workers::idle_while(|| rx.recv());
         self.waited += start.elapsed();
         match got {
             Ok(Ok(b)) => Ok(b),
