@@ -880,22 +880,13 @@ pub fn conv_forward(
     if direct::forward_pays(g) && direct_enabled() {
         let plan = direct::ForwardPlan::new(g);
         let packed = direct::PackedWeights::new(g, w);
-        let one = |xn: &[f32], yn: &mut [f32]| {
-            plan.run(g, &packed, xn, yn);
+        direct_forward_batches(g, num, (x, id), (y, od), |xs, ys| {
+            plan.run(g, &packed, ys.len() / od, xs, ys);
             if let Some(b) = bias {
-                add_bias_one(b, g.col_spatial(), yn);
+                ys.chunks_mut(od)
+                    .for_each(|yn| add_bias_one(b, g.col_spatial(), yn));
             }
-        };
-        if per_image_parallel(g, num) {
-            y[..num * od]
-                .par_chunks_mut(od)
-                .zip(x[..num * id].par_chunks(id))
-                .for_each(|(yn, xn)| one(xn, yn));
-        } else {
-            for (yn, xn) in y[..num * od].chunks_mut(od).zip(x.chunks(id)) {
-                one(xn, yn);
-            }
-        }
+        });
         return;
     }
     if per_image_parallel(g, num) {
@@ -907,6 +898,30 @@ pub fn conv_forward(
         for (yn, xn) in y[..num * od].chunks_mut(od).zip(x.chunks(id.max(1))) {
             forward_one(g, Gemm::Threaded, xn, w, bias, yn);
         }
+    }
+}
+
+/// Runs `f(inputs, outputs)` of the direct forward kernels over a batch of `num` images
+/// (`x`: `num` inputs of `id` values, `y`: `num` outputs of `od`), a few images per call:
+/// the kernels group the rows of several images by the kernel rows they need
+/// (`conv_direct::ForwardPlan::run`). The outputs are the same whatever the grouping; it
+/// takes up to 3 images per call where that leaves every thread 2 calls or more.
+#[cfg(target_arch = "x86_64")]
+fn direct_forward_batches(
+    g: &ConvGeom,
+    num: usize,
+    (x, id): (&[f32], usize),
+    (y, od): (&mut [f32], usize),
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) {
+    let (x, y) = (&x[..num * id], &mut y[..num * od]);
+    if per_image_parallel(g, num) {
+        let per = (num / (2 * rayon::current_num_threads())).clamp(1, 3);
+        y.par_chunks_mut(per * od)
+            .zip(x.par_chunks(per * id))
+            .for_each(|(ys, xs)| f(xs, ys));
+    } else {
+        f(x, y);
     }
 }
 
@@ -954,16 +969,9 @@ pub fn conv_backward_input(g: &ConvGeom, num: usize, dy: &[f32], w: &[f32], dx: 
         direct::flip_weights(g, w, &mut flipped);
         let packed = direct::PackedWeights::new(&t, &flipped);
         let plan = direct::ForwardPlan::new(&t);
-        if per_image_parallel(g, num) {
-            dx[..num * id]
-                .par_chunks_mut(id)
-                .zip(dy[..num * od].par_chunks(od))
-                .for_each(|(dxn, dyn_)| plan.run(&t, &packed, dyn_, dxn));
-        } else {
-            for (dxn, dyn_) in dx[..num * id].chunks_mut(id).zip(dy.chunks(od)) {
-                plan.run(&t, &packed, dyn_, dxn);
-            }
-        }
+        direct_forward_batches(g, num, (dy, od), (dx, id), |dys, dxs| {
+            plan.run(&t, &packed, dxs.len() / id, dys, dxs)
+        });
         return;
     }
     if per_image_parallel(g, num) {

@@ -20,6 +20,7 @@
 //! multiply-adds).
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use super::conv::{prepare_2d, with_prepared, ConvGeom, Prepared};
@@ -153,13 +154,26 @@ pub fn flip_weights(g: &ConvGeom, w: &[f32], out: &mut Vec<f32>) {
 }
 
 /// One vector of outputs: where its 8 inputs start in the prepared image (tap 0), where its
-/// outputs start in an output channel, and how many of the 8 are real (the last vector of a
-/// row may be short).
+/// outputs start in an output channel, how many of the 8 are real (the last vector of a row
+/// may be short), and its output row.
 #[derive(Clone, Copy)]
 struct OutVec {
     src: usize,
     dst: usize,
     len: usize,
+    row: usize,
+}
+
+/// Output rows whose inputs are real (not padding) for the same kernel rows `ki`: at the
+/// top and bottom of an image, some kernel rows only ever read the zero padding, and their
+/// taps can be left out. Adding a product with a padding zero never changes a sum that
+/// starts at +0 (`s + (+-0) = s`, and such a sum is never -0), so leaving them out gives the
+/// same bits; only a non-finite weight or output gradient, whose product with 0 is NaN,
+/// could tell, and it makes its output non-finite either way.
+#[derive(Clone)]
+struct RowClass {
+    rows: Range<usize>,
+    ki: Range<usize>,
 }
 
 /// What one pass needs besides the data: the prepared layout, tap offsets, output vectors.
@@ -171,6 +185,17 @@ struct Plan {
     offs: Vec<usize>,
     /// Output vectors of one image, row by row.
     vectors: Vec<OutVec>,
+    /// Output vectors per row.
+    row_vectors: usize,
+    /// The output rows in classes of equal kernel rows, top to bottom.
+    classes: Vec<RowClass>,
+    /// Per kernel row, the output rows that read real inputs through it.
+    ki_rows: Vec<Range<usize>>,
+}
+
+/// The least `t >= 0` with `a + t * step >= target` (`step > 0`).
+fn first_reaching(a: usize, step: usize, target: usize) -> usize {
+    target.saturating_sub(a).div_ceil(step)
 }
 
 impl Plan {
@@ -194,14 +219,38 @@ impl Plan {
                     src: oy * sh * pr.wq + x,
                     dst: oy * ow + x,
                     len: LANES.min(ow - x),
+                    row: oy,
                 });
             }
         }
+        // Padded row `oy * sh + ki * dh` is real when it lies in [pad, pad + h).
+        let (pad, h) = (g.pad[0], g.im_shape[0]);
+        let mut classes: Vec<RowClass> = Vec::new();
+        for oy in 0..oh {
+            let lo = first_reaching(oy * sh, dh, pad).min(kh);
+            let ki = lo..first_reaching(oy * sh, dh, pad + h).clamp(lo, kh);
+            match classes.last_mut() {
+                Some(last) if last.ki == ki => last.rows.end = oy + 1,
+                _ => classes.push(RowClass {
+                    rows: oy..oy + 1,
+                    ki,
+                }),
+            }
+        }
+        let ki_rows = (0..kh)
+            .map(|ki| {
+                let lo = first_reaching(ki * dh, sh, pad).min(oh);
+                lo..first_reaching(ki * dh, sh, pad + h).clamp(lo, oh)
+            })
+            .collect();
         Plan {
             pr,
             pr_len: pr.len() + LANES,
             offs,
             vectors,
+            row_vectors: ow.div_ceil(LANES),
+            classes,
+            ki_rows,
         }
     }
 
@@ -253,9 +302,47 @@ impl PackedWeights {
     }
 }
 
-/// A forward pass over a batch: one plan, run image by image (from any thread).
+/// A forward pass over a batch: one plan, run a few images at a time (from any thread).
 pub struct ForwardPlan {
     plan: Plan,
+}
+
+/// The taps a forward tile runs over, in the weights' order: `count` runs of `len`
+/// consecutive taps, the first starting at `first`, each `stride` after the one before.
+#[derive(Clone, Copy)]
+struct Taps {
+    first: usize,
+    len: usize,
+    stride: usize,
+    count: usize,
+}
+
+impl Taps {
+    /// The taps of channels `c0..c0 + cn` (of a group) in kernel rows `ki`, every column.
+    fn of(c0: usize, cn: usize, ki: &Range<usize>, kh: usize, kw: usize) -> Taps {
+        let kc = kh * kw;
+        if ki.start == 0 && ki.end == kh {
+            Taps {
+                first: c0 * kc,
+                len: cn * kc,
+                stride: 0,
+                count: 1,
+            }
+        } else {
+            Taps {
+                first: c0 * kc + ki.start * kw,
+                len: ki.len() * kw,
+                stride: kc,
+                count: cn,
+            }
+        }
+    }
+
+    /// The last tap, if any.
+    fn last(&self) -> Option<usize> {
+        (self.len > 0 && self.count > 0)
+            .then(|| self.first + (self.count - 1) * self.stride + self.len - 1)
+    }
 }
 
 impl ForwardPlan {
@@ -263,44 +350,89 @@ impl ForwardPlan {
         ForwardPlan { plan: Plan::new(g) }
     }
 
-    /// `y = W * im2col(x)` for one image (`x`: `g.im_dim()` values, `y`: `g.col_dim()`), no
-    /// bias.
-    pub fn run(&self, g: &ConvGeom, w: &PackedWeights, x: &[f32], y: &mut [f32]) {
+    /// `y = W * im2col(x)` for `images` images (`x`: `images * g.im_dim()` values, `y`:
+    /// `images * g.col_dim()`), no bias.
+    ///
+    /// The images' output vectors are grouped by row class (`RowClass`), so a tile's vectors
+    /// need the same kernel rows and the tile skips the others; with several images the
+    /// border classes hold enough vectors to fill whole tiles. Every output still adds its
+    /// products in tap order, whatever the images and tiles, so the bits are those of an
+    /// image on its own.
+    pub fn run(&self, g: &ConvGeom, w: &PackedWeights, images: usize, x: &[f32], y: &mut [f32]) {
         let plan = &self.plan;
-        let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
-        assert!(x.len() >= g.im_dim() && y.len() >= g.col_dim());
+        let (cg, mg, kdim, p) = (
+            g.im_channels / g.group,
+            g.col_channels / g.group,
+            g.kernel_dim(),
+            g.col_spatial(),
+        );
+        let (id, od, kh, kw) = (g.im_dim(), g.col_dim(), g.kernel[0], g.kernel[1]);
+        assert!(x.len() >= images * id && y.len() >= images * od);
         assert_eq!(w.kdim, kdim);
-        let (isa, r) = (w.isa, w.isa.rows());
-        with_prepared(plan.pr_len, |buf| {
-            plan.prepare(g, x, buf);
+        let (isa, r, nv) = (w.isa, w.isa.rows(), w.isa.vecs());
+        // With fewer vectors per row than a tile takes, border classes would run short tiles;
+        // one class of every row, every tap, runs full ones.
+        let all = [RowClass {
+            rows: 0..g.col_shape[0],
+            ki: 0..kh,
+        }];
+        let classes = if images * plan.row_vectors >= nv {
+            &plan.classes[..]
+        } else {
+            &all[..]
+        };
+        let mut vecs = Vec::with_capacity(images * plan.vectors.len());
+        let mut spans = Vec::with_capacity(classes.len());
+        for cl in classes {
+            let start = vecs.len();
+            let rv = plan.row_vectors;
+            for n in 0..images {
+                vecs.extend(
+                    plan.vectors[cl.rows.start * rv..cl.rows.end * rv]
+                        .iter()
+                        .map(|v| OutVec {
+                            src: n * plan.pr_len + v.src,
+                            dst: n * od + v.dst,
+                            ..*v
+                        }),
+                );
+            }
+            spans.push((start..vecs.len(), &cl.ki));
+        }
+        // Channels per pass over the tiles' taps.
+        let per_pass = cg.div_ceil(kdim.div_ceil(MAX_TAPS_PER_PASS));
+        with_prepared(images * plan.pr_len, |buf| {
+            for (n, im) in buf.chunks_exact_mut(plan.pr_len).enumerate() {
+                plan.prepare(g, &x[n * id..(n + 1) * id], im);
+            }
             for gi in 0..g.group {
                 let offs = &plan.offs[gi * kdim..(gi + 1) * kdim];
                 for b in 0..w.blocks {
                     let rows = r.min(mg - b * r);
                     let y0 = (gi * mg + b * r) * p;
-                    let ys = &mut y[y0..y0 + rows * p];
-                    let per_pass = kdim.div_ceil(kdim.div_ceil(MAX_TAPS_PER_PASS));
-                    for k0 in (0..kdim).step_by(per_pass) {
-                        let kn = per_pass.min(kdim - k0);
-                        let a = &w.block(gi, b)[k0 * r..(k0 + kn) * r];
-                        for chunk in plan.vectors.chunks(isa.vecs()) {
-                            let t = FwdTile {
-                                kdim: kn,
-                                a,
-                                offs: &offs[k0..k0 + kn],
-                                im: buf,
-                                vecs: chunk,
-                                y: ys,
-                                ystride: p,
-                                rows,
-                                accumulate: k0 > 0,
-                            };
-                            // SAFETY: the CPU has the ISA's instructions (`Isa::detect`); every tap
-                            // offset plus a vector start stays within the prepared image plus its
-                            // slack (the output-size formula bounds every read of a real output, and
-                            // a short vector reads at most LANES - 1 values past its row); outputs
-                            // are written for `rows` channels and `len` values per vector, in `ys`.
-                            unsafe { t.run(isa) };
+                    for (span, ki) in &spans {
+                        for c0 in (0..cg).step_by(per_pass) {
+                            let taps = Taps::of(c0, per_pass.min(cg - c0), ki, kh, kw);
+                            for chunk in vecs[span.clone()].chunks(nv) {
+                                let t = FwdTile {
+                                    taps,
+                                    a: w.block(gi, b),
+                                    offs,
+                                    im: buf,
+                                    vecs: chunk,
+                                    y: &mut y[y0..],
+                                    ystride: p,
+                                    rows,
+                                    accumulate: c0 > 0,
+                                };
+                                // SAFETY: the CPU has the ISA's instructions (`Isa::detect`);
+                                // every tap offset plus a vector start stays within the
+                                // prepared images plus slack (the output-size formula bounds
+                                // every read of a real output, and a short vector reads at most
+                                // LANES - 1 values past its row); outputs are written for
+                                // `rows` channels and `len` values per vector, in `y`.
+                                unsafe { t.run(isa) };
+                            }
                         }
                     }
                 }
@@ -311,13 +443,13 @@ impl ForwardPlan {
 
 /// One forward tile: `rows` output channels x `vecs.len()` vectors.
 struct FwdTile<'a> {
-    kdim: usize,
+    taps: Taps,
     /// Packed weights of the block: `[k][rows of the ISA]`.
     a: &'a [f32],
     offs: &'a [usize],
     im: &'a [f32],
     vecs: &'a [OutVec],
-    /// The block's first output channel; channel i at `i * ystride`.
+    /// The block's first output channel (of the first image); channel i at `i * ystride`.
     y: &'a mut [f32],
     ystride: usize,
     rows: usize,
@@ -327,9 +459,11 @@ struct FwdTile<'a> {
 
 impl FwdTile<'_> {
     unsafe fn run(self, isa: Isa) {
-        debug_assert!(self.a.len() >= self.kdim * isa.rows() && self.offs.len() >= self.kdim);
-        for v in self.vecs {
-            debug_assert!(v.src + self.offs[self.kdim - 1] + LANES <= self.im.len());
+        if let Some(last) = self.taps.last() {
+            debug_assert!(self.a.len() > last * isa.rows() && self.offs.len() > last);
+            for v in self.vecs {
+                debug_assert!(v.src + self.offs[last] + LANES <= self.im.len());
+            }
         }
         match (isa, self.vecs.len()) {
             (Isa::Avx512, 3) => avx512::fwd::<8, 3>(self),
@@ -428,6 +562,27 @@ fn weight_grad_chunk_isa(
     let srcs: Vec<usize> = (0..total)
         .map(|t| (t / nvec) * plan.pr_len + plan.vectors[t % nvec].src)
         .collect();
+    let vrows: Vec<u32> = (0..total)
+        .map(|t| plan.vectors[t % nvec].row as u32)
+        .collect();
+    // Per tap block, the output rows where one of its taps reads real inputs (a range: the
+    // rows of consecutive kernel rows overlap); the other rows' products are all zero (see
+    // `RowClass`) and are left out.
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let block_rows: Vec<Range<u32>> = (0..tap_blocks)
+        .map(|tb| {
+            let mut ranges = (tb * nt..kdim.min(tb * nt + nt))
+                .map(|k| &plan.ki_rows[k / kw % kh])
+                .filter(|r| !r.is_empty());
+            let Some(first) = ranges.next() else {
+                return 0..0;
+            };
+            let (lo, hi) = ranges.fold((first.start, first.end), |(lo, hi), r| {
+                (lo.min(r.start), hi.max(r.end))
+            });
+            lo as u32..hi as u32
+        })
+        .collect();
     let masked = plan.vectors.iter().any(|v| v.len < LANES);
     let masks: Vec<[f32; LANES]> = if masked {
         (0..total)
@@ -476,6 +631,8 @@ fn weight_grad_chunk_isa(
                             im: buf,
                             dy: &packed[..(t1 - t0) * r * LANES],
                             srcs: &srcs[t0..t1],
+                            vrows: &vrows[t0..t1],
+                            real_rows: block_rows[tb].clone(),
                             masks: if masked { &masks[t0..t1] } else { &[] },
                             offs: &offs[k0..kdim.min(k0 + nt)],
                             first,
@@ -518,6 +675,10 @@ struct WgradTile<'a> {
     dy: &'a [f32],
     /// Per output vector: its start in `im` (image and position).
     srcs: &'a [usize],
+    /// Per output vector, its output row.
+    vrows: &'a [u32],
+    /// The output rows where the taps read real inputs; the other vectors are skipped.
+    real_rows: Range<u32>,
     /// Per output vector, its lanes that are real; empty where every vector is full.
     masks: &'a [[f32; LANES]],
     offs: &'a [usize],
@@ -542,6 +703,7 @@ impl WgradTile<'_> {
         debug_assert!(state.len() == isa.rows() * isa.vecs() || (self.first && out.is_some()));
         debug_assert!(self.dy.len() >= self.srcs.len() * isa.rows() * LANES);
         debug_assert!(self.masks.is_empty() || self.masks.len() == self.srcs.len());
+        debug_assert!(self.vrows.len() == self.srcs.len());
         if let Some(o) = &out {
             debug_assert!(o.len() > (self.offs.len() - 1) * stride + self.rows - 1);
         }
@@ -568,8 +730,8 @@ macro_rules! kernels {
         mod $isa {
             use super::*;
 
-            /// `R` channels x `V` vectors: for every tap k in order, `acc[i][j] += a[k][i] *
-            /// image[offs[k] + vector j]`.
+            /// `R` channels x `V` vectors: for every tap k of `t.taps` in order, `acc[i][j] +=
+            /// a[k][i] * image[offs[k] + vector j]`.
             #[target_feature(enable = $features)]
             pub unsafe fn fwd<const R: usize, const V: usize>(mut t: FwdTile) {
                 let mut src = [t.im.as_ptr(); V];
@@ -585,16 +747,19 @@ macro_rules! kernels {
                     }
                 }
                 let (ap, op) = (t.a.as_ptr(), t.offs.as_ptr());
-                for k in 0..t.kdim {
-                    let o = *op.add(k);
-                    let mut b = [_mm256_setzero_ps(); V];
-                    for j in 0..V {
-                        b[j] = _mm256_loadu_ps(src[j].add(o));
-                    }
-                    for (i, row) in acc.iter_mut().enumerate() {
-                        let ai = _mm256_broadcast_ss(&*ap.add(k * R + i));
+                for run in 0..t.taps.count {
+                    let k0 = t.taps.first + run * t.taps.stride;
+                    for k in k0..k0 + t.taps.len {
+                        let o = *op.add(k);
+                        let mut b = [_mm256_setzero_ps(); V];
                         for j in 0..V {
-                            row[j] = _mm256_fmadd_ps(ai, b[j], row[j]);
+                            b[j] = _mm256_loadu_ps(src[j].add(o));
+                        }
+                        for (i, row) in acc.iter_mut().enumerate() {
+                            let ai = _mm256_broadcast_ss(&*ap.add(k * R + i));
+                            for j in 0..V {
+                                row[j] = _mm256_fmadd_ps(ai, b[j], row[j]);
+                            }
                         }
                     }
                 }
@@ -632,8 +797,12 @@ macro_rules! kernels {
                 for j in 0..T {
                     b0[j] = im.add(t.offs[j]);
                 }
-                let mut d = t.dy.as_ptr();
+                let (lo, span) = (t.real_rows.start, t.real_rows.len() as u32);
                 for v in 0..t.srcs.len() {
+                    if t.vrows.get_unchecked(v).wrapping_sub(lo) >= span {
+                        continue;
+                    }
+                    let d = t.dy.as_ptr().add(v * R * LANES);
                     let src = *t.srcs.get_unchecked(v);
                     let mut b = [_mm256_setzero_ps(); T];
                     for j in 0..T {
@@ -651,7 +820,6 @@ macro_rules! kernels {
                             acc[i][j] = _mm256_fmadd_ps(di, b[j], acc[i][j]);
                         }
                     }
-                    d = d.add(R * LANES);
                 }
                 let Some(out) = out else {
                     for i in 0..R {
@@ -789,6 +957,74 @@ mod tests {
             }
         }
         part
+    }
+
+    /// The forward's summation order, one output at a time: every tap k in the weights'
+    /// order, padding included, added with a fused multiply-add to a sum that starts at 0.
+    fn forward_model(g: &ConvGeom, num: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let plan = Plan::new(g);
+        let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
+        let mut prepared = vec![0f32; plan.pr_len];
+        let mut y = vec![0f32; num * g.col_dim()];
+        for n in 0..num {
+            plan.prepare(g, &x[n * g.im_dim()..], &mut prepared);
+            for gi in 0..g.group {
+                for m in 0..mg {
+                    let wm = &w[(gi * mg + m) * kdim..][..kdim];
+                    for v in &plan.vectors {
+                        for l in 0..v.len {
+                            let mut acc = 0f32;
+                            for (k, &wk) in wm.iter().enumerate() {
+                                let off = plan.offs[gi * kdim + k];
+                                acc = wk.mul_add(prepared[off + v.src + l], acc);
+                            }
+                            y[n * g.col_dim() + (gi * mg + m) * p + v.dst + l] = acc;
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn forward_keeps_its_summation_order() {
+        if !cpu_supported() {
+            println!("SKIPPED: this CPU lacks AVX2/FMA, the direct kernels never run");
+            return;
+        }
+        let cases = [
+            // CIFAR-10's 5x5 layers at 8x8 and 16x16 (row classes of 1 and 2 vectors a row).
+            (5, geom(8, 16, 1, [8, 8], [5, 5], [2, 2], [1, 1], [1, 1])),
+            (3, geom(4, 9, 1, [16, 16], [5, 5], [2, 2], [1, 1], [1, 1])),
+            // Stride 2 with phase planes, dilation, groups, asymmetric padding.
+            (4, geom(6, 10, 2, [11, 13], [3, 3], [1, 2], [2, 2], [1, 1])),
+            (2, geom(5, 8, 1, [10, 9], [3, 3], [3, 1], [1, 1], [2, 1])),
+            // Padding wider than the kernel: the top and bottom rows read padding only.
+            (3, geom(3, 5, 1, [3, 20], [2, 3], [3, 1], [1, 1], [1, 1])),
+            // Taps over several passes (kdim 1134 > MAX_TAPS_PER_PASS), border classes.
+            (2, geom(14, 9, 1, [9, 9], [9, 9], [4, 4], [1, 1], [1, 1])),
+        ];
+        for (num, g) in cases {
+            assert!(handles(&g), "{g:?}");
+            let x = values(num * g.im_dim(), 0.6);
+            let w = values(g.weight_len(), 2.3);
+            let want = forward_model(&g, num, &x, &w);
+            let (plan, packed) = (ForwardPlan::new(&g), PackedWeights::new(&g, &w));
+            // All images in one call (border classes of whole tiles), and one at a time (one
+            // class where a row has fewer vectors than a tile).
+            let mut all = vec![f32::NAN; num * g.col_dim()];
+            plan.run(&g, &packed, num, &x, &mut all);
+            let mut each = vec![f32::NAN; num * g.col_dim()];
+            for (xn, yn) in x.chunks(g.im_dim()).zip(each.chunks_mut(g.col_dim())) {
+                plan.run(&g, &packed, 1, xn, yn);
+            }
+            for (what, got) in [("together", &all), ("one by one", &each)] {
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{g:?} {what} at {i}: {a} vs {b}");
+                }
+            }
+        }
     }
 
     #[test]
