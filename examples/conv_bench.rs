@@ -83,8 +83,7 @@ fn main() {
             set_gemm_only(gemm_only);
             let f = time(&mut || conv_forward(&g, num, &x, &w, Some(&b), &mut y));
             let wg = time(&mut || {
-                conv_weight_grad(&g, num, &x, &dy, &mut dw, &mut partials);
-                channel_bias_grad(num, g.col_channels, g.col_spatial(), &dy, &mut db);
+                conv_weight_grad(&g, num, &x, &dy, &mut dw, Some(&mut db), &mut partials);
             });
             let d = time(&mut || conv_backward_input(&g, num, &dy, &w, &mut dx));
             println!(

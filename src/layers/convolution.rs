@@ -388,27 +388,18 @@ impl Layer for ConvolutionLayer {
         let name = self.base.name().to_string();
         let core = core_of(&mut self.core, &name)?;
         let g = &core.geom;
-        if core.bias_term() && self.base.param_needs_grad(1) {
-            let dbb = self.base.blobs[1].diff_buf();
-            let mut db = write(&dbb);
-            for t in top {
-                let dyb = t.diff_buf();
-                cpu::channel_bias_grad(
-                    core.num,
-                    g.col_channels,
-                    g.col_spatial(),
-                    &read(&dyb),
-                    &mut db,
-                );
-            }
-        }
+        let want_b = core.bias_term() && self.base.param_needs_grad(1);
         let want_w = self.base.param_needs_grad(0);
+        let dbb = want_b.then(|| self.base.blobs[1].diff_buf());
         let wbuf = self.base.blobs[0].data_buf();
         let dwbuf = self.base.blobs[0].diff_buf();
         for (i, (t, b)) in top.iter().zip(bottom).enumerate() {
             let dyb = t.diff_buf();
             let dy = read(&dyb);
+            let mut db = dbb.as_ref().map(write);
             if want_w {
+                // The bias gradient comes along with the weights' (from the same pass over dy
+                // where the kernels allow).
                 let xb = b.data_buf();
                 cpu::conv_weight_grad(
                     g,
@@ -416,8 +407,11 @@ impl Layer for ConvolutionLayer {
                     &read(&xb),
                     &dy,
                     &mut write(&dwbuf),
+                    db.as_mut().map(|d| &mut d[..]),
                     &mut core.partials,
                 );
+            } else if let Some(db) = db.as_deref_mut() {
+                cpu::channel_bias_grad(core.num, g.col_channels, g.col_spatial(), &dy, db);
             }
             if propagate_down.get(i).copied().unwrap_or(false) {
                 let dxb = b.diff_buf();

@@ -116,6 +116,7 @@ impl Layer for DeconvolutionLayer {
                     &dy,
                     &read(&xb),
                     &mut write(&dwbuf),
+                    None,
                     &mut core.partials,
                 );
             }

@@ -26,6 +26,7 @@ use rayon::prelude::*;
 use super::blas::{sgemm_ld, worth_threads};
 #[cfg(target_arch = "x86_64")]
 use super::conv_direct as direct;
+use super::scratch;
 use super::wide::Wide;
 
 thread_local! {
@@ -156,25 +157,18 @@ pub fn deconv_out_size(
 
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PREPARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's column buffer of at least `len` values (kept between calls, so
-/// steady-state training allocates nothing). The buffer is taken out while in use, so a
-/// re-entrant call (work stolen while waiting in a parallel gemm) gets a fresh one instead of
-/// a borrow panic.
+/// Runs `f` with this thread's column buffer of at least `len` values.
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut v = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    let r = f(&mut v[..len]);
-    SCRATCH.with(|s| {
-        let mut slot = s.borrow_mut();
-        if slot.len() < v.len() {
-            *slot = v;
-        }
-    });
-    r
+    scratch::with(&SCRATCH, len, f)
+}
+
+/// Runs `f` with this thread's prepared-image buffer (separate from the column buffer, which
+/// is in use at the same time).
+pub(super) fn with_prepared<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    scratch::with(&PREPARED, len, f)
 }
 
 fn ceil_div(a: isize, b: isize) -> isize {
@@ -377,27 +371,6 @@ fn for_each_segment_2d(g: &ConvGeom, pr: Prepared, ld: usize, mut seg: impl FnMu
             }
         }
     }
-}
-
-thread_local! {
-    static PREPARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's prepared-image buffer (separate from the column buffer, which
-/// is in use at the same time).
-pub(super) fn with_prepared<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut v = PREPARED.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    let r = f(&mut v[..len]);
-    PREPARED.with(|s| {
-        let mut slot = s.borrow_mut();
-        if slot.len() < v.len() {
-            *slot = v;
-        }
-    });
-    r
 }
 
 /// Writes one image row into the phase planes: column `x` is padded column `x + pad`, which
@@ -1025,34 +998,56 @@ pub fn weight_grad_chunks(g: &ConvGeom, num: usize) -> usize {
 }
 
 /// Weight gradient of a batch, accumulated into `dw` (`+=`): `sum_n dy_n * im2col(x_n)^T`.
+/// With `col_bias`, also the column side's per-channel sums (a convolution's bias gradient,
+/// `g.col_channels` values, `+=`): the direct kernels take them from the dy they pack anyway
+/// (`conv_direct::weight_grad_chunk`), the GEMM path with `channel_bias_grad`.
 /// `partials` is scratch the caller keeps between calls: one transposed partial sum per
-/// image chunk, added to `dw` in chunk order.
+/// image chunk (and its bias sums), added to `dw` in chunk order.
 pub fn conv_weight_grad(
     g: &ConvGeom,
     num: usize,
     x: &[f32],
     dy: &[f32],
     dw: &mut [f32],
+    col_bias: Option<&mut [f32]>,
     partials: &mut Vec<f32>,
 ) {
     let (id, od, wl) = (g.im_dim(), g.col_dim(), g.weight_len());
-    if num == 0 || wl == 0 || id == 0 || od == 0 {
-        return;
-    }
-    let chunks = weight_grad_chunks(g, num);
-    let per = num.div_ceil(chunks);
-    let chunks = num.div_ceil(per);
-    if partials.len() < chunks * wl {
-        partials.resize(chunks * wl, 0.0);
-    }
     #[cfg(target_arch = "x86_64")]
     let direct = direct::handles(g) && direct_enabled();
     #[cfg(not(target_arch = "x86_64"))]
     let direct = false;
+    let col_bias = match col_bias {
+        Some(db) if !direct => {
+            channel_bias_grad(num, g.col_channels, g.col_spatial(), dy, db);
+            None
+        }
+        other => other,
+    };
+    if num == 0 || wl == 0 || id == 0 || od == 0 {
+        if let Some(db) = col_bias {
+            // An empty input still has a bias gradient.
+            channel_bias_grad(num, g.col_channels, g.col_spatial(), dy, db);
+        }
+        return;
+    }
+    let nb = if col_bias.is_some() {
+        g.col_channels
+    } else {
+        0
+    };
+    let stride = wl + nb;
+    let chunks = weight_grad_chunks(g, num);
+    let per = num.div_ceil(chunks);
+    let chunks = num.div_ceil(per);
+    if partials.len() < chunks * stride {
+        partials.resize(chunks * stride, 0.0);
+    }
     let chunk_sum = |gemm: Gemm, part: &mut [f32], xs: &[f32], dys: &[f32]| {
         #[cfg(target_arch = "x86_64")]
         if direct {
-            direct::weight_grad_chunk(g, xs.len() / id, xs, dys, part);
+            let (w, b) = part.split_at_mut(wl);
+            direct::weight_grad_chunk(g, xs.len() / id, xs, dys, w, (nb > 0).then_some(b));
             return;
         }
         for (i, (xn, dyn_)) in xs.chunks(id).zip(dys.chunks(od)).enumerate() {
@@ -1063,31 +1058,31 @@ pub fn conv_weight_grad(
     if chunks == 1 {
         chunk_sum(
             Gemm::Threaded,
-            &mut partials[..wl],
+            &mut partials[..stride],
             &x[..num * id],
             &dy[..num * od],
         );
     } else {
-        partials[..chunks * wl]
-            .par_chunks_mut(wl)
+        partials[..chunks * stride]
+            .par_chunks_mut(stride)
             .zip(x[..num * id].par_chunks(per * id))
             .zip(dy[..num * od].par_chunks(per * od))
             .for_each(|((part, xs), dys)| chunk_sum(Gemm::Serial, part, xs, dys));
     }
     // dw[gi][mi][ki] += sum_c part_c[gi][ki][mi]: the partials summed in chunk order into the
-    // first one (contiguous, vectorised), then added transposed.
+    // first one (contiguous, vectorised), then added transposed; the bias sums likewise.
     let (m, k) = (g.col_channels / g.group, g.kernel_dim());
-    let (first, rest) = partials[..chunks * wl].split_at_mut(wl);
+    let (first, rest) = partials[..chunks * stride].split_at_mut(stride);
     let sum_into_first = |i0: usize, out: &mut [f32]| {
         for c in 0..chunks - 1 {
-            let part = &rest[c * wl + i0..c * wl + i0 + out.len()];
+            let part = &rest[c * stride + i0..c * stride + i0 + out.len()];
             for (o, v) in out.iter_mut().zip(part) {
                 *o += *v;
             }
         }
     };
     const SPAN: usize = 4096;
-    if wl * chunks >= PAR_MIN_WORK {
+    if stride * chunks >= PAR_MIN_WORK {
         first
             .par_chunks_mut(SPAN)
             .enumerate()
@@ -1095,12 +1090,17 @@ pub fn conv_weight_grad(
     } else {
         sum_into_first(0, first);
     }
-    let total = &*first;
+    let (total, bias_total) = first.split_at(wl);
     for (r, out) in dw[..wl].chunks_mut(k).enumerate() {
         let (gi, mi) = (r / m, r % m);
         let base = gi * k * m + mi;
         for (ki, o) in out.iter_mut().enumerate() {
             *o += total[base + ki * m];
+        }
+    }
+    if let Some(db) = col_bias {
+        for (d, v) in db.iter_mut().zip(bias_total) {
+            *d += *v;
         }
     }
 }
@@ -1407,7 +1407,7 @@ mod tests {
             let dy = values(num * g.col_dim(), 2.7);
             let (v, u) = (values(g.weight_len(), 5.5), values(num * g.im_dim(), 3.3));
             let mut dw = vec![0f32; g.weight_len()];
-            conv_weight_grad(&g, num, &x, &dy, &mut dw, &mut Vec::new());
+            conv_weight_grad(&g, num, &x, &dy, &mut dw, None, &mut Vec::new());
             let mut dx = vec![f32::NAN; num * g.im_dim()];
             conv_backward_input(&g, num, &dy, &w, &mut dx);
             let (mut want_w, mut want_x) = (0f64, 0f64);
@@ -1454,12 +1454,21 @@ mod tests {
                 let mut dx = vec![f32::NAN; num * g.im_dim()];
                 conv_backward_input(&g, num, &dy, &w, &mut dx);
                 let mut dw = vec![0.5f32; g.weight_len()];
-                conv_weight_grad(&g, num, &x, &dy, &mut dw, &mut Vec::new());
+                let mut db = vec![0.25f32; g.col_channels];
+                conv_weight_grad(&g, num, &x, &dy, &mut dw, Some(&mut db), &mut Vec::new());
                 set_gemm_only(false);
-                (y, dx, dw)
+                (y, dx, dw, db)
             };
             let (a, b) = (run(false), run(true));
-            for (what, got, want) in [("y", &a.0, &b.0), ("dx", &a.1, &b.1), ("dw", &a.2, &b.2)] {
+            let mut want_db = vec![0.25f32; g.col_channels];
+            channel_bias_grad(num, g.col_channels, g.col_spatial(), &dy, &mut want_db);
+            assert_eq!(b.3, want_db, "{g:?}: the GEMM path's bias gradient");
+            for (what, got, want) in [
+                ("y", &a.0, &b.0),
+                ("dx", &a.1, &b.1),
+                ("dw", &a.2, &b.2),
+                ("db", &a.3, &b.3),
+            ] {
                 let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
                 for (p, q) in got.iter().zip(want.iter()) {
                     assert!((p - q).abs() <= 1e-5 * scale, "{g:?} {what}: {p} vs {q}");
@@ -1497,24 +1506,26 @@ mod tests {
                 .unwrap();
             pool.install(|| {
                 let mut dw = vec![0.25f32; g.weight_len()];
+                let mut db = vec![0.5f32; g.col_channels];
                 let mut partials = Vec::new();
-                conv_weight_grad(&g, num, &x, &dy, &mut dw, &mut partials);
+                conv_weight_grad(&g, num, &x, &dy, &mut dw, Some(&mut db), &mut partials);
                 let mut dx = vec![0f32; num * g.im_dim()];
                 conv_backward_input(&g, num, &dy, &w, &mut dx);
-                (dw, dx)
+                (dw, dx, db)
             })
         };
-        let (dw1, dx1) = run(1);
-        let (dw3, dx3) = run(3);
+        let (dw1, dx1, db1) = run(1);
+        let (dw3, dx3, db3) = run(3);
         assert_eq!(dw1, dw3);
         assert_eq!(dx1, dx3);
+        assert_eq!(db1, db3);
         // Against the image-by-image sum (each image alone takes the one-chunk path).
         let mut want = vec![0.25f32; g.weight_len()];
         let mut partials = Vec::new();
         for n in 0..num {
             let xs = &x[n * g.im_dim()..(n + 1) * g.im_dim()];
             let dys = &dy[n * g.col_dim()..(n + 1) * g.col_dim()];
-            conv_weight_grad(&g, 1, xs, dys, &mut want, &mut partials);
+            conv_weight_grad(&g, 1, xs, dys, &mut want, None, &mut partials);
         }
         for (a, b) in dw1.iter().zip(&want) {
             assert!((a - b).abs() < 1e-3 * b.abs().max(1.0), "{a} vs {b}");

@@ -533,9 +533,21 @@ const WGRAD_VECTORS_PER_VISIT: usize = 64;
 /// row's end) so that the kernel reads them at fixed distances, then every tap block runs
 /// over them, its accumulators (8 lanes each) kept in memory between visits. The last visit
 /// adds each accumulator's lanes and writes the sums.
-pub fn weight_grad_chunk(g: &ConvGeom, num: usize, x: &[f32], dy: &[f32], part: &mut [f32]) {
+///
+/// With `bias` (`g.col_channels` values, overwritten), also the sums of dy per output channel
+/// (a convolution's bias gradient), taken from the packed vectors instead of another pass
+/// over dy: per channel, 8 lanes summed vector by vector in the visits' order, then added as
+/// the accumulators' lanes are.
+pub fn weight_grad_chunk(
+    g: &ConvGeom,
+    num: usize,
+    x: &[f32],
+    dy: &[f32],
+    part: &mut [f32],
+    bias: Option<&mut [f32]>,
+) {
     let isa = Isa::detect().expect("conv_direct used on a CPU without AVX2 and FMA");
-    weight_grad_chunk_isa(isa, g, num, x, dy, part);
+    weight_grad_chunk_isa(isa, g, num, x, dy, part, bias);
 }
 
 /// `weight_grad_chunk` with the kernels of `isa` (which the CPU must have): the tests run
@@ -547,6 +559,7 @@ fn weight_grad_chunk_isa(
     x: &[f32],
     dy: &[f32],
     part: &mut [f32],
+    mut bias: Option<&mut [f32]>,
 ) {
     let plan = Plan::new(g);
     let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
@@ -595,7 +608,9 @@ fn weight_grad_chunk_isa(
         Vec::new()
     };
     let mut state = vec![[0f32; LANES]; if visits > 1 { tap_blocks * r * nt } else { 0 }];
-    let mut packed = vec![0f32; per_visit * r * LANES];
+    let mut packed_buf = vec![0f32; per_visit * r * LANES + 16];
+    let align = packed_buf.as_ptr().align_offset(64).min(16);
+    let packed = &mut packed_buf[align..align + per_visit * r * LANES];
     with_prepared(num * plan.pr_len, |buf| {
         for n in 0..num {
             plan.prepare(
@@ -609,6 +624,8 @@ fn weight_grad_chunk_isa(
             let out = &mut part[gi * kdim * mg..(gi + 1) * kdim * mg];
             for m0 in (0..mg).step_by(r) {
                 let rows = r.min(mg - m0);
+                let mut dy_lanes = [[0f32; LANES]; 8];
+                let want_bias = bias.is_some();
                 for t0 in (0..total).step_by(per_visit) {
                     let t1 = total.min(t0 + per_visit);
                     // A copy: the AVX2 build moves a vector per row instead of two halves.
@@ -621,6 +638,13 @@ fn weight_grad_chunk_isa(
                                 let dst =
                                     &mut packed[(t - t0) * r * LANES..(t - t0 + 1) * r * LANES];
                                 pack_dy_vector(d, p, v, rows, dst);
+                                if want_bias {
+                                    for (sums, row) in dy_lanes.iter_mut().zip(dst.chunks(LANES)) {
+                                        for (s, v) in sums.iter_mut().zip(row) {
+                                            *s += *v;
+                                        }
+                                    }
+                                }
                             }
                         },
                     );
@@ -654,6 +678,11 @@ fn weight_grad_chunk_isa(
                         // are several visits; the sums go to `rows` channels x the block's
                         // taps of `out`, `mg` apart.
                         unsafe { t.run(isa, state, out, mg) };
+                    }
+                }
+                if let Some(b) = bias.as_deref_mut() {
+                    for (i, lanes) in dy_lanes.iter().take(rows).enumerate() {
+                        b[gi * mg + m0 + i] = lane_sum(lanes);
                     }
                 }
             }
@@ -1059,12 +1088,37 @@ mod tests {
             }
             let want = weight_grad_model(&g, num, &x, &dy);
             let mut got = vec![f32::NAN; g.weight_len()];
-            weight_grad_chunk(&g, num, &x, &dy, &mut got);
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            let mut bias = vec![f32::NAN; g.col_channels];
+            weight_grad_chunk(&g, num, &x, &dy, &mut got, Some(&mut bias));
+            let mut alone = vec![f32::NAN; g.weight_len()];
+            weight_grad_chunk(&g, num, &x, &dy, &mut alone, None);
+            for (i, ((a, b), c)) in got.iter().zip(&want).zip(&alone).enumerate() {
                 assert_eq!(
                     a.to_bits(),
                     b.to_bits(),
                     "{g:?} num {num} at {i}: {a} vs {b}"
+                );
+                assert_eq!(a.to_bits(), c.to_bits(), "{g:?} without the bias at {i}");
+            }
+            // The bias sums: per channel, 8 lanes over the output vectors in order (a lane
+            // past a short vector's end adds 0), then the lanes as `lane_sum` adds them.
+            let (mg, p) = (g.col_channels / g.group, g.col_spatial());
+            let plan = Plan::new(&g);
+            for (c, got) in bias.iter().enumerate() {
+                let mut lanes = [0f32; LANES];
+                for n in 0..num {
+                    let d = &dy[n * g.col_dim() + c * p..];
+                    for v in &plan.vectors {
+                        for (l, s) in lanes.iter_mut().enumerate() {
+                            *s += if l < v.len { d[v.dst + l] } else { 0.0 };
+                        }
+                    }
+                }
+                let want = lane_sum(&lanes);
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{g:?} bias {c} (of {mg} a group)"
                 );
             }
         }

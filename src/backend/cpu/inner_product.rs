@@ -1,9 +1,12 @@
 //! InnerProduct arithmetic: `m` rows of `k` inputs to `n` outputs through a weight matrix
 //! stored `n x k` (Caffe's default) or `k x n` (`transpose: true`).
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use super::blas::sgemm;
+use super::scratch;
 
 /// Below this many values, row/column loops stay on one thread.
 const PAR_MIN: usize = 1 << 16;
@@ -22,7 +25,17 @@ pub fn ip_forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    sgemm(false, !transpose, m, n, k, 1.0, x, w, 0.0, y);
+    if !transpose && m >= MIN_ROWS_TO_TRANSPOSE && n > 1 {
+        // With w stored n x k both operands of the product run along k, a layout the gemm
+        // crate multiplies at a fraction of its rate (CIFAR-10's ip1, 100 x 1024 -> 64: 0.29
+        // ms, against 0.16 for the transposed copy and the product together).
+        scratch::with(&WEIGHTS_T, n * k, |wt| {
+            transposed(&w[..n * k], n, k, wt);
+            sgemm(false, false, m, n, k, 1.0, x, wt, 0.0, y);
+        });
+    } else {
+        sgemm(false, !transpose, m, n, k, 1.0, x, w, 0.0, y);
+    }
     if let (Some(b), true) = (bias, n > 0) {
         let add = |row: &mut [f32]| row.iter_mut().zip(b).for_each(|(v, bi)| *v += bi);
         if m * n >= PAR_MIN {
@@ -30,6 +43,40 @@ pub fn ip_forward(
         } else {
             y[..m * n].chunks_mut(n).for_each(add);
         }
+    }
+}
+
+/// Batches of fewer rows use the weights as stored: transposing them would cost more than
+/// the product gains.
+const MIN_ROWS_TO_TRANSPOSE: usize = 16;
+
+thread_local! {
+    static WEIGHTS_T: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `dst = src^T`, `src` `rows x cols`, in square blocks so that both sides stay in cache.
+fn transposed(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const B: usize = 16;
+    let block = |c0: usize, out: &mut [f32]| {
+        for r0 in (0..rows).step_by(B) {
+            for (ci, o) in out.chunks_exact_mut(rows).enumerate() {
+                let c = c0 + ci;
+                for r in r0..(r0 + B).min(rows) {
+                    o[r] = src[r * cols + c];
+                }
+            }
+        }
+    };
+    if rows * cols >= PAR_MIN {
+        dst[..rows * cols]
+            .par_chunks_mut(B * rows)
+            .enumerate()
+            .for_each(|(i, out)| block(i * B, out));
+    } else {
+        dst[..rows * cols]
+            .chunks_mut(B * rows)
+            .enumerate()
+            .for_each(|(i, out)| block(i * B, out));
     }
 }
 
@@ -89,7 +136,15 @@ mod tests {
 
     #[test]
     fn forward_and_gradients_match_definitions() {
-        let (m, n, k) = (3, 4, 5);
+        // Small; a batch whose forward transposes the weights first; one whose transpose
+        // runs in parallel.
+        for (m, n, k) in [(3, 4, 5), (20, 37, 19), (17, 300, 230)] {
+            check_shape(m, n, k);
+        }
+    }
+
+    fn check_shape(m: usize, n: usize, k: usize) {
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
         let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.3).sin()).collect();
         let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.7).cos()).collect();
         let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.1).collect();
@@ -108,8 +163,8 @@ mod tests {
         for i in 0..m {
             for j in 0..n {
                 let want: f32 = (0..k).map(|p| x[i * k + p] * w[j * k + p]).sum::<f32>() + b[j];
-                assert!((y[i * n + j] - want).abs() < 1e-5);
-                assert!((yt[i * n + j] - want).abs() < 1e-5);
+                assert!(close(y[i * n + j], want), "{m}x{n}x{k}");
+                assert!(close(yt[i * n + j], want), "{m}x{n}x{k}");
             }
         }
         let (mut dx, mut dxt) = (vec![0f32; m * k], vec![0f32; m * k]);
@@ -121,15 +176,11 @@ mod tests {
         for p in 0..k {
             for i in 0..m {
                 let want: f32 = (0..n).map(|j| dy[i * n + j] * w[j * k + p]).sum();
-                assert!(
-                    (dx[i * k + p] - want).abs() < 1e-5 && (dxt[i * k + p] - want).abs() < 1e-5
-                );
+                assert!(close(dx[i * k + p], want) && close(dxt[i * k + p], want));
             }
             for j in 0..n {
                 let want: f32 = 1.0 + (0..m).map(|i| dy[i * n + j] * x[i * k + p]).sum::<f32>();
-                assert!(
-                    (dw[j * k + p] - want).abs() < 1e-5 && (dwt[p * n + j] - want).abs() < 1e-5
-                );
+                assert!(close(dw[j * k + p], want) && close(dwt[p * n + j], want));
             }
         }
         let mut db = vec![0.5f32; n];

@@ -25,6 +25,7 @@ pub mod prelu;
 pub mod reduction;
 pub mod residual_join;
 pub mod scale;
+pub mod scratch;
 pub mod softmax;
 pub mod sums;
 pub mod tensor;

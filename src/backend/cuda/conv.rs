@@ -669,7 +669,7 @@ mod tests {
             let mut want_dx = vec![0f32; num * id];
             cpu::conv_backward_input(&g, num, &dy, &w, &mut want_dx);
             let mut want_dw = vec![0.5f32; wl];
-            cpu::conv_weight_grad(&g, num, &x, &dy, &mut want_dw, &mut Vec::new());
+            cpu::conv_weight_grad(&g, num, &x, &dy, &mut want_dw, None, &mut Vec::new());
             for chunk in [1, 2, num] {
                 let what = format!("{g:?}, {num} images, chunks of {chunk}");
                 let mut y = vec![f32::NAN; num * od];
