@@ -20,10 +20,12 @@
 //! multiply-adds).
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::OnceLock;
 
 use super::conv::{prepare_2d, with_prepared, ConvGeom, Prepared};
+use super::scratch;
 use super::wide::Wide;
 
 /// Values per vector (256-bit registers).
@@ -518,6 +520,11 @@ fn pack_dy_vector(d: &[f32], p: usize, v: OutVec, rows: usize, dst: &mut [f32]) 
     }
 }
 
+thread_local! {
+    static WGRAD_STATE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static WGRAD_DY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Output vectors a weight-gradient tile runs over between loading and storing its
 /// accumulators: the visit's packed dy (8 rows of 32 bytes per vector, 16 KiB) stays in L1
 /// while every tap block runs over it. Visits cut the chunk's sequence of output vectors
@@ -607,86 +614,99 @@ fn weight_grad_chunk_isa(
     } else {
         Vec::new()
     };
-    let mut state = vec![[0f32; LANES]; if visits > 1 { tap_blocks * r * nt } else { 0 }];
-    let mut packed_buf = vec![0f32; per_visit * r * LANES + 16];
-    let align = packed_buf.as_ptr().align_offset(64).min(16);
-    let packed = &mut packed_buf[align..align + per_visit * r * LANES];
-    with_prepared(num * plan.pr_len, |buf| {
-        for n in 0..num {
-            plan.prepare(
-                g,
-                &x[n * id..(n + 1) * id],
-                &mut buf[n * plan.pr_len..(n + 1) * plan.pr_len],
-            );
-        }
-        for gi in 0..g.group {
-            let offs = &plan.offs[gi * kdim..(gi + 1) * kdim];
-            let out = &mut part[gi * kdim * mg..(gi + 1) * kdim * mg];
-            for m0 in (0..mg).step_by(r) {
-                let rows = r.min(mg - m0);
-                let mut dy_lanes = [[0f32; LANES]; 8];
-                let want_bias = bias.is_some();
-                for t0 in (0..total).step_by(per_visit) {
-                    let t1 = total.min(t0 + per_visit);
-                    // A copy: the AVX2 build moves a vector per row instead of two halves.
-                    Wide::detected().run(
-                        #[inline(always)]
-                        || {
-                            for t in t0..t1 {
-                                let (n, v) = (t / nvec, plan.vectors[t % nvec]);
-                                let d = &dy[n * od + (gi * mg + m0) * p..];
-                                let dst =
-                                    &mut packed[(t - t0) * r * LANES..(t - t0 + 1) * r * LANES];
-                                pack_dy_vector(d, p, v, rows, dst);
-                                if want_bias {
-                                    for (sums, row) in dy_lanes.iter_mut().zip(dst.chunks(LANES)) {
-                                        for (s, v) in sums.iter_mut().zip(row) {
-                                            *s += *v;
+    // Per-thread buffers, written before they are read: the accumulators between visits,
+    // and the visit's packed dy (on a cache line boundary, so no vector of it straddles two).
+    let state_len = if visits > 1 {
+        tap_blocks * r * nt * LANES
+    } else {
+        0
+    };
+    let packed_len = per_visit * r * LANES;
+    scratch::with(&WGRAD_STATE, state_len, |state| {
+        scratch::with(&WGRAD_DY, packed_len + 16, |packed_buf| {
+            let state: &mut [[f32; LANES]] = bytemuck::cast_slice_mut(state);
+            let align = packed_buf.as_ptr().align_offset(64).min(16);
+            let packed = &mut packed_buf[align..align + packed_len];
+            with_prepared(num * plan.pr_len, |buf| {
+                for n in 0..num {
+                    plan.prepare(
+                        g,
+                        &x[n * id..(n + 1) * id],
+                        &mut buf[n * plan.pr_len..(n + 1) * plan.pr_len],
+                    );
+                }
+                for gi in 0..g.group {
+                    let offs = &plan.offs[gi * kdim..(gi + 1) * kdim];
+                    let out = &mut part[gi * kdim * mg..(gi + 1) * kdim * mg];
+                    for m0 in (0..mg).step_by(r) {
+                        let rows = r.min(mg - m0);
+                        let mut dy_lanes = [[0f32; LANES]; 8];
+                        let want_bias = bias.is_some();
+                        for t0 in (0..total).step_by(per_visit) {
+                            let t1 = total.min(t0 + per_visit);
+                            // A copy: the AVX2 build moves a vector per row instead of two halves.
+                            Wide::detected().run(
+                                #[inline(always)]
+                                || {
+                                    for t in t0..t1 {
+                                        let (n, v) = (t / nvec, plan.vectors[t % nvec]);
+                                        let d = &dy[n * od + (gi * mg + m0) * p..];
+                                        let dst = &mut packed
+                                            [(t - t0) * r * LANES..(t - t0 + 1) * r * LANES];
+                                        pack_dy_vector(d, p, v, rows, dst);
+                                        if want_bias {
+                                            for (sums, row) in
+                                                dy_lanes.iter_mut().zip(dst.chunks(LANES))
+                                            {
+                                                for (s, v) in sums.iter_mut().zip(row) {
+                                                    *s += *v;
+                                                }
+                                            }
                                         }
                                     }
-                                }
+                                },
+                            );
+                            let (first, last) = (t0 == 0, t1 == total);
+                            for tb in 0..tap_blocks {
+                                let k0 = tb * nt;
+                                let t = WgradTile {
+                                    im: buf,
+                                    dy: &packed[..(t1 - t0) * r * LANES],
+                                    srcs: &srcs[t0..t1],
+                                    vrows: &vrows[t0..t1],
+                                    real_rows: block_rows[tb].clone(),
+                                    masks: if masked { &masks[t0..t1] } else { &[] },
+                                    offs: &offs[k0..kdim.min(k0 + nt)],
+                                    first,
+                                    rows,
+                                };
+                                let state = if visits > 1 {
+                                    &mut state[tb * r * nt..(tb + 1) * r * nt]
+                                } else {
+                                    &mut []
+                                };
+                                let out = if last {
+                                    Some(&mut out[k0 * mg + m0..])
+                                } else {
+                                    None
+                                };
+                                // SAFETY: the CPU has the ISA's instructions; image reads stay within
+                                // the prepared images plus slack (as in the forward), dy reads within
+                                // `packed`; `state` holds the tile's `r * nt` accumulators where there
+                                // are several visits; the sums go to `rows` channels x the block's
+                                // taps of `out`, `mg` apart.
+                                unsafe { t.run(isa, state, out, mg) };
                             }
-                        },
-                    );
-                    let (first, last) = (t0 == 0, t1 == total);
-                    for tb in 0..tap_blocks {
-                        let k0 = tb * nt;
-                        let t = WgradTile {
-                            im: buf,
-                            dy: &packed[..(t1 - t0) * r * LANES],
-                            srcs: &srcs[t0..t1],
-                            vrows: &vrows[t0..t1],
-                            real_rows: block_rows[tb].clone(),
-                            masks: if masked { &masks[t0..t1] } else { &[] },
-                            offs: &offs[k0..kdim.min(k0 + nt)],
-                            first,
-                            rows,
-                        };
-                        let state = if visits > 1 {
-                            &mut state[tb * r * nt..(tb + 1) * r * nt]
-                        } else {
-                            &mut []
-                        };
-                        let out = if last {
-                            Some(&mut out[k0 * mg + m0..])
-                        } else {
-                            None
-                        };
-                        // SAFETY: the CPU has the ISA's instructions; image reads stay within
-                        // the prepared images plus slack (as in the forward), dy reads within
-                        // `packed`; `state` holds the tile's `r * nt` accumulators where there
-                        // are several visits; the sums go to `rows` channels x the block's
-                        // taps of `out`, `mg` apart.
-                        unsafe { t.run(isa, state, out, mg) };
+                        }
+                        if let Some(b) = bias.as_deref_mut() {
+                            for (i, lanes) in dy_lanes.iter().take(rows).enumerate() {
+                                b[gi * mg + m0 + i] = lane_sum(lanes);
+                            }
+                        }
                     }
                 }
-                if let Some(b) = bias.as_deref_mut() {
-                    for (i, lanes) in dy_lanes.iter().take(rows).enumerate() {
-                        b[gi * mg + m0 + i] = lane_sum(lanes);
-                    }
-                }
-            }
-        }
+            });
+        });
     });
 }
 
