@@ -1096,6 +1096,10 @@ mod tests {
             (2, geom(4, 3, 1, [17, 19], [4, 4], [0, 3], [3, 2], [1, 2])),
             (1, geom(3, 20, 1, [28, 28], [5, 5], [0, 0], [1, 1], [1, 1])),
             (7, geom(2, 9, 1, [3, 5], [2, 2], [0, 0], [1, 1], [1, 1])),
+            // Rows left out: CIFAR-10's conv3 shape (tap blocks across kernel rows), and
+            // padding wider than the kernel (tap blocks whose rows read nothing).
+            (4, geom(8, 16, 1, [8, 8], [5, 5], [2, 2], [1, 1], [1, 1])),
+            (3, geom(3, 5, 1, [3, 20], [2, 3], [3, 1], [1, 1], [1, 1])),
         ];
         for (num, g) in cases {
             assert!(handles(&g), "{g:?}");
