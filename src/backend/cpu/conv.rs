@@ -1478,6 +1478,57 @@ mod tests {
     }
 
     #[test]
+    fn direct_forward_gives_the_same_bits_however_images_are_grouped() {
+        // 5x5, pad 2, 8x8: direct forward and input gradient, row classes of one vector a
+        // row. 13 images run 3, 3, 3, 3, 1 per call on one thread, 3 or 2 per call on 2 and 3
+        // threads, and one at a time.
+        let g = geom(8, 16, 1, &[8, 8], &[5, 5], &[2, 2], &[1, 1], &[1, 1]);
+        let num = 13;
+        #[cfg(target_arch = "x86_64")]
+        if direct::cpu_supported() {
+            assert!(direct::forward_pays(&g) && direct::input_grad_geom(&g).is_some());
+        }
+        assert!(per_image_parallel(&g, num));
+        let x = values(num * g.im_dim(), 0.3);
+        let w = values(g.weight_len(), 1.4);
+        let b = values(g.col_channels, 2.2);
+        let dy = values(num * g.col_dim(), 0.8);
+        let run = |threads: usize, num: usize, x: &[f32], dy: &[f32]| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut y = vec![f32::NAN; num * g.col_dim()];
+                conv_forward(&g, num, x, &w, Some(&b), &mut y);
+                let mut dx = vec![f32::NAN; num * g.im_dim()];
+                conv_backward_input(&g, num, dy, &w, &mut dx);
+                (y, dx)
+            })
+        };
+        let (y1, dx1) = run(1, num, &x, &dy);
+        for threads in [2, 3] {
+            let (y, dx) = run(threads, num, &x, &dy);
+            assert_eq!((&y, &dx), (&y1, &dx1), "{threads} threads");
+        }
+        for n in 0..num {
+            let xs = &x[n * g.im_dim()..(n + 1) * g.im_dim()];
+            let dys = &dy[n * g.col_dim()..(n + 1) * g.col_dim()];
+            let (yn, dxn) = run(1, 1, xs, dys);
+            assert_eq!(
+                &y1[n * g.col_dim()..(n + 1) * g.col_dim()],
+                &yn[..],
+                "y of image {n}"
+            );
+            assert_eq!(
+                &dx1[n * g.im_dim()..(n + 1) * g.im_dim()],
+                &dxn[..],
+                "dx of image {n}"
+            );
+        }
+    }
+
+    #[test]
     fn batched_paths_are_deterministic_and_agree() {
         let g = geom(8, 16, 2, &[12, 10], &[3, 3], &[1, 1], &[1, 1], &[1, 1]);
         let num = 7;
