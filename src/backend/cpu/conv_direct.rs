@@ -7,12 +7,18 @@
 //! Every column-buffer row (channel c, kernel offset ki, kj) is, for output row `oy`, a
 //! contiguous run of the prepared image starting at `tap(c, ki, kj) + oy * stride_h * wq`, so a
 //! vector of 8 consecutive outputs of one row reads 8 consecutive values at a per-tap offset.
-//! - Forward: a tile of 4 output channels x 3 such vectors accumulates `W[m][k] * image` over
-//!   all taps k in order (12 accumulators, one fused multiply-add per tap and value).
+//! - Forward: a tile of output channels x vectors (8 x 3 with AVX-512VL's 32 registers, 4 x 2
+//!   with AVX2) accumulates `W[m][k] * image` over the taps k in order, one fused
+//!   multiply-add per tap and value.
 //! - Input gradient (stride 1): the forward of the output gradient with the kernel flipped and
 //!   transposed, padded by `dilation * (kernel - 1) - pad`.
-//! - Weight gradient: a tile of 4 output channels x 3 taps accumulates `dy * image` over every
-//!   output vector of a chunk of images, lane by lane, then adds the 8 lanes in a fixed order.
+//! - Weight gradient: a tile of output channels x taps (8 x 3, or 4 x 2) accumulates `dy *
+//!   image` over every output vector of a chunk of images, lane by lane, then adds the 8 lanes
+//!   in a fixed order.
+//!
+//! Products with kernel rows that read only the zero padding, at the top and bottom of an
+//! image, are left out (`RowClass`): they cannot change the sums. Those with padding columns
+//! are not: a vector along a row has real inputs in some lanes for every kernel column.
 //!
 //! The order of every sum depends on the shapes only (images are independent; weight-gradient
 //! chunks are fixed by `conv::weight_grad_chunks`), so results do not depend on the thread
