@@ -1,9 +1,12 @@
 //! Times the CPU convolution kernels on the layer shapes of LeNet, CIFAR-10 quick and
 //! ResNet-20 (forward, weight gradient, input gradient), on `RAYON_NUM_THREADS` threads: each
 //! shape through the im2col + GEMM path and through the direct kernels where they apply
-//! (`CREMA_BENCH_PATH=gemm` or `direct` for one of them), interleaved.
+//! (`CREMA_BENCH_PATH=gemm` or `direct` for one of them), interleaved. `CREMA_BENCH_PATH=tiles`
+//! compares the direct forward's row and channel tiles instead (on a CPU with AVX-512VL).
+//! x86-64 only, like the direct kernels.
 
 use crema::backend::cpu::conv::*;
+use crema::backend::cpu::conv_direct::{force_tiles, Tiles};
 
 fn geom(c: usize, m: usize, hw: usize, k: usize, p: usize, s: usize) -> ConvGeom {
     let o = conv_out_size(hw, k, p, s, 1).unwrap();
@@ -53,10 +56,16 @@ fn main() {
     ];
     println!("threads {}", rayon::current_num_threads());
     let only = std::env::var("CREMA_BENCH_ONLY").unwrap_or_default();
-    let paths: Vec<(&str, bool)> = match std::env::var("CREMA_BENCH_PATH").as_deref() {
-        Ok("gemm") => vec![("gemm", true)],
-        Ok("direct") => vec![("direct", false)],
-        _ => vec![("gemm", true), ("direct", false)],
+    // (name, GEMM only, forced forward tiles)
+    let paths: Vec<(&str, bool, Option<Tiles>)> = match std::env::var("CREMA_BENCH_PATH").as_deref()
+    {
+        Ok("gemm") => vec![("gemm", true, None)],
+        Ok("direct") => vec![("direct", false, None)],
+        Ok("tiles") => vec![
+            ("rows", false, Some(Tiles::Rows)),
+            ("chan", false, Some(Tiles::Channels { vectors: 0 })),
+        ],
+        _ => vec![("gemm", true, None), ("direct", false, None)],
     };
     let mut totals = vec![(0.0, 0.0, 0.0); paths.len()];
     for (name, num, g) in cases {
@@ -79,8 +88,9 @@ fn main() {
         let mut db = vec![0f32; g.col_channels];
         let mut partials = Vec::new();
         let gflop = 2.0 * (num * g.col_channels * g.kernel_dim() * g.col_spatial()) as f64 / 1e9;
-        for (pi, &(path, gemm_only)) in paths.iter().enumerate() {
+        for (pi, &(path, gemm_only, tiles)) in paths.iter().enumerate() {
             set_gemm_only(gemm_only);
+            force_tiles(tiles);
             let f = time(&mut || conv_forward(&g, num, &x, &w, Some(&b), &mut y));
             let wg = time(&mut || {
                 conv_weight_grad(&g, num, &x, &dy, &mut dw, Some(&mut db), &mut partials);
@@ -97,7 +107,7 @@ fn main() {
             totals[pi].2 += d;
         }
     }
-    for (&(path, _), (tf, tw, td)) in paths.iter().zip(totals) {
+    for (&(path, _, _), (tf, tw, td)) in paths.iter().zip(totals) {
         println!("total {path:6} fwd {tf:.1} ms, wgrad {tw:.1} ms, dgrad {td:.1} ms");
     }
 }

@@ -852,7 +852,7 @@ pub fn conv_forward(
     #[cfg(target_arch = "x86_64")]
     if direct::forward_pays(g) && direct_enabled() {
         let plan = direct::ForwardPlan::new(g);
-        let packed = direct::PackedWeights::new(g, w);
+        let packed = plan.pack(g, w);
         direct_forward_batches(g, num, (x, id), (y, od), |xs, ys| {
             plan.run(g, &packed, ys.len() / od, xs, ys);
             if let Some(b) = bias {
@@ -940,8 +940,8 @@ pub fn conv_backward_input(g: &ConvGeom, num: usize, dy: &[f32], w: &[f32], dx: 
         // The input gradient is the forward of `t` over dy with flipped weights.
         let mut flipped = Vec::new();
         direct::flip_weights(g, w, &mut flipped);
-        let packed = direct::PackedWeights::new(&t, &flipped);
         let plan = direct::ForwardPlan::new(&t);
+        let packed = plan.pack(&t, &flipped);
         direct_forward_batches(g, num, (dy, od), (dx, id), |dys, dxs| {
             plan.run(&t, &packed, dxs.len() / id, dys, dxs)
         });

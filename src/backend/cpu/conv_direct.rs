@@ -17,7 +17,7 @@
 //!   in a fixed order.
 //!
 //! Products with kernel rows that read only the zero padding, at the top and bottom of an
-//! image, are left out (`RowClass`): they cannot change the sums. Those with padding columns
+//! image, are left out (`EdgeClass`): they cannot change the sums. Those with padding columns
 //! are not: a vector along a row has real inputs in some lanes for every kernel column.
 //!
 //! The order of every sum depends on the shapes only (images are independent; weight-gradient
@@ -33,6 +33,8 @@ use std::sync::OnceLock;
 use super::conv::{prepare_2d, with_prepared, ConvGeom, Prepared};
 use super::scratch;
 use super::wide::Wide;
+
+mod channels;
 
 /// Values per vector (256-bit registers).
 const LANES: usize = 8;
@@ -172,16 +174,41 @@ struct OutVec {
     row: usize,
 }
 
-/// Output rows whose inputs are real (not padding) for the same kernel rows `ki`: at the
-/// top and bottom of an image, some kernel rows only ever read the zero padding, and their
-/// taps can be left out. Adding a product with a padding zero never changes a sum that
-/// starts at +0 (`s + (+-0) = s`, and such a sum is never -0), so leaving them out gives the
-/// same bits; only a non-finite weight or output gradient, whose product with 0 is NaN,
+/// Output rows (or columns) whose inputs are real (not padding) for the same kernel rows (or
+/// columns) `k`: at the edges of an image, some kernel rows only ever read the zero padding,
+/// and their taps can be left out. Adding a product with a padding zero never changes a sum
+/// that starts at +0 (`s + (+-0) = s`, and such a sum is never -0), so leaving them out gives
+/// the same bits; only a non-finite weight or output gradient, whose product with 0 is NaN,
 /// could tell, and it makes its output non-finite either way.
-#[derive(Clone)]
-struct RowClass {
-    rows: Range<usize>,
-    ki: Range<usize>,
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct EdgeClass {
+    out: Range<usize>,
+    k: Range<usize>,
+}
+
+impl EdgeClass {
+    /// The classes of one dimension, in order: `n_out` outputs `stride` apart, a kernel of
+    /// `kernel` taps `dilation` apart, over `size` real inputs after `pad` of padding.
+    fn of(
+        n_out: usize,
+        stride: usize,
+        dilation: usize,
+        pad: usize,
+        size: usize,
+        kernel: usize,
+    ) -> Vec<EdgeClass> {
+        let mut classes: Vec<EdgeClass> = Vec::new();
+        for o in 0..n_out {
+            // Padded input `o * stride + k * dilation` is real when it lies in [pad, pad + size).
+            let lo = first_reaching(o * stride, dilation, pad).min(kernel);
+            let k = lo..first_reaching(o * stride, dilation, pad + size).clamp(lo, kernel);
+            match classes.last_mut() {
+                Some(last) if last.k == k => last.out.end = o + 1,
+                _ => classes.push(EdgeClass { out: o..o + 1, k }),
+            }
+        }
+        classes
+    }
 }
 
 /// What one pass needs besides the data: the prepared layout, tap offsets, output vectors.
@@ -196,7 +223,9 @@ struct Plan {
     /// Output vectors per row.
     row_vectors: usize,
     /// The output rows in classes of equal kernel rows, top to bottom.
-    classes: Vec<RowClass>,
+    classes: Vec<EdgeClass>,
+    /// The output columns in classes of equal kernel columns, left to right.
+    col_classes: Vec<EdgeClass>,
     /// Per kernel row, the output rows that read real inputs through it.
     ki_rows: Vec<Range<usize>>,
 }
@@ -231,20 +260,9 @@ impl Plan {
                 });
             }
         }
-        // Padded row `oy * sh + ki * dh` is real when it lies in [pad, pad + h).
         let (pad, h) = (g.pad[0], g.im_shape[0]);
-        let mut classes: Vec<RowClass> = Vec::new();
-        for oy in 0..oh {
-            let lo = first_reaching(oy * sh, dh, pad).min(kh);
-            let ki = lo..first_reaching(oy * sh, dh, pad + h).clamp(lo, kh);
-            match classes.last_mut() {
-                Some(last) if last.ki == ki => last.rows.end = oy + 1,
-                _ => classes.push(RowClass {
-                    rows: oy..oy + 1,
-                    ki,
-                }),
-            }
-        }
+        let classes = EdgeClass::of(oh, sh, dh, pad, h, kh);
+        let col_classes = EdgeClass::of(ow, g.stride[1], dw, g.pad[1], g.im_shape[1], kw);
         let ki_rows = (0..kh)
             .map(|ki| {
                 let lo = first_reaching(ki * dh, sh, pad).min(oh);
@@ -258,6 +276,7 @@ impl Plan {
             vectors,
             row_vectors: ow.div_ceil(LANES),
             classes,
+            col_classes,
             ki_rows,
         }
     }
@@ -274,15 +293,15 @@ impl Plan {
 pub struct PackedWeights {
     data: Vec<f32>,
     isa: Isa,
+    rows: usize,
     blocks: usize,
     kdim: usize,
 }
 
 impl PackedWeights {
-    /// Packs `w` (`g.weight_len()` values) for this CPU's kernels (`handles(g)` must hold).
-    pub fn new(g: &ConvGeom, w: &[f32]) -> PackedWeights {
-        let isa = Isa::detect().expect("conv_direct used on a CPU without AVX2 and FMA");
-        let r = isa.rows();
+    /// Packs `w` (`g.weight_len()` values) in blocks of `rows` output channels.
+    fn new(g: &ConvGeom, w: &[f32], isa: Isa, rows: usize) -> PackedWeights {
+        let r = rows;
         let (mg, kdim) = (g.col_channels / g.group, g.kernel_dim());
         let blocks = mg.div_ceil(r);
         let mut data = vec![0f32; g.group * blocks * kdim * r];
@@ -299,20 +318,77 @@ impl PackedWeights {
         PackedWeights {
             data,
             isa,
+            rows,
             blocks,
             kdim,
         }
     }
 
     fn block(&self, gi: usize, b: usize) -> &[f32] {
-        let n = self.kdim * self.isa.rows();
+        let n = self.kdim * self.rows;
         &self.data[(gi * self.blocks + b) * n..][..n]
+    }
+}
+
+/// How a forward pass lays its outputs over the vector registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tiles {
+    /// Vectors of 8 outputs along a row, a few output channels each (`FwdTile`): every
+    /// kernel column is run, padding columns included.
+    Rows,
+    /// Vectors of 8 output channels, `vectors` of them, at single output positions of one row
+    /// and column class (`channels.rs`): only the taps that read the image are run. Needs
+    /// AVX-512VL's 32 registers.
+    Channels { vectors: usize },
+}
+
+thread_local! {
+    static FORCED_TILES: std::cell::Cell<Option<Tiles>> = const { std::cell::Cell::new(None) };
+}
+
+/// Benchmarks compare the forward tiles on one shape: `Some(tiles)` makes the plans this
+/// thread creates from now on use them where the CPU has the instructions (`None`: chosen by
+/// shape, as in training).
+pub fn force_tiles(tiles: Option<Tiles>) {
+    FORCED_TILES.with(|f| f.set(tiles));
+}
+
+impl Tiles {
+    /// The tiles for a forward over `g` on this CPU: channel tiles where the columns of
+    /// padding are a twentieth of the products or more and the reduction long enough that
+    /// the tiles' value-by-value stores to NCHW cost little (docs/cpu-perf.md, entry 23:
+    /// CIFAR-10's 5x5 layers at 8x8 and 16x16 and ResNet-20's 3x3 at 8x8 gain 3-13%;
+    /// ResNet-20's at 16x16, 4% padding columns and 288 taps, lose 5-7%).
+    fn choose(g: &ConvGeom, isa: Isa) -> Tiles {
+        let channels = channels::vectors_for(g, isa);
+        match (FORCED_TILES.with(|f| f.get()), channels) {
+            (Some(Tiles::Rows), _) | (_, None) => Tiles::Rows,
+            (Some(Tiles::Channels { .. }), Some(v)) => Tiles::Channels { vectors: v },
+            (None, Some(v)) => {
+                let pays = channels::padding_column_share(g) >= 0.05 && g.kernel_dim() >= 512;
+                if pays {
+                    Tiles::Channels { vectors: v }
+                } else {
+                    Tiles::Rows
+                }
+            }
+        }
+    }
+
+    /// Output channels per block of packed weights.
+    fn rows(self, isa: Isa) -> usize {
+        match self {
+            Tiles::Rows => isa.rows(),
+            Tiles::Channels { vectors } => vectors * LANES,
+        }
     }
 }
 
 /// A forward pass over a batch: one plan, run a few images at a time (from any thread).
 pub struct ForwardPlan {
     plan: Plan,
+    isa: Isa,
+    tiles: Tiles,
 }
 
 /// The taps a forward tile runs over, in the weights' order: `count` runs of `len`
@@ -354,19 +430,50 @@ impl Taps {
 }
 
 impl ForwardPlan {
+    /// The plan for `g` (`handles(g)` must hold), with the tiles that suit its shape.
     pub fn new(g: &ConvGeom) -> ForwardPlan {
-        ForwardPlan { plan: Plan::new(g) }
+        let isa = Isa::detect().expect("conv_direct used on a CPU without AVX2 and FMA");
+        ForwardPlan::with_tiles(g, isa, Tiles::choose(g, isa))
+    }
+
+    fn with_tiles(g: &ConvGeom, isa: Isa, tiles: Tiles) -> ForwardPlan {
+        ForwardPlan {
+            plan: Plan::new(g),
+            isa,
+            tiles,
+        }
+    }
+
+    /// The tiles this plan runs.
+    pub fn tiles(&self) -> Tiles {
+        self.tiles
+    }
+
+    /// `w` (`g.weight_len()` values) packed for this plan's tiles.
+    pub fn pack(&self, g: &ConvGeom, w: &[f32]) -> PackedWeights {
+        PackedWeights::new(g, w, self.isa, self.tiles.rows(self.isa))
     }
 
     /// `y = W * im2col(x)` for `images` images (`x`: `images * g.im_dim()` values, `y`:
-    /// `images * g.col_dim()`), no bias.
+    /// `images * g.col_dim()`), no bias; `w` from `self.pack`. Every output adds its products
+    /// in tap order (those with padding left out, see `EdgeClass`), whatever the tiles, the
+    /// images per call and the threads.
+    pub fn run(&self, g: &ConvGeom, w: &PackedWeights, images: usize, x: &[f32], y: &mut [f32]) {
+        assert_eq!(w.rows, self.tiles.rows(self.isa));
+        match self.tiles {
+            Tiles::Rows => self.run_rows(g, w, images, x, y),
+            Tiles::Channels { vectors } => channels::run(&self.plan, vectors, g, w, images, x, y),
+        }
+    }
+
+    /// `run` with row tiles.
     ///
-    /// The images' output vectors are grouped by row class (`RowClass`), so a tile's vectors
+    /// The images' output vectors are grouped by row class (`EdgeClass`), so a tile's vectors
     /// need the same kernel rows and the tile skips the others; with several images the
     /// border classes hold enough vectors to fill whole tiles. Every output still adds its
     /// products in tap order, whatever the images and tiles, so the bits are those of an
     /// image on its own.
-    pub fn run(&self, g: &ConvGeom, w: &PackedWeights, images: usize, x: &[f32], y: &mut [f32]) {
+    fn run_rows(&self, g: &ConvGeom, w: &PackedWeights, images: usize, x: &[f32], y: &mut [f32]) {
         let plan = &self.plan;
         let (cg, mg, kdim, p) = (
             g.im_channels / g.group,
@@ -380,9 +487,9 @@ impl ForwardPlan {
         let (isa, r, nv) = (w.isa, w.isa.rows(), w.isa.vecs());
         // With fewer vectors per row than a tile takes, border classes would run short tiles;
         // one class of every row, every tap, runs full ones.
-        let all = [RowClass {
-            rows: 0..g.col_shape[0],
-            ki: 0..kh,
+        let all = [EdgeClass {
+            out: 0..g.col_shape[0],
+            k: 0..kh,
         }];
         let classes = if images * plan.row_vectors >= nv {
             &plan.classes[..]
@@ -396,7 +503,7 @@ impl ForwardPlan {
             let rv = plan.row_vectors;
             for n in 0..images {
                 vecs.extend(
-                    plan.vectors[cl.rows.start * rv..cl.rows.end * rv]
+                    plan.vectors[cl.out.start * rv..cl.out.end * rv]
                         .iter()
                         .map(|v| OutVec {
                             src: n * plan.pr_len + v.src,
@@ -405,7 +512,7 @@ impl ForwardPlan {
                         }),
                 );
             }
-            spans.push((start..vecs.len(), &cl.ki));
+            spans.push((start..vecs.len(), &cl.k));
         }
         // Channels per pass over the tiles' taps.
         let per_pass = cg.div_ceil(kdim.div_ceil(MAX_TAPS_PER_PASS));
@@ -593,7 +700,7 @@ fn weight_grad_chunk_isa(
         .collect();
     // Per tap block, the output rows where one of its taps reads real inputs (a range: the
     // rows of consecutive kernel rows overlap); the other rows' products are all zero (see
-    // `RowClass`) and are left out.
+    // `EdgeClass`) and are left out.
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let block_rows: Vec<Range<u32>> = (0..tap_blocks)
         .map(|tb| {
@@ -1044,39 +1151,61 @@ mod tests {
 
     #[test]
     fn forward_keeps_its_summation_order() {
-        if !cpu_supported() {
+        let Some(isa) = Isa::detect() else {
             println!("SKIPPED: this CPU lacks AVX2/FMA, the direct kernels never run");
             return;
+        };
+        let mut tiles = vec![Tiles::Rows];
+        if isa == Isa::Avx512 {
+            tiles.extend((2..=4).map(|vectors| Tiles::Channels { vectors }));
+        } else {
+            println!("SKIPPED (channel tiles): this CPU lacks AVX-512VL, only row tiles run");
         }
         let cases = [
             // CIFAR-10's 5x5 layers at 8x8 and 16x16 (row classes of 1 and 2 vectors a row).
             (5, geom(8, 16, 1, [8, 8], [5, 5], [2, 2], [1, 1], [1, 1])),
             (3, geom(4, 9, 1, [16, 16], [5, 5], [2, 2], [1, 1], [1, 1])),
+            (2, geom(6, 40, 1, [8, 8], [5, 5], [2, 2], [1, 1], [1, 1])),
             // Stride 2 with phase planes, dilation, groups, asymmetric padding.
             (4, geom(6, 10, 2, [11, 13], [3, 3], [1, 2], [2, 2], [1, 1])),
+            (3, geom(6, 26, 2, [11, 13], [3, 3], [1, 2], [2, 2], [1, 1])),
             (2, geom(5, 8, 1, [10, 9], [3, 3], [3, 1], [1, 1], [2, 1])),
-            // Padding wider than the kernel: the top and bottom rows read padding only.
+            (2, geom(5, 17, 1, [10, 9], [3, 3], [1, 3], [1, 1], [1, 2])),
+            // Padding wider than the kernel: the edge rows and columns read padding only.
             (3, geom(3, 5, 1, [3, 20], [2, 3], [3, 1], [1, 1], [1, 1])),
+            (3, geom(3, 11, 1, [3, 4], [2, 3], [3, 4], [1, 1], [1, 1])),
             // Taps over several passes (kdim 1134 > MAX_TAPS_PER_PASS), border classes.
             (2, geom(14, 9, 1, [9, 9], [9, 9], [4, 4], [1, 1], [1, 1])),
+            // Channel tiles over several passes (kdim 4150 > channels::MAX_TAPS_PER_PASS).
+            (1, geom(166, 10, 1, [4, 5], [5, 5], [2, 2], [1, 1], [1, 1])),
         ];
         for (num, g) in cases {
             assert!(handles(&g), "{g:?}");
             let x = values(num * g.im_dim(), 0.6);
             let w = values(g.weight_len(), 2.3);
             let want = forward_model(&g, num, &x, &w);
-            let (plan, packed) = (ForwardPlan::new(&g), PackedWeights::new(&g, &w));
-            // All images in one call (border classes of whole tiles), and one at a time (one
-            // class where a row has fewer vectors than a tile).
-            let mut all = vec![f32::NAN; num * g.col_dim()];
-            plan.run(&g, &packed, num, &x, &mut all);
-            let mut each = vec![f32::NAN; num * g.col_dim()];
-            for (xn, yn) in x.chunks(g.im_dim()).zip(each.chunks_mut(g.col_dim())) {
-                plan.run(&g, &packed, 1, xn, yn);
-            }
-            for (what, got) in [("together", &all), ("one by one", &each)] {
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert_eq!(a.to_bits(), b.to_bits(), "{g:?} {what} at {i}: {a} vs {b}");
+            for &t in &tiles {
+                if t != Tiles::Rows && g.col_channels / g.group <= LANES {
+                    continue;
+                }
+                let plan = ForwardPlan::with_tiles(&g, isa, t);
+                let packed = plan.pack(&g, &w);
+                // All images in one call (border classes of whole tiles), and one at a time
+                // (row tiles: one class where a row has fewer vectors than a tile).
+                let mut all = vec![f32::NAN; num * g.col_dim()];
+                plan.run(&g, &packed, num, &x, &mut all);
+                let mut each = vec![f32::NAN; num * g.col_dim()];
+                for (xn, yn) in x.chunks(g.im_dim()).zip(each.chunks_mut(g.col_dim())) {
+                    plan.run(&g, &packed, 1, xn, yn);
+                }
+                for (what, got) in [("together", &all), ("one by one", &each)] {
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{t:?} {g:?} {what} at {i}: {a} vs {b}"
+                        );
+                    }
                 }
             }
         }
