@@ -1478,15 +1478,35 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn direct_forward_gives_the_same_bits_however_images_are_grouped() {
         // 5x5, pad 2, 8x8: direct forward and input gradient, row classes of one vector a
         // row. 13 images run 3, 3, 3, 3, 1 per call on one thread, 3 or 2 per call on 2 and 3
-        // threads, and one at a time.
-        let g = geom(8, 16, 1, &[8, 8], &[5, 5], &[2, 2], &[1, 1], &[1, 1]);
+        // threads, and one at a time. With 8 input channels the row tiles run both; with 24
+        // (600 taps), the channel tiles, where the CPU has AVX-512VL.
+        for (c, tiles) in [
+            (8, direct::Tiles::Rows),
+            (24, direct::Tiles::Channels { vectors: 4 }),
+        ] {
+            let g = geom(c, 32, 1, &[8, 8], &[5, 5], &[2, 2], &[1, 1], &[1, 1]);
+            direct_forward_grouping_case(&g, tiles);
+        }
+    }
+
+    /// `direct_forward_gives_the_same_bits_however_images_are_grouped` for one geometry,
+    /// whose forward takes `tiles` (checked where the CPU has the instructions).
+    #[cfg(target_arch = "x86_64")]
+    fn direct_forward_grouping_case(g: &ConvGeom, tiles: direct::Tiles) {
+        let g = g.clone();
         let num = 13;
-        #[cfg(target_arch = "x86_64")]
         if direct::cpu_supported() {
             assert!(direct::forward_pays(&g) && direct::input_grad_geom(&g).is_some());
+            let got = direct::ForwardPlan::new(&g).tiles();
+            if tiles == direct::Tiles::Rows || direct::channel_tiles_supported() {
+                assert_eq!(got, tiles, "{g:?}");
+            } else {
+                println!("SKIPPED (channel tiles): this CPU lacks AVX-512VL; row tiles ran {g:?}");
+            }
         }
         assert!(per_image_parallel(&g, num));
         let x = values(num * g.im_dim(), 0.3);

@@ -7,9 +7,12 @@
 //! Every column-buffer row (channel c, kernel offset ki, kj) is, for output row `oy`, a
 //! contiguous run of the prepared image starting at `tap(c, ki, kj) + oy * stride_h * wq`, so a
 //! vector of 8 consecutive outputs of one row reads 8 consecutive values at a per-tap offset.
-//! - Forward: a tile of output channels x vectors (8 x 3 with AVX-512VL's 32 registers, 4 x 2
-//!   with AVX2) accumulates `W[m][k] * image` over the taps k in order, one fused
-//!   multiply-add per tap and value.
+//! - Forward, row tiles: a tile of output channels x vectors (8 x 3 with AVX-512VL's 32
+//!   registers, 4 x 2 with AVX2) accumulates `W[m][k] * image` over the taps k in order, one
+//!   fused multiply-add per tap and value.
+//! - Forward, channel tiles (`channels.rs`, AVX-512VL): vectors of 8 output channels x single
+//!   output positions, each position's input broadcast; for layers where columns of padding
+//!   weigh (`Tiles::choose`).
 //! - Input gradient (stride 1): the forward of the output gradient with the kernel flipped and
 //!   transposed, padded by `dilation * (kernel - 1) - pad`.
 //! - Weight gradient: a tile of output channels x taps (8 x 3, or 4 x 2) accumulates `dy *
@@ -18,7 +21,9 @@
 //!
 //! Products with kernel rows that read only the zero padding, at the top and bottom of an
 //! image, are left out (`EdgeClass`): they cannot change the sums. Those with padding columns
-//! are not: a vector along a row has real inputs in some lanes for every kernel column.
+//! are left out by the channel tiles only: a vector along a row has real inputs in some lanes
+//! for every kernel column. Either way every output adds its products in tap order, so the
+//! tiles give the same bits.
 //!
 //! The order of every sum depends on the shapes only (images are independent; weight-gradient
 //! chunks are fixed by `conv::weight_grad_chunks`), so results do not depend on the thread
@@ -87,6 +92,11 @@ impl Isa {
 /// Whether this CPU has the instructions the kernels use.
 pub fn cpu_supported() -> bool {
     Isa::detect().is_some()
+}
+
+/// Whether this CPU can run the channel tiles (`Tiles::Channels`, AVX-512VL).
+pub fn channel_tiles_supported() -> bool {
+    Isa::detect() == Some(Isa::Avx512)
 }
 
 /// Whether the direct kernels take this convolution's weight gradient: 2-D (not forced to the
