@@ -1165,11 +1165,13 @@ mod tests {
             println!("SKIPPED: this CPU lacks AVX2/FMA, the direct kernels never run");
             return;
         };
-        let mut tiles = vec![Tiles::Rows];
+        // Every instruction set the CPU has (an AVX-512 CPU runs the AVX2 build too).
+        let mut tiles = vec![(Isa::Avx2, Tiles::Rows)];
         if isa == Isa::Avx512 {
-            tiles.extend((2..=4).map(|vectors| Tiles::Channels { vectors }));
+            tiles.push((isa, Tiles::Rows));
+            tiles.extend((2..=4).map(|vectors| (isa, Tiles::Channels { vectors })));
         } else {
-            println!("SKIPPED (channel tiles): this CPU lacks AVX-512VL, only row tiles run");
+            println!("SKIPPED (AVX-512 row and channel tiles): this CPU lacks AVX-512VL");
         }
         let cases = [
             // CIFAR-10's 5x5 layers at 8x8 and 16x16 (row classes of 1 and 2 vectors a row).
@@ -1194,7 +1196,7 @@ mod tests {
             let x = values(num * g.im_dim(), 0.6);
             let w = values(g.weight_len(), 2.3);
             let want = forward_model(&g, num, &x, &w);
-            for &t in &tiles {
+            for &(isa, t) in &tiles {
                 if t != Tiles::Rows && g.col_channels / g.group <= LANES {
                     continue;
                 }
@@ -1213,7 +1215,7 @@ mod tests {
                         assert_eq!(
                             a.to_bits(),
                             b.to_bits(),
-                            "{t:?} {g:?} {what} at {i}: {a} vs {b}"
+                            "{isa:?} {t:?} {g:?} {what} at {i}: {a} vs {b}"
                         );
                     }
                 }
