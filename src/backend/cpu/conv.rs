@@ -1316,6 +1316,8 @@ mod tests {
             geom(16, 12, 2, &[5, 9], &[3, 5], &[1, 2], &[1, 1], &[1, 1]),
             // 1200 taps: the direct forward in two passes over the taps.
             geom(48, 3, 1, &[6, 6], &[5, 5], &[2, 2], &[1, 1], &[1, 1]),
+            // CIFAR-10's conv3 shape, fewer channels: the channel tiles' weight gradient.
+            geom(6, 16, 1, &[8, 8], &[5, 5], &[2, 2], &[1, 1], &[1, 1]),
         ]
     }
 
@@ -1441,6 +1443,10 @@ mod tests {
             assert!(n(&|g| direct::forward_pays(g)) >= 2);
             assert!(n(&|g| direct::input_grad_geom(g).is_some()) >= 3);
             assert!(n(&|g| direct::handles(g) && g.kernel_dim() > 1024) == 1);
+            if direct::channel_tiles_supported() {
+                let channels = |g: &ConvGeom| direct::weight_grad_tiles(g) != direct::Tiles::Rows;
+                assert!(n(&|g| direct::handles(g) && channels(g)) >= 2);
+            }
         }
         for g in configs() {
             let num = 5;
@@ -1504,6 +1510,12 @@ mod tests {
             let got = direct::ForwardPlan::new(&g).tiles();
             if tiles == direct::Tiles::Rows || direct::channel_tiles_supported() {
                 assert_eq!(got, tiles, "{g:?}");
+                // 15% of the products read padding columns: channel tiles where they run.
+                assert_eq!(
+                    direct::weight_grad_tiles(&g) == direct::Tiles::Rows,
+                    !direct::channel_tiles_supported(),
+                    "{g:?}"
+                );
             } else {
                 println!("SKIPPED (channel tiles): this CPU lacks AVX-512VL; row tiles ran {g:?}");
             }
@@ -1530,6 +1542,23 @@ mod tests {
         for threads in [2, 3] {
             let (y, dx) = run(threads, num, &x, &dy);
             assert_eq!((&y, &dx), (&y1, &dx1), "{threads} threads");
+        }
+        // The weight gradient (row or channel tiles alike) on 1, 2 and 3 threads.
+        let dw = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut dw = vec![0.5f32; g.weight_len()];
+                let mut db = vec![0.25f32; g.col_channels];
+                conv_weight_grad(&g, num, &x, &dy, &mut dw, Some(&mut db), &mut Vec::new());
+                (dw, db)
+            })
+        };
+        let dw1 = dw(1);
+        for threads in [2, 3] {
+            assert_eq!(dw(threads), dw1, "weight gradient on {threads} threads");
         }
         for n in 0..num {
             let xs = &x[n * g.im_dim()..(n + 1) * g.im_dim()];

@@ -40,6 +40,7 @@ use super::scratch;
 use super::wide::Wide;
 
 mod channels;
+mod wgrad_channels;
 
 /// Values per vector (256-bit registers).
 const LANES: usize = 8;
@@ -92,6 +93,14 @@ impl Isa {
 /// Whether this CPU has the instructions the kernels use.
 pub fn cpu_supported() -> bool {
     Isa::detect().is_some()
+}
+
+/// The tiles this CPU's weight gradient of `g` runs (`handles(g)` must hold).
+pub fn weight_grad_tiles(g: &ConvGeom) -> Tiles {
+    Tiles::choose_weight_grad(
+        g,
+        Isa::detect().expect("conv_direct used on a CPU without AVX2 and FMA"),
+    )
 }
 
 /// Whether this CPU can run the channel tiles (`Tiles::Channels`, AVX-512VL).
@@ -352,15 +361,28 @@ pub enum Tiles {
     Channels { vectors: usize },
 }
 
-thread_local! {
-    static FORCED_TILES: std::cell::Cell<Option<Tiles>> = const { std::cell::Cell::new(None) };
+/// `force_tiles`' choice: 0 none, 1 rows, 2 channels. Global, not per thread: the weight
+/// gradient's chunks run on the pool's threads.
+static FORCED_TILES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Benchmarks compare the tiles on one shape: `Some(tiles)` makes the plans and weight
+/// gradients from now on use them (row or channel tiles; the vectors are chosen by shape)
+/// where the CPU has the instructions; `None`: chosen by shape, as in training.
+pub fn force_tiles(tiles: Option<Tiles>) {
+    let v = match tiles {
+        None => 0,
+        Some(Tiles::Rows) => 1,
+        Some(Tiles::Channels { .. }) => 2,
+    };
+    FORCED_TILES.store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Benchmarks compare the forward tiles on one shape: `Some(tiles)` makes the plans this
-/// thread creates from now on use them where the CPU has the instructions (`None`: chosen by
-/// shape, as in training).
-pub fn force_tiles(tiles: Option<Tiles>) {
-    FORCED_TILES.with(|f| f.set(tiles));
+fn forced_tiles() -> Option<Tiles> {
+    match FORCED_TILES.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Some(Tiles::Rows),
+        2 => Some(Tiles::Channels { vectors: 0 }),
+        _ => None,
+    }
 }
 
 impl Tiles {
@@ -371,12 +393,28 @@ impl Tiles {
     /// ResNet-20's at 16x16, 4% padding columns and 288 taps, lose 5-7%).
     fn choose(g: &ConvGeom, isa: Isa) -> Tiles {
         let channels = channels::vectors_for(g, isa);
-        match (FORCED_TILES.with(|f| f.get()), channels) {
+        match (forced_tiles(), channels) {
             (Some(Tiles::Rows), _) | (_, None) => Tiles::Rows,
             (Some(Tiles::Channels { .. }), Some(v)) => Tiles::Channels { vectors: v },
             (None, Some(v)) => {
                 let pays = channels::padding_column_share(g) >= 0.05 && g.kernel_dim() >= 512;
                 if pays {
+                    Tiles::Channels { vectors: v }
+                } else {
+                    Tiles::Rows
+                }
+            }
+        }
+    }
+
+    /// The tiles for a weight gradient over `g` on this CPU (docs/cpu-perf.md, entry 24).
+    fn choose_weight_grad(g: &ConvGeom, isa: Isa) -> Tiles {
+        let channels = channels::vectors_for(g, isa);
+        match (forced_tiles(), channels) {
+            (Some(Tiles::Rows), _) | (_, None) => Tiles::Rows,
+            (Some(Tiles::Channels { .. }), Some(v)) => Tiles::Channels { vectors: v },
+            (None, Some(v)) => {
+                if channels::padding_column_share(g) >= 0.05 {
                     Tiles::Channels { vectors: v }
                 } else {
                     Tiles::Rows
@@ -677,7 +715,12 @@ pub fn weight_grad_chunk(
     bias: Option<&mut [f32]>,
 ) {
     let isa = Isa::detect().expect("conv_direct used on a CPU without AVX2 and FMA");
-    weight_grad_chunk_isa(isa, g, num, x, dy, part, bias);
+    match Tiles::choose_weight_grad(g, isa) {
+        Tiles::Rows => weight_grad_chunk_isa(isa, g, num, x, dy, part, bias),
+        Tiles::Channels { vectors } => {
+            wgrad_channels::weight_grad_chunk(&Plan::new(g), vectors, g, num, x, dy, part, bias)
+        }
+    }
 }
 
 /// `weight_grad_chunk` with the kernels of `isa` (which the CPU must have): the tests run
@@ -1131,6 +1174,61 @@ mod tests {
         part
     }
 
+    /// The channel tiles' weight-gradient order (`wgrad_channels.rs`), one weight at a time:
+    /// visit by visit, then column class by column class, row, image and column, a fused
+    /// multiply-add each, padding included (its products are zero); and the bias sums, per
+    /// channel in image, row, column order.
+    fn weight_grad_channels_model(
+        g: &ConvGeom,
+        num: usize,
+        x: &[f32],
+        dy: &[f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let plan = Plan::new(g);
+        let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
+        let (oh, ow, sh, wq) = (g.col_shape[0], g.col_shape[1], g.stride[0], plan.pr.wq);
+        let mut prepared = vec![0f32; num * plan.pr_len];
+        for n in 0..num {
+            plan.prepare(
+                g,
+                &x[n * g.im_dim()..],
+                &mut prepared[n * plan.pr_len..(n + 1) * plan.pr_len],
+            );
+        }
+        let visits = wgrad_channels::visits(num, oh, ow);
+        let mut part = vec![0f32; g.weight_len()];
+        for gi in 0..g.group {
+            for k in 0..kdim {
+                let off = plan.offs[gi * kdim + k];
+                for m in 0..mg {
+                    let mut acc = 0f32;
+                    for v in &visits {
+                        for cl in &plan.col_classes {
+                            for oy in v.rows.clone() {
+                                for n in v.images.clone() {
+                                    let d = &dy[n * g.col_dim() + (gi * mg + m) * p..];
+                                    let im = &prepared[n * plan.pr_len + oy * sh * wq..];
+                                    for ox in cl.out.clone() {
+                                        acc = d[oy * ow + ox].mul_add(im[off + ox], acc);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    part[(gi * kdim + k) * mg + m] = acc;
+                }
+            }
+        }
+        let bias = (0..g.col_channels)
+            .map(|c| {
+                (0..num)
+                    .flat_map(|n| dy[n * g.col_dim() + c * p..][..p].iter())
+                    .fold(0f32, |s, v| s + v)
+            })
+            .collect();
+        (part, bias)
+    }
+
     /// The forward's summation order, one output at a time: every tap k in the weights'
     /// order, padding included, added with a fused multiply-add to a sum that starts at 0.
     fn forward_model(g: &ConvGeom, num: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
@@ -1224,10 +1322,71 @@ mod tests {
     }
 
     #[test]
+    fn channel_weight_grad_keeps_its_summation_order() {
+        if Isa::detect() != Some(Isa::Avx512) {
+            println!("SKIPPED: this CPU lacks AVX-512VL, the channel tiles never run");
+            return;
+        }
+        let cases = [
+            // CIFAR-10's 5x5 layers: 8x8 (two images a visit), 16x16 (visits of rows).
+            (5, geom(8, 32, 1, [8, 8], [5, 5], [2, 2], [1, 1], [1, 1])),
+            (3, geom(4, 24, 1, [16, 16], [5, 5], [2, 2], [1, 1], [1, 1])),
+            // Kernels wider than a tile (9 columns: two tiles a row), channels that fill no
+            // block, groups, stride 2 (phase planes), dilation, asymmetric padding.
+            (3, geom(3, 20, 1, [9, 11], [7, 9], [3, 4], [1, 1], [1, 1])),
+            (2, geom(6, 26, 2, [11, 13], [3, 3], [1, 2], [2, 2], [1, 1])),
+            (3, geom(5, 17, 1, [10, 9], [3, 3], [1, 3], [1, 1], [1, 2])),
+            // Padding wider than the kernel: edge rows and columns read padding only.
+            (4, geom(3, 11, 1, [3, 4], [2, 3], [3, 4], [1, 1], [1, 1])),
+            // One output row wider than a visit (rows one at a time).
+            (1, geom(2, 16, 1, [3, 150], [3, 3], [1, 1], [1, 1], [1, 1])),
+        ];
+        for (num, g) in cases {
+            assert!(handles(&g), "{g:?}");
+            let x = values(num * g.im_dim(), 0.4);
+            let mut dy = values(num * g.col_dim(), 1.9);
+            for v in dy.iter_mut().step_by(7) {
+                *v = -0.0;
+            }
+            let (want, want_bias) = weight_grad_channels_model(&g, num, &x, &dy);
+            let plan = Plan::new(&g);
+            for vectors in 2..=4 {
+                let mut got = vec![f32::NAN; g.weight_len()];
+                let mut bias = vec![f32::NAN; g.col_channels];
+                wgrad_channels::weight_grad_chunk(
+                    &plan,
+                    vectors,
+                    &g,
+                    num,
+                    &x,
+                    &dy,
+                    &mut got,
+                    Some(&mut bias),
+                );
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{vectors} {g:?} at {i}: {a} vs {b}"
+                    );
+                }
+                for (i, (a, b)) in bias.iter().zip(&want_bias).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{vectors} {g:?} bias {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn weight_grad_keeps_its_summation_order() {
-        if !cpu_supported() {
+        let Some(best) = Isa::detect() else {
             println!("SKIPPED: this CPU lacks AVX2/FMA, the direct kernels never run");
             return;
+        };
+        // The row tiles of every instruction set the CPU has.
+        let mut isas = vec![Isa::Avx2];
+        if best == Isa::Avx512 {
+            isas.push(best);
         }
         let cases = [
             // ResNet-like: many vectors per image (visits inside an image), 8x8 planes
@@ -1258,39 +1417,41 @@ mod tests {
                 *v = -0.0;
             }
             let want = weight_grad_model(&g, num, &x, &dy);
-            let mut got = vec![f32::NAN; g.weight_len()];
-            let mut bias = vec![f32::NAN; g.col_channels];
-            weight_grad_chunk(&g, num, &x, &dy, &mut got, Some(&mut bias));
-            let mut alone = vec![f32::NAN; g.weight_len()];
-            weight_grad_chunk(&g, num, &x, &dy, &mut alone, None);
-            for (i, ((a, b), c)) in got.iter().zip(&want).zip(&alone).enumerate() {
-                assert_eq!(
-                    a.to_bits(),
-                    b.to_bits(),
-                    "{g:?} num {num} at {i}: {a} vs {b}"
-                );
-                assert_eq!(a.to_bits(), c.to_bits(), "{g:?} without the bias at {i}");
-            }
-            // The bias sums: per channel, 8 lanes over the output vectors in order (a lane
-            // past a short vector's end adds 0), then the lanes as `lane_sum` adds them.
-            let (mg, p) = (g.col_channels / g.group, g.col_spatial());
-            let plan = Plan::new(&g);
-            for (c, got) in bias.iter().enumerate() {
-                let mut lanes = [0f32; LANES];
-                for n in 0..num {
-                    let d = &dy[n * g.col_dim() + c * p..];
-                    for v in &plan.vectors {
-                        for (l, s) in lanes.iter_mut().enumerate() {
-                            *s += if l < v.len { d[v.dst + l] } else { 0.0 };
+            for &isa in &isas {
+                let mut got = vec![f32::NAN; g.weight_len()];
+                let mut bias = vec![f32::NAN; g.col_channels];
+                weight_grad_chunk_isa(isa, &g, num, &x, &dy, &mut got, Some(&mut bias));
+                let mut alone = vec![f32::NAN; g.weight_len()];
+                weight_grad_chunk_isa(isa, &g, num, &x, &dy, &mut alone, None);
+                for (i, ((a, b), c)) in got.iter().zip(&want).zip(&alone).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{isa:?} {g:?} num {num} at {i}: {a} vs {b}"
+                    );
+                    assert_eq!(a.to_bits(), c.to_bits(), "{g:?} without the bias at {i}");
+                }
+                // The bias sums: per channel, 8 lanes over the output vectors in order (a lane
+                // past a short vector's end adds 0), then the lanes as `lane_sum` adds them.
+                let (mg, p) = (g.col_channels / g.group, g.col_spatial());
+                let plan = Plan::new(&g);
+                for (c, got) in bias.iter().enumerate() {
+                    let mut lanes = [0f32; LANES];
+                    for n in 0..num {
+                        let d = &dy[n * g.col_dim() + c * p..];
+                        for v in &plan.vectors {
+                            for (l, s) in lanes.iter_mut().enumerate() {
+                                *s += if l < v.len { d[v.dst + l] } else { 0.0 };
+                            }
                         }
                     }
+                    let want = lane_sum(&lanes);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{isa:?} {g:?} bias {c} (of {mg} a group)"
+                    );
                 }
-                let want = lane_sum(&lanes);
-                assert_eq!(
-                    got.to_bits(),
-                    want.to_bits(),
-                    "{g:?} bias {c} (of {mg} a group)"
-                );
             }
         }
     }
