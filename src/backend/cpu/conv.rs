@@ -1316,8 +1316,10 @@ mod tests {
             geom(16, 12, 2, &[5, 9], &[3, 5], &[1, 2], &[1, 1], &[1, 1]),
             // 1200 taps: the direct forward in two passes over the taps.
             geom(48, 3, 1, &[6, 6], &[5, 5], &[2, 2], &[1, 1], &[1, 1]),
-            // CIFAR-10's conv3 shape, fewer channels: the channel tiles' weight gradient.
+            // CIFAR-10's conv3 shape, fewer channels, and a dilated 3x5 kernel with 20 output
+            // channels: the channel tiles' weight gradient.
             geom(6, 16, 1, &[8, 8], &[5, 5], &[2, 2], &[1, 1], &[1, 1]),
+            geom(4, 20, 1, &[10, 9], &[3, 5], &[1, 2], &[1, 1], &[1, 2]),
         ]
     }
 

@@ -24,11 +24,75 @@ use super::{Plan, LANES};
 /// in L1 while every tile runs over them.
 const POSITIONS_PER_VISIT: usize = 128;
 
-/// The most taps a tile holds with `vectors` vectors of channels (24 accumulators).
+/// The most taps a tile holds with `vectors` vectors of channels: 24 accumulators, or 18
+/// with 2 vectors (a whole 3x3 kernel; its 9 taps' addresses are what the registers allow).
 pub(super) fn taps_per_tile(vectors: usize) -> usize {
     match vectors {
         4 => 6,
-        _ => 8,
+        3 => 8,
+        _ => 9,
+    }
+}
+
+/// The most taps of any tile.
+const MAX_TAPS: usize = 9;
+
+/// A tile's taps within a channel: kernel rows `ki0..ki0 + rows`, columns `kj0..kj0 +
+/// cols`; tap t is row `t / cols`, column `t % cols`.
+#[derive(Clone, Copy)]
+struct TileTaps {
+    ki0: usize,
+    rows: usize,
+    kj0: usize,
+    cols: usize,
+}
+
+impl TileTaps {
+    /// The tiles of one channel's `kh x kw` taps, `nt` taps at most each: whole kernel rows,
+    /// as many as fit, or runs of `nt` columns of a row where a row does not fit.
+    fn of_kernel(kh: usize, kw: usize, nt: usize) -> Vec<TileTaps> {
+        let mut tiles = Vec::new();
+        if kw <= nt {
+            let per = (nt / kw).min(kh);
+            for ki0 in (0..kh).step_by(per) {
+                tiles.push(TileTaps {
+                    ki0,
+                    rows: per.min(kh - ki0),
+                    kj0: 0,
+                    cols: kw,
+                });
+            }
+        } else {
+            for ki0 in 0..kh {
+                for kj0 in (0..kw).step_by(nt) {
+                    tiles.push(TileTaps {
+                        ki0,
+                        rows: 1,
+                        kj0,
+                        cols: nt.min(kw - kj0),
+                    });
+                }
+            }
+        }
+        tiles
+    }
+
+    fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Tap t's index within the channel (`ki kw + kj`).
+    fn tap(&self, t: usize, kw: usize) -> usize {
+        (self.ki0 + t / self.cols) * kw + self.kj0 + t % self.cols
+    }
+
+    /// The taps (bit t) whose kernel row is in `row_bits` (bit r: row `ki0 + r`) and whose
+    /// column is in `cols`.
+    fn mask(&self, row_bits: u32, cols: &Range<usize>) -> u32 {
+        (0..self.len())
+            .filter(|t| row_bits & (1 << (t / self.cols)) != 0)
+            .filter(|t| cols.contains(&(self.kj0 + t % self.cols)))
+            .fold(0, |m, t| m | 1 << t)
     }
 }
 
@@ -112,9 +176,9 @@ pub(super) fn weight_grad_chunk(
     assert!(x.len() >= num * id && dy.len() >= num * od && part.len() >= g.weight_len());
     let vl = vectors * LANES;
     let nt = taps_per_tile(vectors);
-    // Tiles of a block: channel, kernel row, run of up to `nt` kernel columns.
-    let col_tiles = kw.div_ceil(nt);
-    let tiles = cg * kh * col_tiles;
+    // Tiles of a block: per input channel, the same `shapes`.
+    let shapes = TileTaps::of_kernel(kh, kw, nt);
+    let tiles = cg * shapes.len();
     let tile_len = nt * vl;
     let visits = visits(num, oh, ow);
     let max_positions = visits
@@ -130,8 +194,10 @@ pub(super) fn weight_grad_chunk(
             row_starts: Vec::with_capacity(oh + 1),
         })
         .collect();
-    let mut runs = Vec::with_capacity(kh * col_tiles * plan.col_classes.len());
-    let mut run_spans: Vec<Range<usize>> = Vec::with_capacity(kh * col_tiles);
+    let mut runs = Vec::new();
+    let mut run_spans: Vec<Range<usize>> = Vec::with_capacity(shapes.len());
+    // Per visit row, per tile shape: the shape's kernel rows that read the image there.
+    let mut row_bits: Vec<u32> = Vec::with_capacity(oh);
     scratch::with(&STATE, tiles * tile_len, |state| {
         scratch::with(&PACKED, max_positions * vl + 16, |packed_buf| {
             // On a cache line boundary: no dy vector straddles two.
@@ -187,82 +253,78 @@ pub(super) fn weight_grad_chunk(
                                 }
                                 cp.row_starts.push(cp.list.len());
                             }
-                            // Per kernel row and run of kernel columns, the runs of the
-                            // visit (the same for every input channel).
+                            // Per tile shape, the runs of the visit (the same for every input
+                            // channel): column class by column class, its rows cut where the
+                            // shape's kernel rows that read the image change.
                             runs.clear();
                             run_spans.clear();
-                            for ki in 0..kh {
-                                let real = &plan.ki_rows[ki];
-                                let (lo, hi) = (
-                                    real.start.clamp(r0, visit.rows.end),
-                                    real.end.clamp(r0, visit.rows.end),
-                                );
-                                for ct in 0..col_tiles {
-                                    let (kj0, start) = (ct * nt, runs.len());
-                                    for (class, (cl, cp)) in
-                                        plan.col_classes.iter().zip(&classes).enumerate()
-                                    {
-                                        let mask = tap_mask(&cl.k, kj0, nt.min(kw - kj0));
-                                        if mask != 0 && lo < hi {
-                                            let span =
-                                                cp.row_starts[lo - r0]..cp.row_starts[hi - r0];
-                                            if !span.is_empty() {
-                                                runs.push(Run { mask, class, span });
-                                            }
+                            for shape in &shapes {
+                                let start = runs.len();
+                                row_bits.clear();
+                                row_bits.extend(visit.rows.clone().map(|oy| {
+                                    (0..shape.rows)
+                                        .filter(|r| plan.ki_rows[shape.ki0 + r].contains(&oy))
+                                        .fold(0u32, |b, r| b | 1 << r)
+                                }));
+                                for (class, (cl, cp)) in
+                                    plan.col_classes.iter().zip(&classes).enumerate()
+                                {
+                                    let mut i = 0;
+                                    while i < row_bits.len() {
+                                        let bits = row_bits[i];
+                                        let mut j = i + 1;
+                                        while j < row_bits.len() && row_bits[j] == bits {
+                                            j += 1;
                                         }
+                                        let mask = shape.mask(bits, &cl.k);
+                                        let span = cp.row_starts[i]..cp.row_starts[j];
+                                        if mask != 0 && !span.is_empty() {
+                                            runs.push(Run { mask, class, span });
+                                        }
+                                        i = j;
                                     }
-                                    run_spans.push(start..runs.len());
                                 }
+                                run_spans.push(start..runs.len());
                             }
                             for c in 0..cg {
-                                for ki in 0..kh {
-                                    for ct in 0..col_tiles {
-                                        let ti = (c * kh + ki) * col_tiles + ct;
-                                        let tile_runs =
-                                            &runs[run_spans[ki * col_tiles + ct].clone()];
-                                        if tile_runs.is_empty() {
-                                            continue;
-                                        }
-                                        let kj0 = ct * nt;
-                                        let k0 = c * kh * kw + ki * kw + kj0;
-                                        let mut taps = [offs[k0]; 8];
-                                        for (t, o) in
-                                            taps.iter_mut().enumerate().take(nt.min(kw - kj0))
-                                        {
-                                            *o = offs[k0 + t];
-                                        }
-                                        let acc = &mut state[ti * tile_len..(ti + 1) * tile_len];
-                                        let t = Tile {
-                                            dy: d,
-                                            im: buf,
-                                            taps,
-                                            runs: tile_runs,
-                                            classes: &classes,
-                                        };
-                                        // SAFETY: the plan was made for AVX-512VL
-                                        // (`channels::vectors_for`); every position's `q` is
-                                        // below `count` (its dy in `d`), and `src` plus a tap
-                                        // offset stays within the prepared images (the
-                                        // output-size formula bounds every read of a real
-                                        // output); `acc` holds the tile's `nt * vl` values.
-                                        unsafe { t.run(vectors, nt.min(kw - kj0), acc) };
+                                for (si, shape) in shapes.iter().enumerate() {
+                                    let tile_runs = &runs[run_spans[si].clone()];
+                                    if tile_runs.is_empty() {
+                                        continue;
                                     }
+                                    let k0 = c * kh * kw;
+                                    let mut taps = [offs[k0 + shape.tap(0, kw)]; MAX_TAPS];
+                                    for (t, o) in taps.iter_mut().enumerate().take(shape.len()) {
+                                        *o = offs[k0 + shape.tap(t, kw)];
+                                    }
+                                    let ti = c * shapes.len() + si;
+                                    let acc = &mut state[ti * tile_len..(ti + 1) * tile_len];
+                                    let t = Tile {
+                                        dy: d,
+                                        im: buf,
+                                        taps,
+                                        runs: tile_runs,
+                                        classes: &classes,
+                                    };
+                                    // SAFETY: the plan was made for AVX-512VL
+                                    // (`channels::vectors_for`); every position's `q` is
+                                    // below `count` (its dy in `d`), and `src` plus the
+                                    // offset of a tap in its run's mask stays within the
+                                    // prepared images (the output-size formula bounds every
+                                    // read of a real output); `acc` holds `nt * vl` values.
+                                    unsafe { t.run(vectors, shape.len(), acc) };
                                 }
                             }
                         }
-                        // The sums, tile by tile: tap t of tile (c, ki, ct) is weight
-                        // `c kh kw + ki kw + ct nt + t`.
+                        // The sums: tap t of tile (c, shape) is weight `c kh kw + shape.tap(t)`.
                         for c in 0..cg {
-                            for ki in 0..kh {
-                                for ct in 0..col_tiles {
-                                    let ti = (c * kh + ki) * col_tiles + ct;
-                                    let acc = &state[ti * tile_len..(ti + 1) * tile_len];
-                                    let kj0 = ct * nt;
-                                    for t in 0..nt.min(kw - kj0) {
-                                        let k = c * kh * kw + ki * kw + kj0 + t;
-                                        out[k * mg + m0..k * mg + m0 + rows]
-                                            .copy_from_slice(&acc[t * vl..t * vl + rows]);
-                                    }
+                            for (si, shape) in shapes.iter().enumerate() {
+                                let ti = c * shapes.len() + si;
+                                let acc = &state[ti * tile_len..(ti + 1) * tile_len];
+                                for t in 0..shape.len() {
+                                    let k = c * kh * kw + shape.tap(t, kw);
+                                    out[k * mg + m0..k * mg + m0 + rows]
+                                        .copy_from_slice(&acc[t * vl..t * vl + rows]);
                                 }
                             }
                         }
@@ -276,13 +338,6 @@ pub(super) fn weight_grad_chunk(
     });
 }
 
-/// The taps `kj0..kj0 + ntaps` of a tile (bit t for tap t) that lie in `real`.
-fn tap_mask(real: &Range<usize>, kj0: usize, ntaps: usize) -> u32 {
-    (0..ntaps)
-        .filter(|t| real.contains(&(kj0 + t)))
-        .fold(0, |m, t| m | 1 << t)
-}
-
 /// One tile over one visit: its accumulators (`[tap][8 V]`) in and out of `acc`.
 struct Tile<'a> {
     /// The visit's packed dy: `[position][8 V]`.
@@ -290,7 +345,7 @@ struct Tile<'a> {
     /// The chunk's prepared images.
     im: &'a [f32],
     /// Per tap, its offset in the prepared image (taps past the tile's repeat the first).
-    taps: [usize; 8],
+    taps: [usize; MAX_TAPS],
     runs: &'a [Run],
     classes: &'a [ClassPositions],
 }
@@ -314,10 +369,12 @@ impl Tile<'_> {
             (4, _) => tile::<4, 6>(self, acc),
             (3, 3) => tile::<3, 3>(self, acc),
             (3, 5) => tile::<3, 5>(self, acc),
+            (3, 6) => tile::<3, 6>(self, acc),
             (3, _) => tile::<3, 8>(self, acc),
             (_, 3) => tile::<2, 3>(self, acc),
             (_, 5) => tile::<2, 5>(self, acc),
-            _ => tile::<2, 8>(self, acc),
+            (_, 6) => tile::<2, 6>(self, acc),
+            _ => tile::<2, 9>(self, acc),
         }
     }
 }
