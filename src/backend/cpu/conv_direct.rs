@@ -1382,6 +1382,54 @@ mod tests {
     }
 
     #[test]
+    fn channel_weight_grad_is_as_accurate_as_the_row_tiles() {
+        if Isa::detect() != Some(Isa::Avx512) {
+            println!("SKIPPED: this CPU lacks AVX-512VL, the channel tiles never run");
+            return;
+        }
+        // CIFAR-10's conv3 over 25 images (one chunk of a batch of 100 on 4+ threads): each
+        // weight sums 1600 products. Against a double-precision sum, the channel tiles'
+        // sequential sums may not be worse than twice the row tiles' 8-lane sums.
+        let (num, g) = (25, geom(32, 64, 1, [8, 8], [5, 5], [2, 2], [1, 1], [1, 1]));
+        let x = values(num * g.im_dim(), 0.4);
+        let dy = values(num * g.col_dim(), 1.9);
+        let plan = Plan::new(&g);
+        let mut want = vec![0f64; g.weight_len()];
+        let (kdim, p) = (g.kernel_dim(), g.col_spatial());
+        let mut prepared = vec![0f32; plan.pr_len];
+        for n in 0..num {
+            plan.prepare(&g, &x[n * g.im_dim()..], &mut prepared);
+            for k in 0..kdim {
+                for m in 0..g.col_channels {
+                    let d = &dy[n * g.col_dim() + m * p..][..p];
+                    for v in &plan.vectors {
+                        for l in 0..v.len {
+                            want[k * g.col_channels + m] +=
+                                d[v.dst + l] as f64 * prepared[plan.offs[k] + v.src + l] as f64;
+                        }
+                    }
+                }
+            }
+        }
+        let error = |got: &[f32]| {
+            let scale = want.iter().fold(0f64, |a, w| a.max(w.abs()));
+            got.iter()
+                .zip(&want)
+                .fold(0f64, |e, (a, w)| e.max((*a as f64 - w).abs() / scale))
+        };
+        let mut rows = vec![0f32; g.weight_len()];
+        weight_grad_chunk_isa(Isa::Avx512, &g, num, &x, &dy, &mut rows, None);
+        let mut chan = vec![0f32; g.weight_len()];
+        wgrad_channels::weight_grad_chunk(&plan, 4, &g, num, &x, &dy, &mut chan, None);
+        let (er, ec) = (error(&rows), error(&chan));
+        println!("relative error: row tiles {er:.2e}, channel tiles {ec:.2e}");
+        assert!(
+            er < 1e-5 && ec <= 2.0 * er.max(1e-7),
+            "rows {er:e}, channels {ec:e}"
+        );
+    }
+
+    #[test]
     fn weight_grad_keeps_its_summation_order() {
         let Some(best) = Isa::detect() else {
             println!("SKIPPED: this CPU lacks AVX2/FMA, the direct kernels never run");
