@@ -305,6 +305,15 @@ impl Plan {
         prepare_2d(g, self.pr, im, buf);
         buf[self.pr.len()..self.pr_len].fill(0.0);
     }
+
+    /// Prepares as many images of `x` (`g.im_dim()` values each) as `buf` holds, one after
+    /// the other, `pr_len` values apart.
+    fn prepare_images(&self, g: &ConvGeom, x: &[f32], buf: &mut [f32]) {
+        let id = g.im_dim();
+        for (n, im) in buf.chunks_exact_mut(self.pr_len).enumerate() {
+            self.prepare(g, &x[n * id..(n + 1) * id], im);
+        }
+    }
 }
 
 /// Forward weights packed for the tiles: per group, per block of `rows` output channels, per
@@ -569,9 +578,7 @@ impl ForwardPlan {
         // Channels per pass over the tiles' taps.
         let per_pass = cg.div_ceil(kdim.div_ceil(MAX_TAPS_PER_PASS));
         with_prepared(images * plan.pr_len, |buf| {
-            for (n, im) in buf.chunks_exact_mut(plan.pr_len).enumerate() {
-                plan.prepare(g, &x[n * id..(n + 1) * id], im);
-            }
+            plan.prepare_images(g, x, buf);
             for gi in 0..g.group {
                 let offs = &plan.offs[gi * kdim..(gi + 1) * kdim];
                 for b in 0..w.blocks {
@@ -798,13 +805,7 @@ fn weight_grad_chunk_isa(
             let align = packed_buf.as_ptr().align_offset(64).min(16);
             let packed = &mut packed_buf[align..align + packed_len];
             with_prepared(num * plan.pr_len, |buf| {
-                for n in 0..num {
-                    plan.prepare(
-                        g,
-                        &x[n * id..(n + 1) * id],
-                        &mut buf[n * plan.pr_len..(n + 1) * plan.pr_len],
-                    );
-                }
+                plan.prepare_images(g, x, buf);
                 for gi in 0..g.group {
                     let offs = &plan.offs[gi * kdim..(gi + 1) * kdim];
                     let out = &mut part[gi * kdim * mg..(gi + 1) * kdim * mg];
@@ -1145,13 +1146,7 @@ mod tests {
         let plan = Plan::new(g);
         let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
         let mut prepared = vec![0f32; num * plan.pr_len];
-        for n in 0..num {
-            plan.prepare(
-                g,
-                &x[n * g.im_dim()..],
-                &mut prepared[n * plan.pr_len..(n + 1) * plan.pr_len],
-            );
-        }
+        plan.prepare_images(g, x, &mut prepared);
         let mut part = vec![0f32; g.weight_len()];
         for gi in 0..g.group {
             for k in 0..kdim {
@@ -1192,13 +1187,7 @@ mod tests {
         let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
         let (oh, ow, sh, wq) = (g.col_shape[0], g.col_shape[1], g.stride[0], plan.pr.wq);
         let mut prepared = vec![0f32; num * plan.pr_len];
-        for n in 0..num {
-            plan.prepare(
-                g,
-                &x[n * g.im_dim()..],
-                &mut prepared[n * plan.pr_len..(n + 1) * plan.pr_len],
-            );
-        }
+        plan.prepare_images(g, x, &mut prepared);
         let visits = wgrad_channels::visits(num, oh, ow);
         let mut part = vec![0f32; g.weight_len()];
         for gi in 0..g.group {

@@ -126,9 +126,7 @@ pub(super) fn run(
     let per_pass = cg.div_ceil(kdim.div_ceil(MAX_TAPS_PER_PASS));
     let mut taps = Vec::with_capacity(kh * kw);
     with_prepared(images * plan.pr_len, |buf| {
-        for (n, im) in buf.chunks_exact_mut(plan.pr_len).enumerate() {
-            plan.prepare(g, &x[n * id..(n + 1) * id], im);
-        }
+        plan.prepare_images(g, x, buf);
         for gi in 0..g.group {
             let offs = &plan.offs[gi * kdim..(gi + 1) * kdim];
             for b in 0..w.blocks {

@@ -204,13 +204,7 @@ pub(super) fn weight_grad_chunk(
             let align = packed_buf.as_ptr().align_offset(64).min(16);
             let packed = &mut packed_buf[align..align + max_positions * vl];
             with_prepared(num * plan.pr_len, |buf| {
-                for n in 0..num {
-                    plan.prepare(
-                        g,
-                        &x[n * id..(n + 1) * id],
-                        &mut buf[n * plan.pr_len..(n + 1) * plan.pr_len],
-                    );
-                }
+                plan.prepare_images(g, x, buf);
                 for gi in 0..g.group {
                     let offs = &plan.offs[gi * kdim..(gi + 1) * kdim];
                     let out = &mut part[gi * kdim * mg..(gi + 1) * kdim * mg];
