@@ -15,15 +15,20 @@
 //!   weigh (`Tiles::choose`).
 //! - Input gradient (stride 1): the forward of the output gradient with the kernel flipped and
 //!   transposed, padded by `dilation * (kernel - 1) - pad`.
-//! - Weight gradient: a tile of output channels x taps (8 x 3, or 4 x 2) accumulates `dy *
-//!   image` over every output vector of a chunk of images, lane by lane, then adds the 8 lanes
-//!   in a fixed order.
+//! - Weight gradient, row tiles: a tile of output channels x taps (8 x 3, or 4 x 2)
+//!   accumulates `dy * image` over every output vector of a chunk of images, lane by lane,
+//!   then adds the 8 lanes in a fixed order.
+//! - Weight gradient, channel tiles (`wgrad_channels.rs`, AVX-512VL): vectors of 8 output
+//!   channels x the taps of whole kernel rows, one sequential sum per weight over the
+//!   positions that read the image; for kernels 5 wide or more where columns of padding
+//!   weigh (`Tiles::choose_weight_grad`). Its order is its own: other rounding than the row
+//!   tiles'.
 //!
 //! Products with kernel rows that read only the zero padding, at the top and bottom of an
 //! image, are left out (`EdgeClass`): they cannot change the sums. Those with padding columns
 //! are left out by the channel tiles only: a vector along a row has real inputs in some lanes
-//! for every kernel column. Either way every output adds its products in tap order, so the
-//! tiles give the same bits.
+//! for every kernel column. Either way every forward output adds its products in tap order,
+//! so the two forward tiles give the same bits.
 //!
 //! The order of every sum depends on the shapes only (images are independent; weight-gradient
 //! chunks are fixed by `conv::weight_grad_chunks`), so results do not depend on the thread
@@ -358,15 +363,15 @@ impl PackedWeights {
     }
 }
 
-/// How a forward pass lays its outputs over the vector registers.
+/// How the direct kernels lay a convolution over the vector registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tiles {
-    /// Vectors of 8 outputs along a row, a few output channels each (`FwdTile`): every
-    /// kernel column is run, padding columns included.
+    /// Vectors of 8 outputs along a row, a few output channels each (`FwdTile`,
+    /// `WgradTile`): every kernel column is run, padding columns included.
     Rows,
-    /// Vectors of 8 output channels, `vectors` of them, at single output positions of one row
-    /// and column class (`channels.rs`): only the taps that read the image are run. Needs
-    /// AVX-512VL's 32 registers.
+    /// Vectors of 8 output channels, `vectors` of them, at single output positions
+    /// (`channels.rs`, `wgrad_channels.rs`): only the taps that read the image are run.
+    /// Needs AVX-512VL's 32 registers.
     Channels { vectors: usize },
 }
 
@@ -401,18 +406,18 @@ impl Tiles {
     /// CIFAR-10's 5x5 layers at 8x8 and 16x16 and ResNet-20's 3x3 at 8x8 gain 3-13%;
     /// ResNet-20's at 16x16, 4% padding columns and 288 taps, lose 5-7%).
     fn choose(g: &ConvGeom, isa: Isa) -> Tiles {
-        let channels = channels::vectors_for(g, isa);
-        match (forced_tiles(), channels) {
+        let pays = channels::padding_column_share(g) >= 0.05 && g.kernel_dim() >= 512;
+        Tiles::channels_if(g, isa, pays)
+    }
+
+    /// Channel tiles where `pays` and the CPU and the channel count allow, unless
+    /// `force_tiles` says otherwise.
+    fn channels_if(g: &ConvGeom, isa: Isa, pays: bool) -> Tiles {
+        match (forced_tiles(), channels::vectors_for(g, isa)) {
             (Some(Tiles::Rows), _) | (_, None) => Tiles::Rows,
-            (Some(Tiles::Channels { .. }), Some(v)) => Tiles::Channels { vectors: v },
-            (None, Some(v)) => {
-                let pays = channels::padding_column_share(g) >= 0.05 && g.kernel_dim() >= 512;
-                if pays {
-                    Tiles::Channels { vectors: v }
-                } else {
-                    Tiles::Rows
-                }
-            }
+            (Some(Tiles::Channels { .. }), Some(vectors)) => Tiles::Channels { vectors },
+            (None, Some(vectors)) if pays => Tiles::Channels { vectors },
+            (None, Some(_)) => Tiles::Rows,
         }
     }
 
@@ -422,18 +427,8 @@ impl Tiles {
     /// layers, with tiles of 2 or 3 kernel rows, they were level or slower, 1.5x with 16
     /// channels).
     fn choose_weight_grad(g: &ConvGeom, isa: Isa) -> Tiles {
-        let channels = channels::vectors_for(g, isa);
-        match (forced_tiles(), channels) {
-            (Some(Tiles::Rows), _) | (_, None) => Tiles::Rows,
-            (Some(Tiles::Channels { .. }), Some(v)) => Tiles::Channels { vectors: v },
-            (None, Some(v)) => {
-                if channels::padding_column_share(g) >= 0.05 && g.kernel[1] >= 5 {
-                    Tiles::Channels { vectors: v }
-                } else {
-                    Tiles::Rows
-                }
-            }
-        }
+        let pays = channels::padding_column_share(g) >= 0.05 && g.kernel[1] >= 5;
+        Tiles::channels_if(g, isa, pays)
     }
 
     /// Output channels per block of packed weights.
