@@ -1,16 +1,18 @@
 //! Weight-gradient tiles whose vectors run over output channels: `V` vectors of 8 output
-//! channels x up to `T` taps of one kernel row of one input channel, accumulated position by
-//! position (`dy` of the position's `8 V` channels, times each tap's input broadcast). A
-//! position runs only the taps that read the image: rows of padding are left out by range,
-//! columns by a per-class mask of taps. The row-vector tiles (`WgradTile`) cannot leave out a
-//! kernel column (a vector of 8 outputs along a row reads real input in some lanes for every
-//! one), which on CIFAR-10's 8x8 layers is 15% of the products.
+//! channels x up to `T` taps (whole kernel rows of one input channel, or part of a row),
+//! accumulated position by position (`dy` of the position's `8 V` channels, times each tap's
+//! input broadcast). A position runs only the taps that read the image: the visit's
+//! positions come in runs of one column class and of rows where the same kernel rows read
+//! the image, each run with the mask of the tile's taps it needs. The row-vector tiles
+//! (`WgradTile`) cannot leave out a kernel column (a vector of 8 outputs along a row reads
+//! real input in some lanes for every one), which on CIFAR-10's 8x8 layers is 15% of the
+//! products.
 //!
 //! The order of every sum is fixed by the shapes: per chunk of images (`conv::
 //! weight_grad_chunks`), visit by visit (`Visit`), column class by column class, then row,
-//! image and column (`weight_grad_model` in the tests spells it out). It is not the row
-//! tiles' order, so the two give other rounding; each is independent of the thread count.
-//! Needs AVX-512VL: `V * T` = 24 accumulators.
+//! image and column (`weight_grad_channels_model` in the tests spells it out). It is not the
+//! row tiles' order, so the two give other rounding; each is independent of the thread
+//! count. Needs AVX-512VL: up to 24 accumulators.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
