@@ -54,7 +54,7 @@ fn train(solver: &Path, extra: &[&str]) -> Command {
 /// terminal received).
 fn run_on_pty(mut cmd: Command) -> (bool, String) {
     let (mut master, mut slave) = (0, 0);
-    let mut size = libc::winsize {
+    let size = libc::winsize {
         ws_row: 50,
         ws_col: 200,
         ws_xpixel: 0,
@@ -67,7 +67,7 @@ fn run_on_pty(mut cmd: Command) -> (bool, String) {
             &mut slave,
             std::ptr::null_mut(),
             std::ptr::null(),
-            &mut size,
+            &size,
         )
     };
     assert_eq!(rc, 0, "openpty failed: {}", std::io::Error::last_os_error());

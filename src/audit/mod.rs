@@ -243,8 +243,8 @@ fn audit_net_filtered(
             frozen_by_user,
         });
     }
-    if solver.is_some() {
-        warnings_for_train_net(a, net, start, solver.unwrap());
+    if let Some(solver) = solver {
+        warnings_for_train_net(a, net, start, solver);
     }
 }
 
@@ -404,7 +404,7 @@ impl Audit {
         }
         let _ = writeln!(
             out,
-            "{:<7} {:<18} {:<16} {:>2} {:<24} {:<16} {:>5} {:>5}  {:<40}  {:<40}  {}",
+            "{:<7} {:<18} {:<16} {:>2} {:<24} {:<16} {:>5} {:>5}  {:<40}  {:<40}  gradient reaches it?",
             "net",
             "layer",
             "type",
@@ -414,8 +414,7 @@ impl Audit {
             "lr",
             "decay",
             "changed by solver?",
-            "changed by forward?",
-            "gradient reaches it?"
+            "changed by forward?"
         );
         for r in &self.rows {
             let shape = r

@@ -17,7 +17,10 @@ pub struct DiffResult {
     pub same: bool,
 }
 
-fn blobs(path: &Path) -> Result<BTreeMap<(String, usize), (Vec<usize>, Vec<f32>)>> {
+/// Blobs by (layer, index): shape and values.
+type Blobs = BTreeMap<(String, usize), (Vec<usize>, Vec<f32>)>;
+
+fn blobs(path: &Path) -> Result<Blobs> {
     let net = read_net_binary(path)?;
     let mut out = BTreeMap::new();
     for l in &net.layer {

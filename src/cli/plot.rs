@@ -478,7 +478,8 @@ where
         // marker for a test curve (the same element type either way, since plotters' dynamic
         // elements would need a 'static backend).
         let line = colour.stroke_width(2);
-        let (first, second, shape): (Vec<(i32, i32)>, Vec<(i32, i32)>, Vec<(i32, i32)>) = if test {
+        type Points = Vec<(i32, i32)>;
+        let (first, second, shape): (Points, Points, Points) = if test {
             (
                 vec![(0, 0), (6, 0)],
                 vec![(14, 0), (20, 0)],

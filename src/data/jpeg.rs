@@ -365,22 +365,16 @@ pub fn decode(bytes: &[u8], want_gray: bool) -> Result<Decoded> {
                 }
                 restart_interval = u16::from_be_bytes([seg[0], seg[1]]) as usize;
             }
-            0xE0 => {
-                if seg.starts_with(b"JFIF\0") {
-                    jfif = true;
-                }
+            0xE0 if seg.starts_with(b"JFIF\0") => {
+                jfif = true;
             }
-            0xE1 => {
-                if seg.starts_with(b"Exif\0\0") && exif.is_none() {
-                    exif = Some(seg[6..].to_vec());
-                }
+            0xE1 if seg.starts_with(b"Exif\0\0") && exif.is_none() => {
+                exif = Some(seg[6..].to_vec());
             }
-            0xEE => {
-                if seg.starts_with(b"Adobe") && seg.len() >= 12 {
-                    adobe_transform = Some(seg[11]);
-                }
+            0xEE if seg.starts_with(b"Adobe") && seg.len() >= 12 => {
+                adobe_transform = Some(seg[11]);
             }
-            0xC0 | 0xC1 | 0xC2 => {
+            0xC0..=0xC2 => {
                 if frame.is_some() {
                     bail!("corrupt JPEG: several frames");
                 }
@@ -676,7 +670,7 @@ fn decode_scan(
     let mut mcu_count = 0usize;
     for (i, &(ci, by, bx)) in units.iter().enumerate() {
         if i % blocks_per_mcu == 0 {
-            if restart_interval > 0 && mcu_count > 0 && mcu_count % restart_interval == 0 {
+            if restart_interval > 0 && mcu_count > 0 && mcu_count.is_multiple_of(restart_interval) {
                 br.restart();
                 for &cj in scomps {
                     f.comps[cj].dc_pred = 0;
@@ -981,7 +975,7 @@ fn idct_component(c: &Component, q: &[u16; 64]) -> Plane {
 /// Brings a component plane to full resolution as libjpeg-turbo's upsampler does.
 fn upsample(p: Plane, c: &Component, f: &Frame) -> Result<Plane> {
     let (hf, vf) = (f.hmax / c.h, f.vmax / c.v);
-    if f.hmax % c.h != 0 || f.vmax % c.v != 0 {
+    if !f.hmax.is_multiple_of(c.h) || !f.vmax.is_multiple_of(c.v) {
         return Err(unsupported(format!(
             "fractional sampling factors {}x{} of {}x{}",
             c.h, c.v, f.hmax, f.vmax

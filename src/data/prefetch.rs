@@ -55,7 +55,7 @@ impl Prefetcher {
     }
 
     /// The next batch, waiting for the thread if it is not ready.
-    pub fn next(&mut self) -> Result<Batch> {
+    pub fn next_batch(&mut self) -> Result<Batch> {
         if let Some(msg) = &self.failed {
             bail!("{msg}");
         }

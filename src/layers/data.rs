@@ -225,7 +225,7 @@ impl Layer for DataLayer {
             .prefetch
             .as_mut()
             .expect("setup starts the prefetch thread");
-        let batch = prefetch.next()?;
+        let batch = prefetch.next_batch()?;
         top[0].reshape(&batch.data_shape)?;
         top[0].set_data(&batch.data)?;
         if top.len() > 1 {
@@ -250,7 +250,7 @@ impl Layer for DataLayer {
             .prefetch
             .as_mut()
             .expect("setup starts the prefetch thread");
-        let batch = prefetch.next()?;
+        let batch = prefetch.next_batch()?;
         self.upload.put(g, &batch, top)
     }
 

@@ -243,7 +243,7 @@ impl Layer for ImageDataLayer {
             .prefetch
             .as_mut()
             .expect("setup starts the prefetch thread");
-        let batch = prefetch.next()?;
+        let batch = prefetch.next_batch()?;
         top[0].reshape(&batch.data_shape)?;
         top[0].set_data(&batch.data)?;
         top[1].reshape(&[batch.label.len()])?;
@@ -266,7 +266,7 @@ impl Layer for ImageDataLayer {
             .prefetch
             .as_mut()
             .expect("setup starts the prefetch thread");
-        let batch = prefetch.next()?;
+        let batch = prefetch.next_batch()?;
         self.upload.put(g, &batch, top)
     }
 

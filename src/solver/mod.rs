@@ -77,7 +77,7 @@ pub struct Solver {
     last_snapshot_iter: Option<i32>,
     pub verbose: bool,
     /// Called after each iteration's update (the freeze verifier and tests hook in here).
-    pub on_iteration: Option<Box<dyn FnMut(&Solver)>>,
+    pub on_iteration: Option<IterationHook>,
     /// When set, every displayed train iteration and test pass is recorded here (for tests and
     /// tools that compare runs without parsing logs).
     pub record: Option<TrainRecord>,
@@ -97,13 +97,19 @@ pub struct Solver {
     pub log_traffic: bool,
 }
 
+/// A hook run after each iteration's update (`Solver::on_iteration`).
+pub type IterationHook = Box<dyn FnMut(&Solver)>;
+
+/// A net's outputs by name, as one log line shows them.
+pub type NamedOutputs = Vec<(String, f32)>;
+
 /// Values a run produced, as its log shows them.
 #[derive(Debug, Clone, Default)]
 pub struct TrainRecord {
     /// (iteration, smoothed loss, train outputs by name) per displayed iteration.
-    pub train: Vec<(i32, f32, Vec<(String, f32)>)>,
+    pub train: Vec<(i32, f32, NamedOutputs)>,
     /// (iteration, test net index, outputs by name) per test pass.
-    pub test: Vec<(i32, usize, Vec<(String, f32)>)>,
+    pub test: Vec<(i32, usize, NamedOutputs)>,
     /// The forward-only loss logged after the last iteration.
     pub final_loss: Option<(i32, f32)>,
 }

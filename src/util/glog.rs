@@ -151,7 +151,7 @@ mod tests {
     fn formats_like_ostream() {
         assert_eq!(fmt_g(0.00992565), "0.00992565");
         assert_eq!(fmt_g(1e-5), "1e-05");
-        assert_eq!(fmt_g(2.718281), "2.71828");
+        assert_eq!(fmt_g(3.718281), "3.71828");
         assert_eq!(fmt_g(100.0), "100");
         assert_eq!(fmt_g(1234567.0), "1.23457e+06");
         assert_eq!(fmt_g(0.0001), "0.0001");
