@@ -37,7 +37,7 @@ enum Head {
 }
 
 /// The memory behind a blob's data or diff: a host vector, and on the GPU backend a device
-/// copy. Host access ([`Mem::borrow`], [`read`], [`write`]) and device access
+/// copy. Host access ([`Mem::borrow`], [`read()`], [`write()`]) and device access
 /// ([`Mem::device`], [`Mem::device_mut`]) bring the copy they use up to date, and every copy is
 /// counted in [`gpu::traffic`], so a GPU run can prove that nothing moves between host and
 /// device except what it logs and the data it feeds. A CPU run never allocates device memory.

@@ -1,7 +1,7 @@
 //! BatchNorm (BVLC's 3-blob layer): normalises each channel (axis 1) by batch statistics in
 //! training mode, or by stored running statistics in global mode. The running statistics are
 //! written by the training-mode forward, never by the solver: blob 0 is the mean sum, blob 1
-//! the variance sum, blob 2 (shape [1]) the factor they are divided by.
+//! the variance sum, blob 2 (shape `[1]`) the factor they are divided by.
 
 use anyhow::{bail, Result};
 

@@ -1,5 +1,5 @@
-//! Bias: adds a bias broadcast over a range of bottom[0]'s axes, learned (blob 0, shape
-//! `bottom0.shape[axis .. axis+num_axes]`) or taken from bottom[1]. Also the shape rules
+//! Bias: adds a bias broadcast over a range of `bottom[0]`'s axes, learned (blob 0, shape
+//! `bottom0.shape[axis .. axis+num_axes]`) or taken from `bottom[1]`. Also the shape rules
 //! Scale shares.
 
 use anyhow::{bail, Result};

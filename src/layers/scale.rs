@@ -1,5 +1,5 @@
-//! Scale: multiplies bottom[0] by a factor broadcast over a range of its axes, learned (blob 0,
-//! filler default constant 1) or taken from bottom[1]; with `bias_term` a bias (filler default
+//! Scale: multiplies `bottom[0]` by a factor broadcast over a range of its axes, learned (blob 0,
+//! filler default constant 1) or taken from `bottom[1]`; with `bias_term` a bias (filler default
 //! constant 0) is added and is the layer's LAST blob (blob 1 when learned, blob 0 with two
 //! bottoms), as Caffe's internal Bias layer arranges it.
 

@@ -11,7 +11,7 @@
 //! Two spatial axes use the 2-D im2col kernels; any other count (and `force_nd_im2col`) the
 //! N-D kernels, whose per-axis geometry is uploaded once per shape.
 //!
-//! A chunk's products are described as data ([`Products`], and the launches it expands to), so
+//! A chunk's products are described as data (`Products`, and the launches it expands to), so
 //! the unit tests below run the very same layouts on the host against the CPU convolution.
 
 use anyhow::Result;

@@ -3331,7 +3331,7 @@ impl Kernels {
 pub enum ChannelTerm<'a> {
     /// sum of a
     Sum(&'a dyn DevicePtr<f32>),
-    /// sum of (a - mean[c])^2
+    /// sum of `(a - mean[c])^2`
     SquaredDeviation(&'a dyn DevicePtr<f32>, &'a dyn DevicePtr<f32>),
     /// sum of a * b
     Product(&'a dyn DevicePtr<f32>, &'a dyn DevicePtr<f32>),
