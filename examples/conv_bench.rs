@@ -2,7 +2,8 @@
 //! ResNet-20 (forward, weight gradient, input gradient), on `RAYON_NUM_THREADS` threads: each
 //! shape through the im2col + GEMM path and through the direct kernels where they apply
 //! (`CREMA_BENCH_PATH=gemm` or `direct` for one of them), interleaved. `CREMA_BENCH_PATH=tiles`
-//! compares the direct forward's row and channel tiles instead (on a CPU with AVX-512VL).
+//! compares the direct kernels' row, wide row and channel tiles instead (on a CPU with
+//! AVX-512VL).
 //! x86-64 only, like the direct kernels.
 
 use crema::backend::cpu::conv::*;
@@ -63,6 +64,7 @@ fn main() {
         Ok("direct") => vec![("direct", false, None)],
         Ok("tiles") => vec![
             ("rows", false, Some(Tiles::Rows)),
+            ("wide", false, Some(Tiles::WideRows)),
             ("chan", false, Some(Tiles::Channels { vectors: 0 })),
         ],
         _ => vec![("gemm", true, None), ("direct", false, None)],

@@ -1446,8 +1446,10 @@ mod tests {
             assert!(n(&|g| direct::input_grad_geom(g).is_some()) >= 3);
             assert!(n(&|g| direct::handles(g) && g.kernel_dim() > 1024) == 1);
             if direct::channel_tiles_supported() {
-                let channels = |g: &ConvGeom| direct::weight_grad_tiles(g) != direct::Tiles::Rows;
-                assert!(n(&|g| direct::handles(g) && channels(g)) >= 2);
+                let wgrad = |g: &ConvGeom| direct::handles(g).then(|| direct::weight_grad_tiles(g));
+                let channels = |g: &ConvGeom| matches!(wgrad(g), Some(direct::Tiles::Channels { .. }));
+                assert!(n(&channels) >= 2);
+                assert!(n(&|g| wgrad(g) == Some(direct::Tiles::WideRows)) >= 2);
             }
         }
         for g in configs() {
@@ -1490,37 +1492,42 @@ mod tests {
     fn direct_forward_gives_the_same_bits_however_images_are_grouped() {
         // 5x5, pad 2, 8x8: direct forward and input gradient, row classes of one vector a
         // row. 13 images run 3, 3, 3, 3, 1 per call on one thread, 3 or 2 per call on 2 and 3
-        // threads, and one at a time. With 8 input channels the row tiles run both; with 24
-        // (600 taps), the channel tiles, where the CPU has AVX-512VL.
-        for (c, tiles) in [
-            (8, direct::Tiles::Rows),
-            (24, direct::Tiles::Channels { vectors: 4 }),
+        // threads, and one at a time. With 8 input channels the row tiles run the forward; with
+        // 24 (600 taps), the channel tiles; their 15% of products with padding columns make
+        // channel tiles of both weight gradients. At 16x16 with a 3x3 kernel (4% padding
+        // columns), the wide row tiles run all three. That is on a CPU with AVX-512VL; without
+        // it, the row tiles run everything.
+        use direct::Tiles::*;
+        for (c, hw, k, tiles) in [
+            (8, 8, 5, (Rows, Channels { vectors: 4 })),
+            (24, 8, 5, (Channels { vectors: 4 }, Channels { vectors: 4 })),
+            (8, 16, 3, (WideRows, WideRows)),
         ] {
-            let g = geom(c, 32, 1, &[8, 8], &[5, 5], &[2, 2], &[1, 1], &[1, 1]);
+            let g = geom(c, 32, 1, &[hw, hw], &[k, k], &[k / 2, k / 2], &[1, 1], &[1, 1]);
             direct_forward_grouping_case(&g, tiles);
         }
     }
 
     /// `direct_forward_gives_the_same_bits_however_images_are_grouped` for one geometry,
-    /// whose forward takes `tiles` (checked where the CPU has the instructions).
+    /// whose forward and weight gradient take `tiles` on a CPU with AVX-512VL (row tiles
+    /// without it).
     #[cfg(target_arch = "x86_64")]
-    fn direct_forward_grouping_case(g: &ConvGeom, tiles: direct::Tiles) {
+    fn direct_forward_grouping_case(g: &ConvGeom, tiles: (direct::Tiles, direct::Tiles)) {
         let g = g.clone();
         let num = 13;
         if direct::cpu_supported() {
             assert!(direct::forward_pays(&g) && direct::input_grad_geom(&g).is_some());
-            let got = direct::ForwardPlan::new(&g).tiles();
-            if tiles == direct::Tiles::Rows || direct::channel_tiles_supported() {
-                assert_eq!(got, tiles, "{g:?}");
-                // 15% of the products read padding columns: channel tiles where they run.
-                assert_eq!(
-                    direct::weight_grad_tiles(&g) == direct::Tiles::Rows,
-                    !direct::channel_tiles_supported(),
-                    "{g:?}"
-                );
+            let want = if direct::channel_tiles_supported() {
+                tiles
             } else {
-                println!("SKIPPED (channel tiles): this CPU lacks AVX-512VL; row tiles ran {g:?}");
-            }
+                println!("SKIPPED (AVX-512 tiles): this CPU lacks AVX-512VL; row tiles ran {g:?}");
+                (direct::Tiles::Rows, direct::Tiles::Rows)
+            };
+            let got = (
+                direct::ForwardPlan::new(&g).tiles(),
+                direct::weight_grad_tiles(&g),
+            );
+            assert_eq!(got, want, "{g:?}");
         }
         assert!(per_image_parallel(&g, num));
         let x = values(num * g.im_dim(), 0.3);
@@ -1545,7 +1552,7 @@ mod tests {
             let (y, dx) = run(threads, num, &x, &dy);
             assert_eq!((&y, &dx), (&y1, &dx1), "{threads} threads");
         }
-        // The weight gradient (row or channel tiles alike) on 1, 2 and 3 threads.
+        // The weight gradient (whatever the tiles) on 1, 2 and 3 threads.
         let dw = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)

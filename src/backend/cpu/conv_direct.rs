@@ -46,9 +46,12 @@ use super::wide::Wide;
 
 mod channels;
 mod wgrad_channels;
+mod wide_rows;
 
 /// Values per vector (256-bit registers).
 const LANES: usize = 8;
+/// Values per vector of the wide row tiles (512-bit registers, `Tiles::WideRows`).
+const WIDE_LANES: usize = 16;
 /// The most taps per forward pass over a tile (the block's weights for them: 32 KiB with 8
 /// channels). Longer reductions run in several equal passes, each adding to the outputs of the
 /// last; splitting shorter ones cost more than it saved (docs/cpu-perf.md).
@@ -125,10 +128,15 @@ pub fn handles(g: &ConvGeom) -> bool {
 }
 
 /// Whether the direct kernels take the forward too: they need enough taps per output to keep
-/// the tiles busy (with LeNet's and ResNet's first layers, 25 and 27 taps, the GEMM was
-/// faster; CIFAR-10's 75 were even).
+/// the tiles busy. The 256-bit row tiles lost to the GEMM on LeNet's first layer (25 taps)
+/// and were even on CIFAR-10's (75); the wide ones beat it by a quarter on ResNet-20's (27
+/// taps, 32x32 outputs).
 pub fn forward_pays(g: &ConvGeom) -> bool {
-    handles(g) && g.kernel_dim() >= 64
+    if !handles(g) {
+        return false;
+    }
+    let wide = Isa::detect().is_some_and(|isa| Tiles::choose(g, isa) == Tiles::WideRows);
+    g.kernel_dim() >= if wide { 24 } else { 64 }
 }
 
 /// The geometry whose forward is this convolution's input gradient (stride 1 only: the
@@ -242,6 +250,8 @@ struct Plan {
     pr_len: usize,
     /// Per group, the prepared-image offset of every tap (c, ki, kj) in the weights' order.
     offs: Vec<usize>,
+    /// Outputs per vector of the row tiles: `LANES`, or `WIDE_LANES` for the wide ones.
+    lanes: usize,
     /// Output vectors of one image, row by row.
     vectors: Vec<OutVec>,
     /// Output vectors per row.
@@ -260,7 +270,8 @@ fn first_reaching(a: usize, step: usize, target: usize) -> usize {
 }
 
 impl Plan {
-    fn new(g: &ConvGeom) -> Plan {
+    /// The plan of `g` with row vectors of `lanes` outputs (the channel tiles use none).
+    fn new(g: &ConvGeom, lanes: usize) -> Plan {
         let pr = Prepared::new(g);
         let (kh, kw) = (g.kernel[0], g.kernel[1]);
         let (dh, dw, sh) = (g.dilation[0], g.dilation[1], g.stride[0]);
@@ -273,13 +284,13 @@ impl Plan {
             }
         }
         let (oh, ow) = (g.col_shape[0], g.col_shape[1]);
-        let mut vectors = Vec::with_capacity(oh * ow.div_ceil(LANES));
+        let mut vectors = Vec::with_capacity(oh * ow.div_ceil(lanes));
         for oy in 0..oh {
-            for x in (0..ow).step_by(LANES) {
+            for x in (0..ow).step_by(lanes) {
                 vectors.push(OutVec {
                     src: oy * sh * pr.wq + x,
                     dst: oy * ow + x,
-                    len: LANES.min(ow - x),
+                    len: lanes.min(ow - x),
                     row: oy,
                 });
             }
@@ -295,10 +306,11 @@ impl Plan {
             .collect();
         Plan {
             pr,
-            pr_len: pr.len() + LANES,
+            pr_len: pr.len() + WIDE_LANES,
             offs,
+            lanes,
             vectors,
-            row_vectors: ow.div_ceil(LANES),
+            row_vectors: ow.div_ceil(lanes),
             classes,
             col_classes,
             ki_rows,
@@ -369,24 +381,29 @@ pub enum Tiles {
     /// Vectors of 8 outputs along a row, a few output channels each (`FwdTile`,
     /// `WgradTile`): every kernel column is run, padding columns included.
     Rows,
+    /// The same with vectors of 16 outputs (`wide_rows.rs`): half the loads and
+    /// instructions per multiply-add, for rows that fill them. Needs AVX-512F.
+    WideRows,
     /// Vectors of 8 output channels, `vectors` of them, at single output positions
     /// (`channels.rs`, `wgrad_channels.rs`): only the taps that read the image are run.
     /// Needs AVX-512VL's 32 registers.
     Channels { vectors: usize },
 }
 
-/// `force_tiles`' choice: 0 none, 1 rows, 2 channels. Global, not per thread: the weight
-/// gradient's chunks run on the pool's threads.
+/// `force_tiles`' choice: 0 none, 1 rows, 2 channels, 3 wide rows. Global, not per thread:
+/// the weight gradient's chunks run on the pool's threads.
 static FORCED_TILES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Benchmarks compare the tiles on one shape: `Some(tiles)` makes the plans and weight
-/// gradients from now on use them (row or channel tiles; the vectors are chosen by shape)
-/// where the CPU has the instructions; `None`: chosen by shape, as in training.
+/// gradients from now on use them (row, wide row or channel tiles; the vectors of channels
+/// are chosen by shape) where the CPU has the instructions; `None`: chosen by shape, as in
+/// training.
 pub fn force_tiles(tiles: Option<Tiles>) {
     let v = match tiles {
         None => 0,
         Some(Tiles::Rows) => 1,
         Some(Tiles::Channels { .. }) => 2,
+        Some(Tiles::WideRows) => 3,
     };
     FORCED_TILES.store(v, std::sync::atomic::Ordering::Relaxed);
 }
@@ -395,6 +412,7 @@ fn forced_tiles() -> Option<Tiles> {
     match FORCED_TILES.load(std::sync::atomic::Ordering::Relaxed) {
         1 => Some(Tiles::Rows),
         2 => Some(Tiles::Channels { vectors: 0 }),
+        3 => Some(Tiles::WideRows),
         _ => None,
     }
 }
@@ -410,14 +428,29 @@ impl Tiles {
         Tiles::channels_if(g, isa, pays)
     }
 
-    /// Channel tiles where `pays` and the CPU and the channel count allow, unless
-    /// `force_tiles` says otherwise.
+    /// Channel tiles where `pays` and the CPU and the channel count allow, else row tiles
+    /// (`Tiles::rows_for`), unless `force_tiles` says otherwise.
     fn channels_if(g: &ConvGeom, isa: Isa, pays: bool) -> Tiles {
+        let wide = isa == Isa::Avx512;
         match (forced_tiles(), channels::vectors_for(g, isa)) {
-            (Some(Tiles::Rows), _) | (_, None) => Tiles::Rows,
+            (Some(Tiles::Rows), _) => Tiles::Rows,
+            (Some(Tiles::WideRows), _) if wide => Tiles::WideRows,
             (Some(Tiles::Channels { .. }), Some(vectors)) => Tiles::Channels { vectors },
             (None, Some(vectors)) if pays => Tiles::Channels { vectors },
-            (None, Some(_)) => Tiles::Rows,
+            (Some(_), _) => Tiles::Rows,
+            (None, _) => Tiles::rows_for(g, isa),
+        }
+    }
+
+    /// The row tiles for `g` on `isa`: wide ones (16 outputs a vector) where the CPU has
+    /// AVX-512F and they leave no more lanes empty than vectors of 8 would (rows of 16 or
+    /// 32 outputs fill them; rows of 8 or 24 would waste a half or a quarter).
+    fn rows_for(g: &ConvGeom, isa: Isa) -> Tiles {
+        let ow = g.col_shape[1];
+        if isa == Isa::Avx512 && ow.div_ceil(WIDE_LANES) * WIDE_LANES <= ow.div_ceil(LANES) * LANES {
+            Tiles::WideRows
+        } else {
+            Tiles::Rows
         }
     }
 
@@ -434,8 +467,16 @@ impl Tiles {
     /// Output channels per block of packed weights.
     fn rows(self, isa: Isa) -> usize {
         match self {
-            Tiles::Rows => isa.rows(),
+            Tiles::Rows | Tiles::WideRows => isa.rows(),
             Tiles::Channels { vectors } => vectors * LANES,
+        }
+    }
+
+    /// Outputs per row vector (the plan's `lanes`; the channel tiles use none).
+    fn lanes(self) -> usize {
+        match self {
+            Tiles::WideRows => WIDE_LANES,
+            _ => LANES,
         }
     }
 }
@@ -494,7 +535,7 @@ impl ForwardPlan {
 
     fn with_tiles(g: &ConvGeom, isa: Isa, tiles: Tiles) -> ForwardPlan {
         ForwardPlan {
-            plan: Plan::new(g),
+            plan: Plan::new(g, tiles.lanes()),
             isa,
             tiles,
         }
@@ -517,7 +558,7 @@ impl ForwardPlan {
     pub fn run(&self, g: &ConvGeom, w: &PackedWeights, images: usize, x: &[f32], y: &mut [f32]) {
         assert_eq!(w.rows, self.tiles.rows(self.isa));
         match self.tiles {
-            Tiles::Rows => self.run_rows(g, w, images, x, y),
+            Tiles::Rows | Tiles::WideRows => self.run_rows(g, w, images, x, y),
             Tiles::Channels { vectors } => channels::run(&self.plan, vectors, g, w, images, x, y),
         }
     }
@@ -600,7 +641,7 @@ impl ForwardPlan {
                                 // every read of a real output, and a short vector reads at most
                                 // LANES - 1 values past its row); outputs are written for
                                 // `rows` channels and `len` values per vector, in `y`.
-                                unsafe { t.run(isa) };
+                                unsafe { t.run(isa, plan.lanes) };
                             }
                         }
                     }
@@ -627,12 +668,23 @@ struct FwdTile<'a> {
 }
 
 impl FwdTile<'_> {
-    unsafe fn run(self, isa: Isa) {
+    /// Runs the tile with the kernels of `isa`, vectors of `lanes` outputs (`WIDE_LANES`:
+    /// `wide_rows.rs`, AVX-512F).
+    unsafe fn run(self, isa: Isa, lanes: usize) {
         if let Some(last) = self.taps.last() {
             debug_assert!(self.a.len() > last * isa.rows() && self.offs.len() > last);
             for v in self.vecs {
-                debug_assert!(v.src + self.offs[last] + LANES <= self.im.len());
+                debug_assert!(v.src + self.offs[last] + lanes <= self.im.len());
+                debug_assert!(v.len <= lanes);
             }
+        }
+        if lanes == WIDE_LANES {
+            debug_assert!(isa == Isa::Avx512);
+            return match self.vecs.len() {
+                3 => wide_rows::fwd::<8, 3>(self),
+                2 => wide_rows::fwd::<8, 2>(self),
+                _ => wide_rows::fwd::<8, 1>(self),
+            };
         }
         match (isa, self.vecs.len()) {
             (Isa::Avx512, 3) => avx512::fwd::<8, 3>(self),
@@ -669,13 +721,13 @@ impl FwdTile<'_> {
 }
 
 /// Packs one output vector's dy for a weight-gradient tile: `rows` rows of the block
-/// (`d`: the block's first row, rows `p` apart) at the vector's position, 8 values each,
+/// (`d`: the block's first row, rows `p` apart) at the vector's position, `L` values each,
 /// zeros past the vector's end and in the rows past `rows`.
 #[inline(always)]
-fn pack_dy_vector(d: &[f32], p: usize, v: OutVec, rows: usize, dst: &mut [f32]) {
-    for (i, o) in dst.chunks_exact_mut(LANES).enumerate() {
-        if i < rows && v.len == LANES {
-            let src: &[f32; LANES] = d[i * p + v.dst..][..LANES].try_into().unwrap();
+fn pack_dy_vector<const L: usize>(d: &[f32], p: usize, v: OutVec, rows: usize, dst: &mut [f32]) {
+    for (i, o) in dst.chunks_exact_mut(L).enumerate() {
+        if i < rows && v.len == L {
+            let src: &[f32; L] = d[i * p + v.dst..][..L].try_into().unwrap();
             o.copy_from_slice(src);
         } else if i < rows {
             for (l, ol) in o.iter_mut().enumerate() {
@@ -692,25 +744,25 @@ thread_local! {
     static WGRAD_DY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Output vectors a weight-gradient tile runs over between loading and storing its
-/// accumulators: the visit's packed dy (8 rows of 32 bytes per vector, 16 KiB) stays in L1
-/// while every tap block runs over it. Visits cut the chunk's sequence of output vectors
-/// (image by image, row by row) anywhere, inside an image or across images.
-const WGRAD_VECTORS_PER_VISIT: usize = 64;
+/// Outputs a weight-gradient tile runs over between loading and storing its accumulators:
+/// the visit's packed dy (8 rows of 4 bytes per output, 16 KiB) stays in L1 while every tap
+/// block runs over it. Visits cut the chunk's sequence of output vectors (image by image,
+/// row by row) anywhere, inside an image or across images.
+const WGRAD_OUTPUTS_PER_VISIT: usize = 4096;
 
 /// Weight gradient of a chunk of images, transposed (`[group][tap][m]`, like
 /// `conv::weight_grad_one`'s partials) and overwritten: `part[gi][k][m] = sum over the images
 /// and output positions of dy[m][pos] * im2col(x)[k][pos]`.
 ///
-/// For each block of output channels, the chunk's output vectors are visited 64 at a time:
-/// their dy rows of the block are packed vector by vector (`[vector][row][8]`, zeros past a
-/// row's end) so that the kernel reads them at fixed distances, then every tap block runs
-/// over them, its accumulators (8 lanes each) kept in memory between visits. The last visit
-/// adds each accumulator's lanes and writes the sums.
+/// For each block of output channels, the chunk's output vectors are visited 512 outputs at a
+/// time: their dy rows of the block are packed vector by vector (`[vector][row][lanes]`,
+/// zeros past a row's end) so that the kernel reads them at fixed distances, then every tap
+/// block runs over them, its accumulators (a vector of lanes each) kept in memory between
+/// visits. The last visit adds each accumulator's lanes and writes the sums.
 ///
 /// With `bias` (`g.col_channels` values, overwritten), also the sums of dy per output channel
 /// (a convolution's bias gradient), taken from the packed vectors instead of another pass
-/// over dy: per channel, 8 lanes summed vector by vector in the visits' order, then added as
+/// over dy: per channel, the lanes summed vector by vector in the visits' order, then added as
 /// the accumulators' lanes are.
 pub fn weight_grad_chunk(
     g: &ConvGeom,
@@ -722,16 +774,24 @@ pub fn weight_grad_chunk(
 ) {
     let isa = Isa::detect().expect("conv_direct used on a CPU without AVX2 and FMA");
     match Tiles::choose_weight_grad(g, isa) {
-        Tiles::Rows => weight_grad_chunk_isa(isa, g, num, x, dy, part, bias),
-        Tiles::Channels { vectors } => {
-            wgrad_channels::weight_grad_chunk(&Plan::new(g), vectors, g, num, x, dy, part, bias)
-        }
+        Tiles::Rows => weight_grad_chunk_isa::<LANES>(isa, g, num, x, dy, part, bias),
+        Tiles::WideRows => weight_grad_chunk_isa::<WIDE_LANES>(isa, g, num, x, dy, part, bias),
+        Tiles::Channels { vectors } => wgrad_channels::weight_grad_chunk(
+            &Plan::new(g, LANES),
+            vectors,
+            g,
+            num,
+            x,
+            dy,
+            part,
+            bias,
+        ),
     }
 }
 
-/// `weight_grad_chunk` with the kernels of `isa` (which the CPU must have): the tests run
-/// every instruction set the CPU has.
-fn weight_grad_chunk_isa(
+/// `weight_grad_chunk` with the row tiles of `isa` (which the CPU must have), vectors of `L`
+/// outputs (`WIDE_LANES` on AVX-512 only): the tests run every instruction set the CPU has.
+fn weight_grad_chunk_isa<const L: usize>(
     isa: Isa,
     g: &ConvGeom,
     num: usize,
@@ -740,7 +800,8 @@ fn weight_grad_chunk_isa(
     part: &mut [f32],
     mut bias: Option<&mut [f32]>,
 ) {
-    let plan = Plan::new(g);
+    assert!(L == LANES || isa == Isa::Avx512);
+    let plan = Plan::new(g, L);
     let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
     let (id, od) = (g.im_dim(), g.col_dim());
     assert!(x.len() >= num * id && dy.len() >= num * od && part.len() >= g.weight_len());
@@ -749,7 +810,7 @@ fn weight_grad_chunk_isa(
     let tap_blocks = kdim.div_ceil(nt);
     // The chunk's output vectors in order: (image, vector of the image).
     let total = num * nvec;
-    let visits = total.div_ceil(WGRAD_VECTORS_PER_VISIT).max(1);
+    let visits = total.div_ceil(WGRAD_OUTPUTS_PER_VISIT / L).max(1);
     let per_visit = total.div_ceil(visits);
     let srcs: Vec<usize> = (0..total)
         .map(|t| (t / nvec) * plan.pr_len + plan.vectors[t % nvec].src)
@@ -775,13 +836,10 @@ fn weight_grad_chunk_isa(
             lo as u32..hi as u32
         })
         .collect();
-    let masked = plan.vectors.iter().any(|v| v.len < LANES);
-    let masks: Vec<[f32; LANES]> = if masked {
+    let masked = plan.vectors.iter().any(|v| v.len < L);
+    let lens: Vec<u8> = if masked {
         (0..total)
-            .map(|t| {
-                let len = plan.vectors[t % nvec].len;
-                std::array::from_fn(|l| f32::from_bits(if l < len { !0 } else { 0 }))
-            })
+            .map(|t| plan.vectors[t % nvec].len as u8)
             .collect()
     } else {
         Vec::new()
@@ -789,14 +847,13 @@ fn weight_grad_chunk_isa(
     // Per-thread buffers, written before they are read: the accumulators between visits,
     // and the visit's packed dy (on a cache line boundary, so no vector of it straddles two).
     let state_len = if visits > 1 {
-        tap_blocks * r * nt * LANES
+        tap_blocks * r * nt * L
     } else {
         0
     };
-    let packed_len = per_visit * r * LANES;
+    let packed_len = per_visit * r * L;
     scratch::with(&WGRAD_STATE, state_len, |state| {
         scratch::with(&WGRAD_DY, packed_len + 16, |packed_buf| {
-            let state: &mut [[f32; LANES]] = bytemuck::cast_slice_mut(state);
             let align = packed_buf.as_ptr().align_offset(64).min(16);
             let packed = &mut packed_buf[align..align + packed_len];
             with_prepared(num * plan.pr_len, |buf| {
@@ -806,7 +863,7 @@ fn weight_grad_chunk_isa(
                     let out = &mut part[gi * kdim * mg..(gi + 1) * kdim * mg];
                     for m0 in (0..mg).step_by(r) {
                         let rows = r.min(mg - m0);
-                        let mut dy_lanes = [[0f32; LANES]; 8];
+                        let mut dy_lanes = [[0f32; L]; 8];
                         let want_bias = bias.is_some();
                         for t0 in (0..total).step_by(per_visit) {
                             let t1 = total.min(t0 + per_visit);
@@ -817,12 +874,12 @@ fn weight_grad_chunk_isa(
                                     for t in t0..t1 {
                                         let (n, v) = (t / nvec, plan.vectors[t % nvec]);
                                         let d = &dy[n * od + (gi * mg + m0) * p..];
-                                        let dst = &mut packed
-                                            [(t - t0) * r * LANES..(t - t0 + 1) * r * LANES];
-                                        pack_dy_vector(d, p, v, rows, dst);
+                                        let dst =
+                                            &mut packed[(t - t0) * r * L..(t - t0 + 1) * r * L];
+                                        pack_dy_vector::<L>(d, p, v, rows, dst);
                                         if want_bias {
                                             for (sums, row) in
-                                                dy_lanes.iter_mut().zip(dst.chunks(LANES))
+                                                dy_lanes.iter_mut().zip(dst.chunks(L))
                                             {
                                                 for (s, v) in sums.iter_mut().zip(row) {
                                                     *s += *v;
@@ -837,17 +894,17 @@ fn weight_grad_chunk_isa(
                                 let k0 = tb * nt;
                                 let t = WgradTile {
                                     im: buf,
-                                    dy: &packed[..(t1 - t0) * r * LANES],
+                                    dy: &packed[..(t1 - t0) * r * L],
                                     srcs: &srcs[t0..t1],
                                     vrows: &vrows[t0..t1],
                                     real_rows: block_rows[tb].clone(),
-                                    masks: if masked { &masks[t0..t1] } else { &[] },
+                                    lens: if masked { &lens[t0..t1] } else { &[] },
                                     offs: &offs[k0..kdim.min(k0 + nt)],
                                     first,
                                     rows,
                                 };
                                 let state = if visits > 1 {
-                                    &mut state[tb * r * nt..(tb + 1) * r * nt]
+                                    &mut state[tb * r * nt * L..(tb + 1) * r * nt * L]
                                 } else {
                                     &mut []
                                 };
@@ -856,17 +913,18 @@ fn weight_grad_chunk_isa(
                                 } else {
                                     None
                                 };
-                                // SAFETY: the CPU has the ISA's instructions; image reads stay within
-                                // the prepared images plus slack (as in the forward), dy reads within
-                                // `packed`; `state` holds the tile's `r * nt` accumulators where there
-                                // are several visits; the sums go to `rows` channels x the block's
-                                // taps of `out`, `mg` apart.
-                                unsafe { t.run(isa, state, out, mg) };
+                                // SAFETY: the CPU has the ISA's instructions (and AVX-512F
+                                // for `WIDE_LANES`); image reads stay within the prepared
+                                // images plus slack (as in the forward), dy reads within
+                                // `packed`; `state` holds the tile's `r * nt` accumulators
+                                // where there are several visits; the sums go to `rows`
+                                // channels x the block's taps of `out`, `mg` apart.
+                                unsafe { t.run::<L>(isa, state, out, mg) };
                             }
                         }
                         if let Some(b) = bias.as_deref_mut() {
                             for (i, lanes) in dy_lanes.iter().take(rows).enumerate() {
-                                b[gi * mg + m0 + i] = lane_sum(lanes);
+                                b[gi * mg + m0 + i] = lanes_sum(lanes);
                             }
                         }
                     }
@@ -881,12 +939,33 @@ fn lane_sum(v: &[f32; LANES]) -> f32 {
     ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))
 }
 
+/// The lanes of an accumulator of `L` lanes added in a fixed order: 8 as `lane_sum` adds
+/// them; 16 (the wide row tiles) first lane `l` and `l + 8`, then those 8 so.
+fn lanes_sum<const L: usize>(v: &[f32; L]) -> f32 {
+    match L {
+        LANES => lane_sum(v[..LANES].try_into().unwrap()),
+        WIDE_LANES => lane_sum(&std::array::from_fn(|l| v[l] + v[l + LANES])),
+        _ => unreachable!("row vectors have 8 or 16 lanes"),
+    }
+}
+
+/// A vector's first `len` lanes set, as 8 lanes of 256 bits: `LANE_MASKS[8 - len..][..8]`.
+static LANE_MASKS: [u32; 2 * LANES] = {
+    let mut m = [0u32; 2 * LANES];
+    let mut i = 0;
+    while i < LANES {
+        m[i] = !0;
+        i += 1;
+    }
+    m
+};
+
 /// One weight-gradient tile: the ISA's rows x `offs.len()` taps over the output vectors of
 /// one visit.
 struct WgradTile<'a> {
     /// The chunk's prepared images.
     im: &'a [f32],
-    /// The visit's packed dy: `[vector][row][8]`.
+    /// The visit's packed dy: `[vector][row][lanes]`.
     dy: &'a [f32],
     /// Per output vector: its start in `im` (image and position).
     srcs: &'a [usize],
@@ -894,8 +973,8 @@ struct WgradTile<'a> {
     vrows: &'a [u32],
     /// The output rows where the taps read real inputs; the other vectors are skipped.
     real_rows: Range<u32>,
-    /// Per output vector, its lanes that are real; empty where every vector is full.
-    masks: &'a [[f32; LANES]],
+    /// Per output vector, its real lanes; empty where every vector is full.
+    lens: &'a [u8],
     offs: &'a [usize],
     /// The chunk's first visit: the accumulators start at zero instead of `state`.
     first: bool,
@@ -904,25 +983,38 @@ struct WgradTile<'a> {
 }
 
 impl WgradTile<'_> {
-    /// Adds the tile's products to the accumulators (`state`: `[row][tap]`, the ISA's rows x
-    /// vecs entries, empty where the chunk is one visit); with `out`, the last visit, writes
-    /// the accumulators' lane sums instead: tap j of row i at `out[j * stride + i]`.
-    unsafe fn run(
+    /// Adds the tile's products to the accumulators of `L` lanes (`state`: `[row][tap][L]`,
+    /// the ISA's rows x vecs accumulators, empty where the chunk is one visit); with `out`,
+    /// the last visit, writes the accumulators' lane sums instead: tap j of row i at
+    /// `out[j * stride + i]`.
+    unsafe fn run<const L: usize>(
         &self,
         isa: Isa,
-        state: &mut [[f32; LANES]],
+        state: &mut [f32],
         out: Option<&mut [f32]>,
         stride: usize,
     ) {
-        debug_assert!(state.is_empty() || state.len() == isa.rows() * isa.vecs());
-        debug_assert!(state.len() == isa.rows() * isa.vecs() || (self.first && out.is_some()));
-        debug_assert!(self.dy.len() >= self.srcs.len() * isa.rows() * LANES);
-        debug_assert!(self.masks.is_empty() || self.masks.len() == self.srcs.len());
+        let acc_len = isa.rows() * isa.vecs() * L;
+        debug_assert!(state.is_empty() || state.len() == acc_len);
+        debug_assert!(state.len() == acc_len || (self.first && out.is_some()));
+        debug_assert!(self.dy.len() >= self.srcs.len() * isa.rows() * L);
+        debug_assert!(self.lens.is_empty() || self.lens.len() == self.srcs.len());
         debug_assert!(self.vrows.len() == self.srcs.len());
         if let Some(o) = &out {
             debug_assert!(o.len() > (self.offs.len() - 1) * stride + self.rows - 1);
         }
-        let m = !self.masks.is_empty();
+        let m = !self.lens.is_empty();
+        if L == WIDE_LANES {
+            debug_assert!(isa == Isa::Avx512);
+            return match (self.offs.len(), m) {
+                (3, false) => wide_rows::wgrad::<8, 3, false>(self, state, out, stride),
+                (2, false) => wide_rows::wgrad::<8, 2, false>(self, state, out, stride),
+                (_, false) => wide_rows::wgrad::<8, 1, false>(self, state, out, stride),
+                (3, true) => wide_rows::wgrad::<8, 3, true>(self, state, out, stride),
+                (2, true) => wide_rows::wgrad::<8, 2, true>(self, state, out, stride),
+                (_, true) => wide_rows::wgrad::<8, 1, true>(self, state, out, stride),
+            };
+        }
         match (isa, self.offs.len(), m) {
             (Isa::Avx512, 3, false) => avx512::wgrad::<8, 3, false>(self, state, out, stride),
             (Isa::Avx512, 2, false) => avx512::wgrad::<8, 2, false>(self, state, out, stride),
@@ -989,21 +1081,22 @@ macro_rules! kernels {
 
             /// `R` channels x `T` taps: `acc[i][j] += dy[vector][row i] * (image[offs[j] +
             /// vector] masked to the vector's real lanes)` over the visit's vectors; the
-            /// accumulators come from `state` (`[row][tap]` with the ISA's `vecs()` taps per
-            /// row) or zero, and go back there or, lanes added, to `out`.
+            /// accumulators come from `state` (`[row][tap][8]` with the ISA's `vecs()` taps
+            /// per row) or zero, and go back there or, lanes added, to `out`.
             #[target_feature(enable = $features)]
             pub unsafe fn wgrad<const R: usize, const T: usize, const MASKED: bool>(
                 t: &WgradTile,
-                state: &mut [[f32; LANES]],
+                state: &mut [f32],
                 out: Option<&mut [f32]>,
                 stride: usize,
             ) {
-                let sst = state.len() / R;
+                let sst = state.len() / (R * LANES);
+                let at = |i: usize, j: usize| (i * sst + j) * LANES;
                 let mut acc = [[_mm256_setzero_ps(); T]; R];
                 if !t.first {
                     for i in 0..R {
                         for j in 0..T {
-                            acc[i][j] = _mm256_loadu_ps(state[i * sst + j].as_ptr());
+                            acc[i][j] = _mm256_loadu_ps(state[at(i, j)..][..LANES].as_ptr());
                         }
                     }
                 }
@@ -1024,7 +1117,10 @@ macro_rules! kernels {
                         b[j] = _mm256_loadu_ps(b0[j].add(src));
                     }
                     if MASKED {
-                        let mask = _mm256_loadu_ps(t.masks.get_unchecked(v).as_ptr());
+                        let len = *t.lens.get_unchecked(v) as usize;
+                        let mask = _mm256_loadu_ps(
+                            LANE_MASKS.as_ptr().add(LANES - len).cast::<f32>(),
+                        );
                         for j in 0..T {
                             b[j] = _mm256_and_ps(b[j], mask);
                         }
@@ -1039,7 +1135,7 @@ macro_rules! kernels {
                 let Some(out) = out else {
                     for i in 0..R {
                         for j in 0..T {
-                            _mm256_storeu_ps(state[i * sst + j].as_mut_ptr(), acc[i][j]);
+                            _mm256_storeu_ps(state[at(i, j)..][..LANES].as_mut_ptr(), acc[i][j]);
                         }
                     }
                     return;
@@ -1064,7 +1160,7 @@ macro_rules! kernels {
             /// `lane_sum` of 8 accumulators at once, the sums in order: the same additions
             /// (operands swapped at most), by transposing halves, pairs and single lanes.
             #[target_feature(enable = $features)]
-            unsafe fn lane_sums8(a: [__m256; 8]) -> __m256 {
+            pub(super) unsafe fn lane_sums8(a: [__m256; 8]) -> __m256 {
                 // h[i] = lanes 0..4 + lanes 4..8 of a[i] (v0+v4, v1+v5, v2+v6, v3+v7), the
                 // halves of a[i] and a[i + 4] side by side.
                 let h: [__m256; 4] = std::array::from_fn(|i| {
@@ -1131,14 +1227,19 @@ mod tests {
         (0..n).map(|i| ((i as f32 + seed) * 0.7133).sin()).collect()
     }
 
-    /// The weight gradient's summation order, spelled out one value at a time: for every
-    /// weight (group, tap k, output channel m), 8 lanes, lane l summing with fused
-    /// multiply-adds, image by image and output vector by output vector (8 outputs of a row
-    /// from column x, lane l taking column x + l; a lane past a short vector's end adds
-    /// `0 * 0`), then the lanes added as `lane_sum` does. This order is part of crema's
-    /// results: faster kernels must keep it.
-    fn weight_grad_model(g: &ConvGeom, num: usize, x: &[f32], dy: &[f32]) -> Vec<f32> {
-        let plan = Plan::new(g);
+    /// The row tiles' weight-gradient order with vectors of `L` outputs, spelled out one
+    /// value at a time: for every weight (group, tap k, output channel m), `L` lanes, lane l
+    /// summing with fused multiply-adds, image by image and output vector by output vector
+    /// (`L` outputs of a row from column x, lane l taking column x + l; a lane past a short
+    /// vector's end adds `0 * 0`), then the lanes added as `lanes_sum` does. This order is
+    /// part of crema's results: faster kernels must keep it.
+    fn weight_grad_model<const L: usize>(
+        g: &ConvGeom,
+        num: usize,
+        x: &[f32],
+        dy: &[f32],
+    ) -> Vec<f32> {
+        let plan = Plan::new(g, L);
         let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
         let mut prepared = vec![0f32; num * plan.pr_len];
         plan.prepare_images(g, x, &mut prepared);
@@ -1147,7 +1248,7 @@ mod tests {
             for k in 0..kdim {
                 let off = plan.offs[gi * kdim + k];
                 for m in 0..mg {
-                    let mut lanes = [0f32; LANES];
+                    let mut lanes = [0f32; L];
                     for n in 0..num {
                         let d = &dy[n * g.col_dim() + (gi * mg + m) * p..];
                         let im = &prepared[n * plan.pr_len..];
@@ -1161,7 +1262,7 @@ mod tests {
                             }
                         }
                     }
-                    part[(gi * kdim + k) * mg + m] = lane_sum(&lanes);
+                    part[(gi * kdim + k) * mg + m] = lanes_sum(&lanes);
                 }
             }
         }
@@ -1178,7 +1279,7 @@ mod tests {
         x: &[f32],
         dy: &[f32],
     ) -> (Vec<f32>, Vec<f32>) {
-        let plan = Plan::new(g);
+        let plan = Plan::new(g, LANES);
         let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
         let (oh, ow, sh, wq) = (g.col_shape[0], g.col_shape[1], g.stride[0], plan.pr.wq);
         let mut prepared = vec![0f32; num * plan.pr_len];
@@ -1220,7 +1321,7 @@ mod tests {
     /// The forward's summation order, one output at a time: every tap k in the weights'
     /// order, padding included, added with a fused multiply-add to a sum that starts at 0.
     fn forward_model(g: &ConvGeom, num: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
-        let plan = Plan::new(g);
+        let plan = Plan::new(g, LANES);
         let (mg, kdim, p) = (g.col_channels / g.group, g.kernel_dim(), g.col_spatial());
         let mut prepared = vec![0f32; plan.pr_len];
         let mut y = vec![0f32; num * g.col_dim()];
@@ -1255,9 +1356,10 @@ mod tests {
         let mut tiles = vec![(Isa::Avx2, Tiles::Rows)];
         if isa == Isa::Avx512 {
             tiles.push((isa, Tiles::Rows));
+            tiles.push((isa, Tiles::WideRows));
             tiles.extend((2..=4).map(|vectors| (isa, Tiles::Channels { vectors })));
         } else {
-            println!("SKIPPED (AVX-512 row and channel tiles): this CPU lacks AVX-512VL");
+            println!("SKIPPED (AVX-512 row, wide row and channel tiles): this CPU lacks AVX-512VL");
         }
         let cases = [
             // CIFAR-10's 5x5 layers at 8x8 and 16x16 (row classes of 1 and 2 vectors a row).
@@ -1283,7 +1385,7 @@ mod tests {
             let w = values(g.weight_len(), 2.3);
             let want = forward_model(&g, num, &x, &w);
             for &(isa, t) in &tiles {
-                if t != Tiles::Rows && g.col_channels / g.group <= LANES {
+                if matches!(t, Tiles::Channels { .. }) && g.col_channels / g.group <= LANES {
                     continue;
                 }
                 let plan = ForwardPlan::with_tiles(&g, isa, t);
@@ -1337,7 +1439,7 @@ mod tests {
                 *v = -0.0;
             }
             let (want, want_bias) = weight_grad_channels_model(&g, num, &x, &dy);
-            let plan = Plan::new(&g);
+            let plan = Plan::new(&g, LANES);
             for vectors in 2..=4 {
                 let mut got = vec![f32::NAN; g.weight_len()];
                 let mut bias = vec![f32::NAN; g.col_channels];
@@ -1366,18 +1468,19 @@ mod tests {
     }
 
     #[test]
-    fn channel_weight_grad_is_as_accurate_as_the_row_tiles() {
+    fn channel_and_wide_weight_grads_are_as_accurate_as_the_row_tiles() {
         if Isa::detect() != Some(Isa::Avx512) {
-            println!("SKIPPED: this CPU lacks AVX-512VL, the channel tiles never run");
+            println!("SKIPPED: this CPU lacks AVX-512VL, the channel and wide tiles never run");
             return;
         }
         // CIFAR-10's conv3 over 25 images (one chunk of a batch of 100 on 4+ threads): each
         // weight sums 1600 products. Against a double-precision sum, the channel tiles'
-        // sequential sums may not be worse than twice the row tiles' 8-lane sums.
+        // sequential sums and the wide row tiles' 16-lane sums may not be worse than twice
+        // the row tiles' 8-lane sums.
         let (num, g) = (25, geom(32, 64, 1, [8, 8], [5, 5], [2, 2], [1, 1], [1, 1]));
         let x = values(num * g.im_dim(), 0.4);
         let dy = values(num * g.col_dim(), 1.9);
-        let plan = Plan::new(&g);
+        let plan = Plan::new(&g, LANES);
         let mut want = vec![0f64; g.weight_len()];
         let (kdim, p) = (g.kernel_dim(), g.col_spatial());
         let mut prepared = vec![0f32; plan.pr_len];
@@ -1402,14 +1505,17 @@ mod tests {
                 .fold(0f64, |e, (a, w)| e.max((*a as f64 - w).abs() / scale))
         };
         let mut rows = vec![0f32; g.weight_len()];
-        weight_grad_chunk_isa(Isa::Avx512, &g, num, &x, &dy, &mut rows, None);
+        weight_grad_chunk_isa::<LANES>(Isa::Avx512, &g, num, &x, &dy, &mut rows, None);
+        let mut wide = vec![0f32; g.weight_len()];
+        weight_grad_chunk_isa::<WIDE_LANES>(Isa::Avx512, &g, num, &x, &dy, &mut wide, None);
         let mut chan = vec![0f32; g.weight_len()];
         wgrad_channels::weight_grad_chunk(&plan, 4, &g, num, &x, &dy, &mut chan, None);
-        let (er, ec) = (error(&rows), error(&chan));
-        println!("relative error: row tiles {er:.2e}, channel tiles {ec:.2e}");
+        let (er, ew, ec) = (error(&rows), error(&wide), error(&chan));
+        println!("relative error: row tiles {er:.2e}, wide row tiles {ew:.2e}, channel tiles {ec:.2e}");
+        let bound = 2.0 * er.max(1e-7);
         assert!(
-            er < 1e-5 && ec <= 2.0 * er.max(1e-7),
-            "rows {er:e}, channels {ec:e}"
+            er < 1e-5 && ew <= bound && ec <= bound,
+            "rows {er:e}, wide rows {ew:e}, channels {ec:e}"
         );
     }
 
@@ -1419,10 +1525,10 @@ mod tests {
             println!("SKIPPED: this CPU lacks AVX2/FMA, the direct kernels never run");
             return;
         };
-        // The row tiles of every instruction set the CPU has.
-        let mut isas = vec![Isa::Avx2];
-        if best == Isa::Avx512 {
-            isas.push(best);
+        // The row tiles of every instruction set the CPU has, and the wide ones.
+        let wide = best == Isa::Avx512;
+        if !wide {
+            println!("SKIPPED (AVX-512 row and wide row tiles): this CPU lacks AVX-512VL");
         }
         let cases = [
             // ResNet-like: many vectors per image (visits inside an image), 8x8 planes
@@ -1452,43 +1558,58 @@ mod tests {
             for v in dy.iter_mut().step_by(7) {
                 *v = -0.0;
             }
-            let want = weight_grad_model(&g, num, &x, &dy);
-            for &isa in &isas {
-                let mut got = vec![f32::NAN; g.weight_len()];
-                let mut bias = vec![f32::NAN; g.col_channels];
-                weight_grad_chunk_isa(isa, &g, num, &x, &dy, &mut got, Some(&mut bias));
-                let mut alone = vec![f32::NAN; g.weight_len()];
-                weight_grad_chunk_isa(isa, &g, num, &x, &dy, &mut alone, None);
-                for (i, ((a, b), c)) in got.iter().zip(&want).zip(&alone).enumerate() {
-                    assert_eq!(
-                        a.to_bits(),
-                        b.to_bits(),
-                        "{isa:?} {g:?} num {num} at {i}: {a} vs {b}"
-                    );
-                    assert_eq!(a.to_bits(), c.to_bits(), "{g:?} without the bias at {i}");
-                }
-                // The bias sums: per channel, 8 lanes over the output vectors in order (a lane
-                // past a short vector's end adds 0), then the lanes as `lane_sum` adds them.
-                let (mg, p) = (g.col_channels / g.group, g.col_spatial());
-                let plan = Plan::new(&g);
-                for (c, got) in bias.iter().enumerate() {
-                    let mut lanes = [0f32; LANES];
-                    for n in 0..num {
-                        let d = &dy[n * g.col_dim() + c * p..];
-                        for v in &plan.vectors {
-                            for (l, s) in lanes.iter_mut().enumerate() {
-                                *s += if l < v.len { d[v.dst + l] } else { 0.0 };
-                            }
-                        }
+            weight_grad_order_case::<LANES>(Isa::Avx2, num, &g, &x, &dy);
+            if wide {
+                weight_grad_order_case::<LANES>(Isa::Avx512, num, &g, &x, &dy);
+                weight_grad_order_case::<WIDE_LANES>(Isa::Avx512, num, &g, &x, &dy);
+            }
+        }
+    }
+
+    /// `weight_grad_keeps_its_summation_order` for the row tiles of `isa` with vectors of
+    /// `L` outputs, on one case: the weights and the bias sums against the models, and the
+    /// weights the same bits without the bias.
+    fn weight_grad_order_case<const L: usize>(
+        isa: Isa,
+        num: usize,
+        g: &ConvGeom,
+        x: &[f32],
+        dy: &[f32],
+    ) {
+        let want = weight_grad_model::<L>(g, num, x, dy);
+        let mut got = vec![f32::NAN; g.weight_len()];
+        let mut bias = vec![f32::NAN; g.col_channels];
+        weight_grad_chunk_isa::<L>(isa, g, num, x, dy, &mut got, Some(&mut bias));
+        let mut alone = vec![f32::NAN; g.weight_len()];
+        weight_grad_chunk_isa::<L>(isa, g, num, x, dy, &mut alone, None);
+        for (i, ((a, b), c)) in got.iter().zip(&want).zip(&alone).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{isa:?} {L} lanes {g:?} num {num} at {i}: {a} vs {b}"
+            );
+            assert_eq!(a.to_bits(), c.to_bits(), "{g:?} without the bias at {i}");
+        }
+        // The bias sums: per channel, `L` lanes over the output vectors in order (a lane past
+        // a short vector's end adds 0), then the lanes as `lanes_sum` adds them.
+        let (mg, p) = (g.col_channels / g.group, g.col_spatial());
+        let plan = Plan::new(g, L);
+        for (c, got) in bias.iter().enumerate() {
+            let mut lanes = [0f32; L];
+            for n in 0..num {
+                let d = &dy[n * g.col_dim() + c * p..];
+                for v in &plan.vectors {
+                    for (l, s) in lanes.iter_mut().enumerate() {
+                        *s += if l < v.len { d[v.dst + l] } else { 0.0 };
                     }
-                    let want = lane_sum(&lanes);
-                    assert_eq!(
-                        got.to_bits(),
-                        want.to_bits(),
-                        "{isa:?} {g:?} bias {c} (of {mg} a group)"
-                    );
                 }
             }
+            let want = lanes_sum(&lanes);
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{isa:?} {L} lanes {g:?} bias {c} (of {mg} a group)"
+            );
         }
     }
 }
