@@ -10,6 +10,8 @@
 //! - Forward, row tiles: a tile of output channels x vectors (8 x 3 with AVX-512VL's 32
 //!   registers, 4 x 2 with AVX2) accumulates `W[m][k] * image` over the taps k in order, one
 //!   fused multiply-add per tap and value.
+//! - Forward and weight gradient, wide row tiles (`wide_rows.rs`, AVX-512): the same with
+//!   vectors of 16 outputs, for rows of 16 or 32.
 //! - Forward, channel tiles (`channels.rs`, AVX-512VL): vectors of 8 output channels x single
 //!   output positions, each position's input broadcast; for layers where columns of padding
 //!   weigh (`Tiles::choose`).
@@ -745,17 +747,18 @@ thread_local! {
 }
 
 /// Outputs a weight-gradient tile runs over between loading and storing its accumulators:
-/// the visit's packed dy (8 rows of 4 bytes per output, 16 KiB) stays in L1 while every tap
-/// block runs over it. Visits cut the chunk's sequence of output vectors (image by image,
-/// row by row) anywhere, inside an image or across images.
+/// every tap block runs over the visit's packed dy (8 rows of 4 bytes per output, 128 KiB,
+/// in L2). Shorter visits, their dy in L1, cost more in the tiles' set-up and accumulator
+/// reloads than they saved (docs/cpu-perf.md, entry 25). Visits cut the chunk's sequence of
+/// output vectors (image by image, row by row) anywhere, inside an image or across images.
 const WGRAD_OUTPUTS_PER_VISIT: usize = 4096;
 
 /// Weight gradient of a chunk of images, transposed (`[group][tap][m]`, like
 /// `conv::weight_grad_one`'s partials) and overwritten: `part[gi][k][m] = sum over the images
 /// and output positions of dy[m][pos] * im2col(x)[k][pos]`.
 ///
-/// For each block of output channels, the chunk's output vectors are visited 512 outputs at a
-/// time: their dy rows of the block are packed vector by vector (`[vector][row][lanes]`,
+/// For each block of output channels, the chunk's output vectors are visited 4096 outputs at
+/// a time: their dy rows of the block are packed vector by vector (`[vector][row][lanes]`,
 /// zeros past a row's end) so that the kernel reads them at fixed distances, then every tap
 /// block runs over them, its accumulators (a vector of lanes each) kept in memory between
 /// visits. The last visit adds each accumulator's lanes and writes the sums.
