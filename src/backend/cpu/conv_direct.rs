@@ -641,7 +641,8 @@ impl ForwardPlan {
                                 // every tap offset plus a vector start stays within the
                                 // prepared images plus slack (the output-size formula bounds
                                 // every read of a real output, and a short vector reads at most
-                                // LANES - 1 values past its row); outputs are written for
+                                // `plan.lanes - 1` values past its row, within the slack of
+                                // `WIDE_LANES`); outputs are written for
                                 // `rows` channels and `len` values per vector, in `y`.
                                 unsafe { t.run(isa, plan.lanes) };
                             }
