@@ -1536,7 +1536,8 @@ mod tests {
             assert!(n(&|g| direct::handles(g) && g.kernel_dim() > 1024) == 1);
             if direct::channel_tiles_supported() {
                 let wgrad = |g: &ConvGeom| direct::handles(g).then(|| direct::weight_grad_tiles(g));
-                let channels = |g: &ConvGeom| matches!(wgrad(g), Some(direct::Tiles::Channels { .. }));
+                let channels =
+                    |g: &ConvGeom| matches!(wgrad(g), Some(direct::Tiles::Channels { .. }));
                 assert!(n(&channels) >= 2);
                 assert!(n(&|g| wgrad(g) == Some(direct::Tiles::WideRows)) >= 2);
             }
@@ -1592,7 +1593,16 @@ mod tests {
             (24, 8, 5, (Channels { vectors: 4 }, Channels { vectors: 4 })),
             (8, 16, 3, (WideRows, WideRows)),
         ] {
-            let g = geom(c, 32, 1, &[hw, hw], &[k, k], &[k / 2, k / 2], &[1, 1], &[1, 1]);
+            let g = geom(
+                c,
+                32,
+                1,
+                &[hw, hw],
+                &[k, k],
+                &[k / 2, k / 2],
+                &[1, 1],
+                &[1, 1],
+            );
             direct_forward_grouping_case(&g, tiles);
         }
     }

@@ -449,7 +449,8 @@ impl Tiles {
     /// 32 outputs fill them; rows of 8 or 24 would waste a half or a quarter).
     fn rows_for(g: &ConvGeom, isa: Isa) -> Tiles {
         let ow = g.col_shape[1];
-        if isa == Isa::Avx512 && ow.div_ceil(WIDE_LANES) * WIDE_LANES <= ow.div_ceil(LANES) * LANES {
+        if isa == Isa::Avx512 && ow.div_ceil(WIDE_LANES) * WIDE_LANES <= ow.div_ceil(LANES) * LANES
+        {
             Tiles::WideRows
         } else {
             Tiles::Rows
@@ -1122,9 +1123,8 @@ macro_rules! kernels {
                     }
                     if MASKED {
                         let len = *t.lens.get_unchecked(v) as usize;
-                        let mask = _mm256_loadu_ps(
-                            LANE_MASKS.as_ptr().add(LANES - len).cast::<f32>(),
-                        );
+                        let mask =
+                            _mm256_loadu_ps(LANE_MASKS.as_ptr().add(LANES - len).cast::<f32>());
                         for j in 0..T {
                             b[j] = _mm256_and_ps(b[j], mask);
                         }
@@ -1515,7 +1515,9 @@ mod tests {
         let mut chan = vec![0f32; g.weight_len()];
         wgrad_channels::weight_grad_chunk(&plan, 4, &g, num, &x, &dy, &mut chan, None);
         let (er, ew, ec) = (error(&rows), error(&wide), error(&chan));
-        println!("relative error: row tiles {er:.2e}, wide row tiles {ew:.2e}, channel tiles {ec:.2e}");
+        println!(
+            "relative error: row tiles {er:.2e}, wide row tiles {ew:.2e}, channel tiles {ec:.2e}"
+        );
         let bound = 2.0 * er.max(1e-7);
         assert!(
             er < 1e-5 && ew <= bound && ec <= bound,

@@ -78,7 +78,6 @@ pub(super) unsafe fn wgrad<const R: usize, const T: usize, const MASKED: bool>(
     out: Option<&mut [f32]>,
     stride: usize,
 ) {
-
     let sst = state.len() / (R * WIDE_LANES);
     let at = |i: usize, j: usize| (i * sst + j) * WIDE_LANES;
     let mut acc = [[_mm512_setzero_ps(); T]; R];
