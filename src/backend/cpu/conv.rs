@@ -91,6 +91,17 @@ impl ConvGeom {
         self.im_channels / self.group * self.kernel_count()
     }
 
+    /// One group's GEMM dimensions: its input channels, its output channels, its taps
+    /// (`kernel_dim`) and the output positions of an image.
+    pub fn group_dims(&self) -> (usize, usize, usize, usize) {
+        (
+            self.im_channels / self.group,
+            self.col_channels / self.group,
+            self.kernel_dim(),
+            self.col_spatial(),
+        )
+    }
+
     /// Values of one image on the image side.
     pub fn im_dim(&self) -> usize {
         self.im_channels * self.im_spatial()

@@ -575,12 +575,7 @@ impl ForwardPlan {
     /// image on its own.
     fn run_rows(&self, g: &ConvGeom, w: &PackedWeights, images: usize, x: &[f32], y: &mut [f32]) {
         let plan = &self.plan;
-        let (cg, mg, kdim, p) = (
-            g.im_channels / g.group,
-            g.col_channels / g.group,
-            g.kernel_dim(),
-            g.col_spatial(),
-        );
+        let (cg, mg, kdim, p) = g.group_dims();
         let (id, od, kh, kw) = (g.im_dim(), g.col_dim(), g.kernel[0], g.kernel[1]);
         assert!(x.len() >= images * id && y.len() >= images * od);
         assert_eq!(w.kdim, kdim);
@@ -858,9 +853,7 @@ fn weight_grad_chunk_isa<const L: usize>(
     };
     let packed_len = per_visit * r * L;
     scratch::with(&WGRAD_STATE, state_len, |state| {
-        scratch::with(&WGRAD_DY, packed_len + 16, |packed_buf| {
-            let align = packed_buf.as_ptr().align_offset(64).min(16);
-            let packed = &mut packed_buf[align..align + packed_len];
+        scratch::with_aligned(&WGRAD_DY, packed_len, |packed| {
             with_prepared(num * plan.pr_len, |buf| {
                 plan.prepare_images(g, x, buf);
                 for gi in 0..g.group {
@@ -955,15 +948,7 @@ fn lanes_sum<const L: usize>(v: &[f32; L]) -> f32 {
 }
 
 /// A vector's first `len` lanes set, as 8 lanes of 256 bits: `LANE_MASKS[8 - len..][..8]`.
-static LANE_MASKS: [u32; 2 * LANES] = {
-    let mut m = [0u32; 2 * LANES];
-    let mut i = 0;
-    while i < LANES {
-        m[i] = !0;
-        i += 1;
-    }
-    m
-};
+static LANE_MASKS: [u32; 2 * LANES] = [!0, !0, !0, !0, !0, !0, !0, !0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /// One weight-gradient tile: the ISA's rows x `offs.len()` taps over the output vectors of
 /// one visit.

@@ -25,6 +25,15 @@ pub fn with<R>(slot: &'static Slot, len: usize, f: impl FnOnce(&mut [f32]) -> R)
     r
 }
 
+/// `with`, the slice starting on a 64-byte boundary (a cache line: no vector read from it
+/// straddles two).
+pub fn with_aligned<R>(slot: &'static Slot, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with(slot, len + 16, |buf| {
+        let at = buf.as_ptr().align_offset(64).min(16);
+        f(&mut buf[at..at + len])
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +54,15 @@ mod tests {
         });
         assert_eq!(SLOT.with(|s| s.borrow().len()), 8);
         with(&SLOT, 3, |b| assert_eq!(b, &[2.0; 3]));
+    }
+
+    #[test]
+    fn an_aligned_buffer_starts_on_a_cache_line() {
+        for len in [1, 5, 100] {
+            with_aligned(&SLOT, len, |b| {
+                assert_eq!(b.len(), len);
+                assert_eq!(b.as_ptr() as usize % 64, 0);
+            });
+        }
     }
 }

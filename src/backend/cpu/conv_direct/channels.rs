@@ -90,12 +90,7 @@ pub(super) fn run(
     x: &[f32],
     y: &mut [f32],
 ) {
-    let (cg, mg, kdim, p) = (
-        g.im_channels / g.group,
-        g.col_channels / g.group,
-        g.kernel_dim(),
-        g.col_spatial(),
-    );
+    let (cg, mg, kdim, p) = g.group_dims();
     let (id, od, kh, kw) = (g.im_dim(), g.col_dim(), g.kernel[0], g.kernel[1]);
     let (ow, sh, wq) = (g.col_shape[1], g.stride[0], plan.pr.wq);
     assert!(x.len() >= images * id && y.len() >= images * od);

@@ -167,12 +167,7 @@ pub(super) fn weight_grad_chunk(
     part: &mut [f32],
     mut bias: Option<&mut [f32]>,
 ) {
-    let (cg, mg, kdim, p) = (
-        g.im_channels / g.group,
-        g.col_channels / g.group,
-        g.kernel_dim(),
-        g.col_spatial(),
-    );
+    let (cg, mg, kdim, p) = g.group_dims();
     let (id, od, kh, kw) = (g.im_dim(), g.col_dim(), g.kernel[0], g.kernel[1]);
     let (oh, ow, sh, wq) = (g.col_shape[0], g.col_shape[1], g.stride[0], plan.pr.wq);
     assert!(x.len() >= num * id && dy.len() >= num * od && part.len() >= g.weight_len());
@@ -201,10 +196,7 @@ pub(super) fn weight_grad_chunk(
     // Per visit row, per tile shape: the shape's kernel rows that read the image there.
     let mut row_bits: Vec<u32> = Vec::with_capacity(oh);
     scratch::with(&STATE, tiles * tile_len, |state| {
-        scratch::with(&PACKED, max_positions * vl + 16, |packed_buf| {
-            // On a cache line boundary: no dy vector straddles two.
-            let align = packed_buf.as_ptr().align_offset(64).min(16);
-            let packed = &mut packed_buf[align..align + max_positions * vl];
+        scratch::with_aligned(&PACKED, max_positions * vl, |packed| {
             with_prepared(num * plan.pr_len, |buf| {
                 plan.prepare_images(g, x, buf);
                 for gi in 0..g.group {

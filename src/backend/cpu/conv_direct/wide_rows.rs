@@ -2,11 +2,12 @@
 //! instead of 8. A forward tap of 8 channels x 3 vectors is then 24 multiply-adds of 16
 //! lanes for 3 loads and 8 broadcasts, where the 256-bit tiles do 24 of 8 lanes for as many:
 //! on ResNet-20's 16-channel layers (144 taps), whose tiles are short enough that their
-//! loads, stores and loop overheads show, the forward ran 10-15% faster (docs/cpu-perf.md).
+//! loads, stores and loop overheads show, the forward and input gradient ran 6-11% faster
+//! (docs/cpu-perf.md, entry 25).
 //!
 //! The forward adds every output's products in tap order, as the 256-bit tiles do: the same
 //! bits. The weight gradient sums 16 lanes per weight, then adds lane `l` and `l + 8` and
-//! the 8 results as `lane_sum` does: its own rounding, fixed by the shapes (`lane_sum16`).
+//! the 8 results as `lane_sum` does: its own rounding, fixed by the shapes (`lanes_sum`).
 
 use std::arch::x86_64::*;
 
@@ -78,6 +79,8 @@ pub(super) unsafe fn wgrad<const R: usize, const T: usize, const MASKED: bool>(
     out: Option<&mut [f32]>,
     stride: usize,
 ) {
+    // The lane sums below transpose 8 rows at once.
+    const { assert!(R == 8) };
     let sst = state.len() / (R * WIDE_LANES);
     let at = |i: usize, j: usize| (i * sst + j) * WIDE_LANES;
     let mut acc = [[_mm512_setzero_ps(); T]; R];
